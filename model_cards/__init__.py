@@ -1,0 +1,1 @@
+"""Model card templates (Jinja), rendered by `pipeline.card.render_card` through huggingface_hub's `ModelCard`."""

@@ -1,0 +1,230 @@
+"""The command line: `vit-pipeline train|push ...`, each subcommand a linear `main()`.
+
+`python -m pipeline` and `accelerate launch -m pipeline` run the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pipeline import PipelineError
+
+logger = logging.getLogger("pipeline")
+
+USAGE = """usage: vit-pipeline COMMAND [ARGS]
+
+commands:
+  train RECIPE.yaml [--field value ...]   fine-tune a ViT checkpoint as the recipe says
+  push OUTPUT_DIR --hub_model_id ORG/NAME  push a finished output folder to the Hub
+  benchmark RECIPE.yaml [--steps N]       measure data, model and end-to-end throughput
+
+`vit-pipeline COMMAND --help` lists a command's options."""
+
+
+def _setup_logging(is_main: bool) -> None:
+    import transformers
+
+    level = logging.INFO if is_main else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    logger.setLevel(level)
+    transformers.utils.logging.set_verbosity_warning()
+    # The datasets progress bars flood multi-process logs; the main process keeps them.
+    if not is_main:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
+def _augmentation(data_args) -> str:
+    steps = []
+    if data_args.random_resized_crop:
+        steps.append(f"random resized crop (scale {data_args.crop_scale_min:g}-1)")
+    if data_args.horizontal_flip:
+        steps.append("horizontal flip")
+    return ", ".join(steps) or "none"
+
+
+def _resume_checkpoint(training_args) -> str | None:
+    """The checkpoint to resume from: the one asked for, else the last one in the output folder."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if training_args.resume_from_checkpoint:
+        if not Path(training_args.resume_from_checkpoint).is_dir():
+            raise PipelineError(f"resume_from_checkpoint {training_args.resume_from_checkpoint} is not a folder")
+        return training_args.resume_from_checkpoint
+    if Path(training_args.output_dir).is_dir():
+        last = get_last_checkpoint(training_args.output_dir)
+        if last:
+            logger.info("Resuming from %s (found in output_dir; use a new output_dir to start over)", last)
+        return last
+    return None
+
+
+def train_main(argv: list[str]) -> dict:
+    """`vit-pipeline train`: recipe -> data -> model -> train -> metrics -> card -> push. Returns eval metrics."""
+    from pipeline.config import RecipeParser, resolved_recipe, save_recipe
+
+    # Configuration: every check runs here, before data or weights are loaded.
+    model_args, data_args, training_args, recipe_path = RecipeParser().parse(argv)
+    # The token lives only in this variable: never in the args the Trainer pickles (training_args.bin).
+    token = training_args.hub_token or None
+    training_args.hub_token = None
+    push_requested = training_args.push_to_hub
+    # The pipeline pushes the finished folder itself (both backends, with retries and a clear error).
+    training_args.push_to_hub = False
+    is_main = training_args.should_save
+
+    # Logging, seed, resolved recipe.
+    _setup_logging(is_main)
+    from transformers import set_seed
+
+    set_seed(training_args.seed)
+    recipe = resolved_recipe(model_args, data_args, training_args)
+    recipe["push_to_hub"] = push_requested
+    if is_main:
+        save_recipe(recipe, training_args.output_dir)
+    resume_from = _resume_checkpoint(training_args)
+
+    # Data.
+    from pipeline.data import load_splits
+
+    with training_args.main_process_first(desc="loading the dataset"):
+        splits = load_splits(data_args, seed=training_args.seed, cache_dir=None, token=token)
+    logger.info("Data: %d train / %d eval images (%s), %d classes", len(splits.train), len(splits.eval),
+                splits.eval_split_name, len(splits.labels))
+
+    # Image processor, transforms, model.
+    from pipeline.modeling import load_image_processor, load_model
+    from pipeline.transforms import BatchTransform, build_transforms, image_spec
+
+    image_processor = load_image_processor(model_args)
+    model = load_model(model_args, splits.labels, token=token)
+    train_transform, eval_transform = build_transforms(image_processor, data_args)
+    train_dataset = splits.train.with_transform(BatchTransform(train_transform))
+    eval_dataset = splits.eval.with_transform(BatchTransform(eval_transform))
+
+    # Train and evaluate.
+    from pipeline.metrics import ClassificationMetrics
+
+    compute_metrics = ClassificationMetrics(len(splits.labels))
+    if training_args.backend == "accelerate":
+        from pipeline.loop import train_with_accelerate as run
+    else:
+        from pipeline.train import train_with_trainer as run
+    result = run(model, image_processor, train_dataset, eval_dataset, compute_metrics, training_args,
+                 resume_from_checkpoint=resume_from)
+    eval_metrics = {k[len("eval_"):]: v for k, v in result.eval_metrics.items()
+                    if k.startswith("eval_") and k not in ("eval_loss", "eval_runtime", "eval_samples_per_second",
+                                                            "eval_steps_per_second", "eval_epoch")}
+    if not is_main:
+        return eval_metrics
+
+    # Model card.
+    from pipeline.card import CardInputs, epoch_results, write_card
+
+    spec = image_spec(image_processor)
+    world = training_args.world_size
+    hyperparameters = {name: getattr(training_args, name) for name in (
+        "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+        "num_train_epochs", "max_steps", "weight_decay", "lr_scheduler_type", "warmup_steps", "max_grad_norm",
+        "label_smoothing_factor", "seed", "bf16", "fp16")}
+    hyperparameters["optim"] = str(getattr(training_args.optim, "value", training_args.optim))
+    hyperparameters["lr_scheduler_type"] = str(getattr(training_args.lr_scheduler_type, "value",
+                                                       training_args.lr_scheduler_type))
+    hyperparameters["num_processes"] = world
+    hyperparameters["total_train_batch_size"] = (training_args.per_device_train_batch_size
+                                                 * training_args.gradient_accumulation_steps * world)
+    dataset_display = splits.hub_id or (
+        "scikit-learn's handwritten digits (embedded)" if (data_args.dataset_name or "").startswith("builtin:")
+        else f"a local dataset ({Path(data_args.dataset_name or data_args.train_dir).name})")
+    inputs = CardInputs(
+        model_name=(training_args.hub_model_id or Path(training_args.output_dir).name),
+        model_source=model_args.model_name_or_path,
+        from_scratch=model_args.from_scratch,
+        architecture=type(model).__name__,
+        labels=splits.labels,
+        eval_metrics=eval_metrics,
+        eval_split=splits.eval_split_name,
+        train_samples=len(splits.train),
+        eval_samples=len(splits.eval),
+        dataset_id=splits.hub_id,
+        dataset_display=dataset_display,
+        dataset_config=splits.config_name,
+        license=training_args.license,
+        hyperparameters=hyperparameters,
+        epoch_results=epoch_results(result.log_history),
+        recipe=recipe,
+        image_size=list(spec.output_size),
+        image_mean=list(spec.mean),
+        image_std=list(spec.std),
+        augmentation=_augmentation(data_args),
+        backend=training_args.backend,
+        skipped_images=splits.skipped_images,
+        hub_model_id=training_args.hub_model_id if push_requested else None,
+    )
+    write_card(inputs, training_args.output_dir)
+    if splits.skipped_images:
+        _merge_json(Path(training_args.output_dir) / "all_results.json",
+                    {f"{k}_skipped_images": v for k, v in splits.skipped_images.items()})
+    logger.info("Done: eval accuracy %.4f; outputs in %s; reuse with pipeline('image-classification', model=%r)",
+                eval_metrics.get("accuracy", float("nan")), training_args.output_dir, training_args.output_dir)
+
+    # Push.
+    if push_requested:
+        from pipeline.hub import push_or_explain
+
+        push_or_explain(training_args.output_dir, training_args.hub_model_id, token=token,
+                        private=training_args.hub_private_repo, revision=training_args.hub_revision)
+    return eval_metrics
+
+
+def _merge_json(path: Path, extra: dict) -> None:
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(extra)
+    path.write_text(json.dumps(data, indent=4, sort_keys=True) + "\n")
+
+
+def push_main(argv: list[str]) -> None:
+    """`vit-pipeline push OUTPUT_DIR --hub_model_id ORG/NAME`: push a finished output folder."""
+    from pipeline.hub import push_command
+
+    push_command(argv)
+
+
+def benchmark_main(argv: list[str]) -> None:
+    """`vit-pipeline benchmark RECIPE.yaml [--steps N]`: print throughput figures."""
+    from pipeline.benchmark import main as benchmark
+
+    benchmark(argv)
+
+
+COMMANDS = {"train": train_main, "push": push_main, "benchmark": benchmark_main}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `vit-pipeline` and `python -m pipeline`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"vit-pipeline: error: unknown command '{command}': use one of {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        COMMANDS[command](rest)
+    except PipelineError as err:
+        print(f"vit-pipeline: error: {err}", file=sys.stderr)
+        sys.exit(2 if os.environ.get("VIT_PIPELINE_TRACEBACK") is None else _reraise(err))
+    except KeyboardInterrupt:
+        print("vit-pipeline: interrupted; checkpoints already written are kept (the next run resumes from them)",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+def _reraise(err: Exception):
+    raise err

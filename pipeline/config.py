@@ -1,0 +1,372 @@
+"""Typed configuration: three dataclasses, one strict parser for YAML recipes and command-line flags.
+
+A recipe is a flat YAML file whose keys are the fields below (and every `transformers.TrainingArguments`
+field). Flags given on the command line override the recipe. Unknown keys, wrong types and contradicting
+options are errors, raised before any data or weights are loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from pipeline import PipelineError
+
+RECIPE_FILE = "recipe.yaml"
+
+
+@dataclass
+class ModelArguments:
+    """Which checkpoint to fine-tune, and how to load it."""
+
+    model_name_or_path: str = field(
+        default=None,
+        metadata={"help": "Hub model id (org/name) or local folder of a ViT-family checkpoint."},
+    )
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the checkpoint."})
+    from_scratch: bool = field(
+        default=False,
+        metadata={
+            "help": "Build the model from the checkpoint's config with random weights instead of loading them "
+            "(the folder then needs only config.json and preprocessor_config.json)."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow code from the checkpoint's repo to run. Off unless you trust it."}
+    )
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "Attention kernel: sdpa (fused, fast) or eager."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded checkpoints are cached."})
+
+    def __post_init__(self):
+        if not self.model_name_or_path:
+            raise PipelineError("model_name_or_path is not set: name a checkpoint in the recipe or with "
+                                "--model_name_or_path")
+
+
+@dataclass
+class DataArguments:
+    """Which images to train and evaluate on, and how to augment them."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub dataset id, local folder laid out like a Hub dataset repo (parquet or imagefolder), a "
+            "save_to_disk folder, or builtin:digits (the embedded scikit-learn digits)."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration (subset) name."})
+    dataset_revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of the dataset."})
+    train_dir: str | None = field(default=None, metadata={"help": "Plain image folder for training (class/img.png)."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Plain image folder for validation."})
+    image_column_name: str | None = field(
+        default=None, metadata={"help": "Image column; found automatically (image, img) when not set."}
+    )
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "Label column; found automatically (label, labels) when not set."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: str | None = field(
+        default=None,
+        metadata={"help": "Split to evaluate on; default: validation, valid, val or test, else a split of train."},
+    )
+    train_val_split: float = field(
+        default=0.15,
+        metadata={"help": "Fraction of train held out (stratified, seeded) when the dataset has no eval split."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many eval rows."})
+    verify_images: bool = field(
+        default=True,
+        metadata={
+            "help": "Decode every image once before training, so a bad file fails in seconds instead of hours in."
+        },
+    )
+    bad_images: Literal["error", "skip"] = field(
+        default="error", metadata={"help": "What to do with unreadable images: stop with an error, or skip them."}
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for the image check (default: all cores)."}
+    )
+    random_resized_crop: bool = field(
+        default=True, metadata={"help": "Train-time random resized crop; off: a plain resize."}
+    )
+    crop_scale_min: float = field(
+        default=0.08, metadata={"help": "Smallest area fraction the random resized crop keeps."}
+    )
+    horizontal_flip: bool = field(
+        default=True, metadata={"help": "Train-time random horizontal flip (turn off for text, digits, ...)."}
+    )
+
+    def __post_init__(self):
+        if self.dataset_name is None and self.train_dir is None:
+            raise PipelineError("no data: set dataset_name (Hub id or folder) or train_dir in the recipe")
+        if self.dataset_name is not None and (self.train_dir or self.validation_dir):
+            raise PipelineError("set either dataset_name or train_dir/validation_dir, not both")
+        if not 0.0 < self.train_val_split < 1.0:
+            raise PipelineError(f"train_val_split must be between 0 and 1 (got {self.train_val_split})")
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            raise PipelineError(f"crop_scale_min must be in (0, 1] (got {self.crop_scale_min})")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise PipelineError(f"{name} must be a positive number of rows (got {value})")
+
+
+def _default_workers() -> int:
+    # Decoding and augmenting images is CPU work: give the loader the cores this process can use, leaving one
+    # for the training loop itself, and share them between the processes of a multi-process launch.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(8, cores // local_procs - 1))
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+@dataclass
+class PipelineTrainingArguments(TrainingArguments):
+    """`transformers.TrainingArguments` with the pipeline's defaults and a few fields of its own.
+
+    Every Trainer option keeps its usual name (`--learning_rate`, `--num_train_epochs`, `--push_to_hub`, ...).
+    """
+
+    backend: Literal["trainer", "accelerate"] = field(
+        default="trainer", metadata={"help": "Training loop: the transformers Trainer or a plain Accelerate loop."}
+    )
+    license: str = field(default="apache-2.0", metadata={"help": "License written in the model card."})
+
+    # Defaults that differ from TrainingArguments: evaluate and save every epoch and keep the best model, which is
+    # what a fine-tuning run wants; keep the raw image column (the transforms need it).
+    output_dir: str | None = field(default="outputs/vit-pipeline", metadata={"help": "Where everything is written."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no, steps, epoch or best."})
+    logging_strategy: str = field(default="epoch", metadata={"help": "When to log: no, steps or epoch."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the best checkpoint's weights."})
+    metric_for_best_model: str | None = field(default="accuracy", metadata={"help": "Metric that picks the best."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept on disk (best included)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep False: transforms read raw columns."})
+    dataloader_num_workers: int = field(
+        default=-1, metadata={"help": "DataLoader worker processes; -1: sized to the machine's cores."}
+    )
+    dataloader_persistent_workers: bool = field(
+        default=True, metadata={"help": "Keep loader workers alive between epochs (no restart cost)."}
+    )
+
+    def __post_init__(self):
+        if self.dataloader_num_workers < 0:
+            self.dataloader_num_workers = _default_workers()
+        if self.dataloader_pin_memory and not _has_accelerator():
+            # Pinned memory only speeds up host-to-GPU copies; without a GPU PyTorch warns on every loader.
+            self.dataloader_pin_memory = False
+        if self.dataloader_num_workers == 0:
+            # PyTorch refuses persistent workers when there are none.
+            self.dataloader_persistent_workers = False
+        if self.push_to_hub and self.hub_model_id is None and self.output_dir:
+            # Same rule as the Trainer: the repo is named after the output folder, in the token's namespace.
+            self.hub_model_id = Path(self.output_dir).name
+        super().__post_init__()
+
+
+DATACLASSES = (ModelArguments, DataArguments, PipelineTrainingArguments)
+# Never written to disk, logs or cards.
+SECRET_FIELDS = {"hub_token"}
+# Written to the resolved recipe even at their defaults: they are what a reader looks for first.
+ALWAYS_SAVED = (
+    "output_dir",
+    "seed",
+    "num_train_epochs",
+    "max_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "backend",
+)
+
+
+class RecipeParser(HfArgumentParser):
+    """An `HfArgumentParser` that takes a YAML recipe, lets flags override it, and rejects unknown keys.
+
+    Errors raise `PipelineError` with one line naming the key, instead of argparse's usage dump and exit.
+    """
+
+    def __init__(self, prog: str = "vit-pipeline train"):
+        super().__init__(DATACLASSES, prog=prog, description=__doc__.splitlines()[0])
+
+    def error(self, message: str):  # noqa: D102 (argparse hook)
+        raise PipelineError(f"{message} (see `{self.prog} --help`)")
+
+    def known_fields(self) -> dict[str, dataclasses.Field]:
+        """All recipe keys this parser accepts, with their dataclass fields."""
+        return {f.name: f for dc in DATACLASSES for f in dataclasses.fields(dc) if f.init}
+
+    def parse(self, argv: list[str]) -> tuple[ModelArguments, DataArguments, PipelineTrainingArguments, str | None]:
+        """Parse `[RECIPE.yaml | --config RECIPE.yaml] [--field value ...]` into the three dataclasses.
+
+        Returns:
+            The model, data and training arguments, and the recipe path (None when there is none).
+
+        Raises:
+            PipelineError: unknown key, wrong type or contradicting options, with one line that says what to fix.
+        """
+        recipe_path, flags = _split_recipe_path(argv)
+        recipe_argv: list[str] = []
+        if recipe_path is not None:
+            recipe_argv = self._recipe_to_argv(recipe_path)
+        # Flags come after the recipe's values, and argparse keeps the last value it sees.
+        args = recipe_argv + flags
+        self._check_unknown_flags(flags)
+        try:
+            model_args, data_args, training_args, remaining = self.parse_args_into_dataclasses(
+                args=args, return_remaining_strings=True
+            )
+        except (ValueError, TypeError) as err:
+            # __post_init__ checks of TrainingArguments raise ValueError with a full sentence.
+            raise PipelineError(_one_line(err)) from err
+        if remaining:
+            raise PipelineError(f"unexpected argument(s) {' '.join(remaining)} (see `{self.prog} --help`)")
+        return model_args, data_args, training_args, recipe_path
+
+    def _recipe_to_argv(self, path: str) -> list[str]:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise PipelineError(f"cannot read recipe {path}: {err.strerror}") from err
+        try:
+            recipe = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise PipelineError(f"recipe {path} is not valid YAML: {_one_line(err)}") from err
+        if not isinstance(recipe, dict):
+            raise PipelineError(f"recipe {path} must be a mapping of field: value, got {type(recipe).__name__}")
+        known = self.known_fields()
+        argv: list[str] = []
+        for key, value in recipe.items():
+            if key not in known:
+                raise PipelineError(f"unknown key '{key}' in {path}{_suggest(key, known)}")
+            if value is None or isinstance(value, dict):
+                # Mappings (fsdp_config, lr_scheduler_kwargs, ...) and nulls go straight to the dataclass.
+                self.set_defaults(**{key: value})
+            elif isinstance(value, list):
+                argv += [f"--{key}", *(_scalar(v) for v in value)] if value else []
+            else:
+                argv.append(f"--{key}={_scalar(value)}")
+        return argv
+
+    def _check_unknown_flags(self, flags: list[str]) -> None:
+        known = self.known_fields()
+        for flag in flags:
+            if flag.startswith("--"):
+                key = flag[2:].split("=", 1)[0].replace("-", "_")
+                if key not in known and key != "help":
+                    raise PipelineError(f"unknown option --{key}{_suggest(key, known)}")
+
+
+def _split_recipe_path(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take the recipe path out of argv: a first positional `*.yaml` or `--config PATH`."""
+    argv = list(argv)
+    path = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" or arg.startswith("--config="):
+            if arg == "--config":
+                if i + 1 >= len(argv):
+                    raise PipelineError("--config needs a path to a YAML recipe")
+                path = argv[i + 1]
+                del argv[i : i + 2]
+            else:
+                path = arg.split("=", 1)[1]
+                del argv[i]
+            break
+    if argv and not argv[0].startswith("-"):
+        if path is not None:
+            raise PipelineError(f"two recipes given ({path} and {argv[0]}): pass one")
+        path = argv.pop(0)
+    if path is not None and not path.endswith((".yaml", ".yml")):
+        raise PipelineError(f"the recipe must be a .yaml file, got '{path}'")
+    return path, argv
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _suggest(key: str, known: dict) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f": did you mean '{close[0]}'?" if close else ": remove it (see `vit-pipeline train --help` for the keys)"
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def parse_args(argv: list[str] | None = None):
+    """Parse the `train` command line (see `RecipeParser.parse`)."""
+    return RecipeParser().parse(sys.argv[1:] if argv is None else argv)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    # Objects that __post_init__ builds from a plain value (accelerator_config, ...): not recipe material.
+    return _NOT_PLAIN
+
+
+_NOT_PLAIN = object()
+
+
+def resolved_recipe(model_args, data_args, training_args) -> dict[str, Any]:
+    """The recipe as it ran: every model and data field, and the training fields that differ from defaults.
+
+    The token is never included. The result parses back through `RecipeParser` to the same run.
+    """
+    recipe: dict[str, Any] = {}
+    for args in (model_args, data_args):
+        for f in dataclasses.fields(args):
+            recipe[f.name] = _plain(getattr(args, f.name))
+    for f in dataclasses.fields(PipelineTrainingArguments):
+        if not f.init or f.name in SECRET_FIELDS or f.name == "local_rank":
+            continue
+        value = _plain(getattr(training_args, f.name))
+        if value is _NOT_PLAIN:
+            continue
+        default = _plain(f.default) if f.default is not dataclasses.MISSING else None
+        if f.name in ALWAYS_SAVED or value != default:
+            # Normalised forms the parser would not take back (report_to ["none"] after __post_init__).
+            if f.name == "report_to" and value in (["none"], []):
+                continue
+            recipe[f.name] = value
+    return recipe
+
+
+def save_recipe(recipe: dict[str, Any], output_dir: str | os.PathLike) -> Path:
+    """Write the resolved recipe as `recipe.yaml` in `output_dir`."""
+    path = Path(output_dir) / RECIPE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Resolved recipe written by vit-pipeline; run it again with: vit-pipeline train " + str(path) + "\n"
+    path.write_text(header + yaml.safe_dump(json.loads(json.dumps(recipe)), sort_keys=False))
+    return path

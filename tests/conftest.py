@@ -1,0 +1,169 @@
+"""Shared fixtures: tiny ViT checkpoints and real-image datasets in every layout the pipeline reads.
+
+Nothing here reaches the network: checkpoints are random tiny `ViTConfig` models saved to a temp folder and
+loaded back through `from_pretrained` (the path a Hub id takes); images are scikit-learn's digits and
+scikit-image's sample photos, written as imagefolder / parquet / save_to_disk folders laid out like Hub repos.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# Before transformers / datasets / huggingface_hub are imported anywhere: no network, private caches.
+_CACHE = Path(tempfile.mkdtemp(prefix="vit-pipeline-tests-"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HOME"] = str(_CACHE / "hf")
+os.environ["HF_DATASETS_CACHE"] = str(_CACHE / "datasets")
+os.environ["VIT_PIPELINE_CACHE"] = str(_CACHE / "builtin")
+os.environ.pop("HF_TOKEN", None)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.conftest_hub"] if (Path(__file__).parent / "conftest_hub.py").exists() else []
+
+TINY_VIT = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def save_tiny_vit(path: Path, num_labels: int = 3, image_size: int = 32, head: bool = True, seed: int = 0,
+                  **processor_kwargs) -> Path:
+    """Save a random tiny ViT (classifier or bare backbone) and its image processor to `path`."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(seed)
+    config = ViTConfig(**{**TINY_VIT, "image_size": image_size}, num_labels=num_labels)
+    model = ViTForImageClassification(config) if head else ViTModel(config, add_pooling_layer=False)
+    model.save_pretrained(path)
+    processor = ViTImageProcessor(size={"height": image_size, "width": image_size}, **processor_kwargs)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    """A random tiny ViTForImageClassification with a 3-label head (another label set than the data's)."""
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny-vit"), num_labels=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """A random tiny bare ViTModel (no classification head), like google/vit-base-patch16-224-in21k."""
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny-backbone"), head=False)
+
+
+def digits(n_per_class: int = 20, classes: int = 10, seed: int = 0) -> list[tuple[Image.Image, int]]:
+    """Real handwritten digits from scikit-learn, as 8-bit grayscale PIL images with their digit."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    rng = np.random.default_rng(seed)
+    out = []
+    for digit in range(classes):
+        idx = rng.permutation(np.flatnonzero(data.target == digit))[:n_per_class]
+        for i in idx:
+            array = np.round(data.images[i] * (255 / 16)).astype(np.uint8)
+            out.append((Image.fromarray(array, mode="L"), digit))
+    return out
+
+
+PHOTO_NAMES = ("astronaut", "coffee", "chelsea")
+
+
+def photos(n_per_class: int = 8, size: int = 48, seed: int = 0) -> list[tuple[Image.Image, str]]:
+    """Random crops of scikit-image's sample photos, one class per photo, as RGB PIL images."""
+    from skimage import data as skdata
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in PHOTO_NAMES:
+        array = getattr(skdata, name)()
+        h, w = array.shape[:2]
+        for _ in range(n_per_class):
+            top, left = rng.integers(0, h - 2 * size), rng.integers(0, w - 2 * size)
+            crop = array[top:top + 2 * size, left:left + 2 * size]
+            out.append((Image.fromarray(crop).resize((size, size)), name))
+    return out
+
+
+def write_imagefolder(root: Path, splits: dict[str, list[tuple[Image.Image, object]]], fmt: str = "png") -> Path:
+    """Write `{split: [(image, label)]}` as `root/<split>/<label>/<n>.<fmt>` (a Hub imagefolder repo layout)."""
+    for split, rows in splits.items():
+        for i, (image, label) in enumerate(rows):
+            folder = root / split / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(folder / f"{i:04d}.{fmt}")
+    return root
+
+
+def to_dataset(rows: list[tuple[Image.Image, object]], image_column: str = "image", label_column: str = "label",
+               class_names: list[str] | None = None):
+    """Build a `datasets.Dataset` with an Image column and a label column (ClassLabel when names are given)."""
+    import datasets
+
+    features = {image_column: datasets.Image()}
+    labels = [label for _, label in rows]
+    if class_names is not None:
+        features[label_column] = datasets.ClassLabel(names=class_names)
+        labels = [class_names.index(str(label)) if not isinstance(label, int) else label for label in labels]
+    else:
+        features[label_column] = datasets.Value("string" if isinstance(labels[0], str) else "int64")
+    return datasets.Dataset.from_dict({image_column: [im for im, _ in rows], label_column: labels},
+                                      features=datasets.Features(features))
+
+
+def write_parquet_repo(root: Path, splits: dict[str, object], readme: bool = True) -> Path:
+    """Write datasets as `root/data/<split>-00000-of-00001.parquet` plus a README with `dataset_info`, like the Hub."""
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    for split, ds in splits.items():
+        ds.to_parquet(str(root / "data" / f"{split}-00000-of-00001.parquet"))
+    if readme:
+        from huggingface_hub import DatasetCard, DatasetCardData
+
+        first = next(iter(splits.values()))
+        info = {"features": first.features._to_yaml_list(),
+                "splits": [{"name": s, "num_examples": len(d)} for s, d in splits.items()]}
+        configs = [{"config_name": "default",
+                    "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]}]
+        card = DatasetCard(f"---\n{DatasetCardData(dataset_info=info, configs=configs).to_yaml()}\n---\n# test\n")
+        card.save(root / "README.md")
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory) -> Path:
+    """Digits as an imagefolder with train and validation splits (10 classes, 30 + 10 per class)."""
+    rows = digits(n_per_class=40)
+    train = [r for i, r in enumerate(rows) if i % 4]
+    val = [r for i, r in enumerate(rows) if not i % 4]
+    return write_imagefolder(tmp_path_factory.mktemp("digits-imagefolder"), {"train": train, "validation": val})
+
+
+@pytest.fixture(scope="session")
+def photos_parquet(tmp_path_factory) -> Path:
+    """Photos as a Hub-like parquet repo: `img` column, string labels, train + test splits, README dataset_info."""
+    train, test = photos(n_per_class=12, seed=0), photos(n_per_class=4, seed=1)
+    root = tmp_path_factory.mktemp("photos-parquet")
+    return write_parquet_repo(root, {"train": to_dataset(train, image_column="img"),
+                                     "test": to_dataset(test, image_column="img")})
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline ARGS` as a user would, from the repository root."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# Overrides that make any recipe a few-second CPU run on a tiny model.
+FAST = ("--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32",
+        "--dataloader_num_workers", "0", "--disable_tqdm", "true", "--report_to", "none")

@@ -1,0 +1,122 @@
+"""End to end: the real `train` command on tiny checkpoints and real images, in every data layout, reloaded with
+`transformers.pipeline("image-classification")`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+from tests.conftest import FAST, digits, photos, run_cli, to_dataset, write_imagefolder
+
+OUTPUT_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "recipe.yaml", "train_results.json",
+                "eval_results.json", "all_results.json", "README.md")
+
+
+def train(*args: str) -> None:
+    """Run `vit-pipeline train ARGS` in-process (same entry point as the console script)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *args])
+        raise SystemExit(0)
+    assert exit_info.value.code == 0
+
+
+def check_output(out: Path, labels: list[str]) -> list[dict]:
+    """Assert the output folder is complete and loads with pipeline(); return its predictions on a few images."""
+    from huggingface_hub import metadata_load
+    from transformers import pipeline
+
+    for name in OUTPUT_FILES:
+        assert (out / name).is_file(), f"{name} missing from {out}"
+    assert not list(out.glob("checkpoint-*/optimizer.pt")) or (out / "model.safetensors").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(len(labels))] == labels
+    meta = metadata_load(out / "README.md")
+    results = meta["model-index"][0]["results"][0]
+    assert results["task"]["type"] == "image-classification"
+    eval_results = json.loads((out / "eval_results.json").read_text())
+    card_accuracy = next(m["value"] for m in results["metrics"] if m["type"] == "accuracy")
+    assert card_accuracy == pytest.approx(eval_results["eval_accuracy"], abs=1e-6)
+    classifier = pipeline("image-classification", model=str(out))
+    images = [im.convert("RGB") for im, _ in photos(n_per_class=1)]
+    predictions = classifier(images, top_k=len(labels))
+    for prediction in predictions:
+        assert {p["label"] for p in prediction} == set(labels)
+        assert sum(p["score"] for p in prediction) == pytest.approx(1.0, abs=1e-4)
+    return predictions
+
+
+def test_imagefolder_with_validation_split(tiny_vit, digits_folder, tmp_path):
+    out = tmp_path / "out"
+    train("--model_name_or_path", str(tiny_vit), "--dataset_name", str(digits_folder), "--output_dir", str(out),
+          *FAST, "--horizontal_flip", "false")
+    check_output(out, [str(d) for d in range(10)])
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert recipe["dataset_name"] == str(digits_folder)
+    assert recipe["num_train_epochs"] == 2
+    card = (out / "README.md").read_text()
+    assert "validation" in card and "pipeline(\"image-classification\"" in card
+    # Eval ran every epoch and the card's results table has a row per epoch.
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert len([e for e in state["log_history"] if "eval_accuracy" in e]) >= 2
+
+
+def test_parquet_repo_img_column_string_labels_test_split(tiny_backbone, photos_parquet, tmp_path):
+    # A Hub-like parquet repo (README with dataset_info), `img` column, string labels, no validation but a test split;
+    # the checkpoint is a bare backbone, so the head is fresh.
+    out = tmp_path / "out"
+    train("--model_name_or_path", str(tiny_backbone), "--dataset_name", str(photos_parquet), "--output_dir", str(out),
+          *FAST, "--learning_rate", "1e-3")
+    predictions = check_output(out, ["astronaut", "chelsea", "coffee"])
+    assert predictions
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_accuracy"] >= 0.0 and "train_loss" in results
+    assert "test" in (out / "README.md").read_text()
+
+
+def test_save_to_disk_and_integer_labels(tiny_vit, tmp_path):
+    import datasets
+
+    rows = [(im, digit + 3) for im, digit in digits(n_per_class=12, classes=4)]  # labels 3..6, plain integers
+    ds = to_dataset(rows)
+    assert ds.features["label"].dtype == "int64"
+    folder = tmp_path / "saved"
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(folder))
+    out = tmp_path / "out"
+    train("--model_name_or_path", str(tiny_vit), "--dataset_name", str(folder), "--output_dir", str(out), *FAST,
+          "--train_val_split", "0.25")
+    check_output(out, ["3", "4", "5", "6"])
+    # 48 rows, 25% held out, stratified: 12 eval rows, 3 per class.
+    assert "36 training images, 12 evaluation images" in (out / "README.md").read_text()
+
+
+def test_train_dir_and_validation_dir(tiny_vit, tmp_path):
+    rows = photos(n_per_class=6)
+    write_imagefolder(tmp_path / "data", {"train": rows[::2] + rows[1::2][:3], "val": rows[1::2][3:]}, fmt="jpg")
+    out = tmp_path / "out"
+    train("--model_name_or_path", str(tiny_vit), "--train_dir", str(tmp_path / "data" / "train"),
+          "--validation_dir", str(tmp_path / "data" / "val"), "--output_dir", str(out), *FAST)
+    check_output(out, ["astronaut", "chelsea", "coffee"])
+
+
+def test_console_command_and_resume(tiny_vit, digits_folder, tmp_path):
+    """The real command in a subprocess; a second run in the same folder resumes from its last checkpoint."""
+    out = tmp_path / "out"
+    args = ("train", "--model_name_or_path", str(tiny_vit), "--dataset_name", str(digits_folder),
+            "--output_dir", str(out), *FAST, "--max_train_samples", "64", "--max_eval_samples", "32")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    steps = state["global_step"]
+    assert steps == 2 * 4  # 64 rows / batch 16, 2 epochs
+    second = run_cli(*args, "--num_train_epochs", "3")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming from" in second.stderr
+    state = json.loads((out / "trainer_state.json").read_text())
+    # Continued from step 8 to step 12: one more epoch, not three from zero.
+    assert state["global_step"] == 3 * 4
+    train_losses = [e for e in state["log_history"] if "loss" in e]
+    assert [e["epoch"] for e in train_losses][-1] == 3.0
