@@ -172,15 +172,8 @@ def _check_batch(batch: dict) -> dict:
     return {"ok": ok, "error": errors}
 
 
-def check_images(ds: Dataset, split: str, policy: str, num_proc: int | None = None) -> tuple[Dataset, int]:
-    """Decode every image once; stop on the first unreadable one, or drop them all when `policy` is "skip".
-
-    Returns:
-        The dataset without unreadable rows, and how many were dropped.
-
-    Raises:
-        PipelineError: with policy "error", naming the split, row and file of the first unreadable image.
-    """
+def find_bad_images(ds: Dataset, split: str, num_proc: int | None = None) -> list[tuple[int, str, str]]:
+    """Decode every image of `ds` once and return the unreadable ones as (row, file, error)."""
     raw = ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
     if num_proc is None:
         # Worker processes pay off only on larger sets; tiny ones check faster in-process.
@@ -188,17 +181,37 @@ def check_images(ds: Dataset, split: str, policy: str, num_proc: int | None = No
     flags = raw.map(_check_batch, batched=True, batch_size=256, remove_columns=["image"], num_proc=num_proc,
                     desc=f"Checking {split} images")
     ok = np.asarray(flags["ok"][:], dtype=bool)
-    bad = np.flatnonzero(~ok)
-    if len(bad) == 0:
-        return ds, 0
-    first = int(bad[0])
-    item = raw[first]["image"] or {}
-    where = item.get("path") or "embedded bytes"
-    if policy == "error":
-        raise PipelineError(f"unreadable image in split '{split}', row {first} ({where}): {flags[first]['error']}; "
-                            f"{len(bad)} bad in all: fix or remove them, or set bad_images: skip")
-    logger.warning("Skipping %d unreadable image(s) in split '%s' (first: row %d, %s)", len(bad), split, first, where)
-    return ds.select(np.flatnonzero(ok)), len(bad)
+    bad = []
+    for row in np.flatnonzero(~ok):
+        item = raw[int(row)]["image"] or {}
+        bad.append((int(row), item.get("path") or "embedded bytes", flags[int(row)]["error"]))
+    return bad
+
+
+def check_images(named: dict[str, Dataset], policy: str, num_proc: int | None = None
+                 ) -> tuple[dict[str, Dataset], dict[str, int]]:
+    """Decode every image of every split once; stop on unreadable ones, or drop them when `policy` is "skip".
+
+    Returns:
+        The splits without unreadable rows, and how many were dropped from each.
+
+    Raises:
+        PipelineError: with policy "error", naming the split, row and file of the first unreadable image and how
+            many there are in all.
+    """
+    bad = {split: find_bad_images(ds, split, num_proc) for split, ds in named.items()}
+    total = sum(len(rows) for rows in bad.values())
+    if total and policy == "error":
+        split, (row, where, error) = next((s, rows[0]) for s, rows in bad.items() if rows)
+        raise PipelineError(f"unreadable image in split '{split}', row {row} ({where}): {error}; "
+                            f"{total} bad in all: fix or remove them, or set bad_images: skip")
+    for split, rows in bad.items():
+        if rows:
+            logger.warning("Skipping %d unreadable image(s) in split '%s' (first: row %d, %s)", len(rows), split,
+                           rows[0][0], rows[0][1])
+    kept = {split: ds.select(sorted(set(range(len(ds))) - {r for r, *_ in bad[split]})) if bad[split] else ds
+            for split, ds in named.items()}
+    return kept, {split: len(rows) for split, rows in bad.items() if rows}
 
 
 def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str | None = None) -> Splits:
@@ -257,9 +270,11 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
 
     skipped: dict[str, int] = {}
     if data_args.verify_images:
-        workers = data_args.preprocessing_num_workers
-        train, skipped["train"] = check_images(train, "train", data_args.bad_images, workers)
-        evals, skipped["eval"] = check_images(evals, eval_name, data_args.bad_images, workers)
+        # Keys name the splits in messages; evaluating on train itself still checks two distinct selections.
+        eval_key = eval_name if eval_name != "train" else "train (eval)"
+        checked, skipped = check_images({"train": train, eval_key: evals}, data_args.bad_images,
+                                        data_args.preprocessing_num_workers)
+        train, evals = checked["train"], checked[eval_key]
 
     name = data_args.dataset_name
     is_hub_id = bool(name) and not name.startswith(BUILTIN_PREFIX) and not Path(name).exists()
@@ -270,7 +285,7 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         eval_split_name=eval_name,
         hub_id=name if is_hub_id else None,
         config_name=data_args.dataset_config_name,
-        skipped_images={k: v for k, v in skipped.items() if v},
+        skipped_images=skipped,
     )
 
 
