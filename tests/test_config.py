@@ -117,8 +117,9 @@ def test_cli_usage_and_unknown_command():
 
 
 def test_console_script_entry_point_is_declared():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["vit-pipeline"] == "pipeline.cli:main"

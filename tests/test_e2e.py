@@ -62,6 +62,9 @@ def test_imagefolder_with_validation_split(tiny_vit, digits_folder, tmp_path):
     # Eval ran every epoch and the card's results table has a row per epoch.
     state = json.loads((out / "trainer_state.json").read_text())
     assert len([e for e in state["log_history"] if "eval_accuracy" in e]) >= 2
+    # The saved model is the best epoch's: evaluating it again gives the best score seen during training.
+    final = json.loads((out / "eval_results.json").read_text())
+    assert final["eval_accuracy"] == pytest.approx(state["best_metric"])
 
 
 def test_parquet_repo_img_column_string_labels_test_split(tiny_backbone, photos_parquet, tmp_path):
