@@ -32,6 +32,8 @@ def _setup_logging(is_main: bool) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
     logger.setLevel(level)
     transformers.utils.logging.set_verbosity_warning()
+    # The Hub client's HTTP library logs every request at INFO.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     # The datasets progress bars flood multi-process logs; the main process keeps them.
     if not is_main:
         import datasets
@@ -77,6 +79,12 @@ def train_main(argv: list[str]) -> dict:
     # The pipeline pushes the finished folder itself (both backends, with retries and a clear error).
     training_args.push_to_hub = False
     is_main = training_args.should_save
+    hub_callbacks = []
+    if push_requested:
+        from pipeline.hub import prepare_push
+
+        # Repo id, token, offline mode and hub_strategy are checked now, not after hours of training.
+        token, hub_callbacks = prepare_push(training_args, token)
 
     # Logging, seed, resolved recipe.
     _setup_logging(is_main)
@@ -116,7 +124,7 @@ def train_main(argv: list[str]) -> dict:
     else:
         from pipeline.train import train_with_trainer as run
     result = run(model, image_processor, train_dataset, eval_dataset, compute_metrics, training_args,
-                 resume_from_checkpoint=resume_from)
+                 resume_from_checkpoint=resume_from, **({"callbacks": hub_callbacks} if hub_callbacks else {}))
     eval_metrics = {k[len("eval_"):]: v for k, v in result.eval_metrics.items()
                     if k.startswith("eval_") and k not in ("eval_loss", "eval_runtime", "eval_samples_per_second",
                                                             "eval_steps_per_second", "eval_epoch")}

@@ -166,6 +166,13 @@ class PipelineTrainingArguments(TrainingArguments):
     dataloader_persistent_workers: bool = field(
         default=True, metadata={"help": "Keep loader workers alive between epochs (no restart cost)."}
     )
+    # The Trainer's default (every_save) pushes unevaluated weights to the repo root at every save; the pipeline
+    # pushes the finished run (best model, card, results) as one commit, and checkpoints only when asked.
+    hub_strategy: Literal["end", "every_save", "checkpoint", "all_checkpoints"] = field(
+        default="end",
+        metadata={"help": "With push_to_hub: end (the finished run only), every_save (also the model at every "
+                  "save), checkpoint (also the last checkpoint, as last-checkpoint/) or all_checkpoints."},
+    )
 
     def __post_init__(self):
         if self.dataloader_num_workers < 0:

@@ -48,11 +48,12 @@ class TrainResult:
 
 
 def train_with_trainer(model, image_processor, train_dataset, eval_dataset, compute_metrics, args,
-                       resume_from_checkpoint: str | None = None) -> TrainResult:
+                       resume_from_checkpoint: str | None = None, callbacks: list | None = None) -> TrainResult:
     """Fine-tune with the transformers Trainer, then save the best model and its metrics to `args.output_dir`.
 
     Evaluates and checkpoints as `args` says (every epoch by default), keeps the best model by
-    `args.metric_for_best_model`, and resumes from `resume_from_checkpoint` when given.
+    `args.metric_for_best_model`, and resumes from `resume_from_checkpoint` when given. `callbacks` are extra
+    `TrainerCallback`s (the Hub checkpoint pushes of `pipeline.hub`).
     """
     trainer = PipelineTrainer(
         model=model,
@@ -62,6 +63,7 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
         data_collator=collate,
         processing_class=image_processor,
         compute_metrics=compute_metrics,
+        callbacks=callbacks,
     )
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     # The best checkpoint's weights are loaded at the end (load_best_model_at_end): save those.
