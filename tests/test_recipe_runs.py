@@ -25,7 +25,9 @@ TEST_IMAGE_SIZE = 48  # for recipes that change the resolution: 6 x 6 patches of
 
 
 def test_every_dataset_recipe_has_a_standin():
-    recipes = {str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.yaml")} - {"quickstart.yaml"}
+    # recipes/accelerate/ holds `accelerate launch` configs; the quickstart's built-in data set is tested elsewhere.
+    recipes = {str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.yaml")
+               if "accelerate" not in p.relative_to(RECIPES).parts} - {"quickstart.yaml"}
     assert recipes == set(standins.STANDINS), "add a stand-in to tests/standins.py for each new recipe"
 
 
