@@ -47,6 +47,9 @@ def _augmentation(data_args) -> str:
         steps.append(f"random resized crop (scale {data_args.crop_scale_min:g}-1)")
     if data_args.horizontal_flip:
         steps.append("horizontal flip")
+    from pipeline.augment import describe
+
+    steps += describe(data_args)
     return ", ".join(steps) or "none"
 
 
@@ -111,6 +114,10 @@ def train_main(argv: list[str]) -> dict:
 
     image_processor = load_image_processor(model_args)
     model = load_model(model_args, splits.labels, token=token)
+    # Model options: resolution, frozen backbone, LoRA adapters (the processor follows a new resolution).
+    from pipeline.finetune import finalize_model, prepare_model
+
+    model = prepare_model(model, image_processor, model_args)
     train_transform, eval_transform = build_transforms(image_processor, data_args)
     train_dataset = splits.train.with_transform(BatchTransform(train_transform))
     eval_dataset = splits.eval.with_transform(BatchTransform(eval_transform))
@@ -125,6 +132,9 @@ def train_main(argv: list[str]) -> dict:
         from pipeline.train import train_with_trainer as run
     result = run(model, image_processor, train_dataset, eval_dataset, compute_metrics, training_args,
                  resume_from_checkpoint=resume_from, **({"callbacks": hub_callbacks} if hub_callbacks else {}))
+    if is_main:
+        # LoRA: the saved model is the merged one, loadable with no peft.
+        model = finalize_model(model, training_args.output_dir, model_args)
     eval_metrics = {k[len("eval_"):]: v for k, v in result.eval_metrics.items()
                     if k.startswith("eval_") and k not in ("eval_loss", "eval_runtime", "eval_samples_per_second",
                                                             "eval_steps_per_second", "eval_epoch")}
@@ -144,6 +154,14 @@ def train_main(argv: list[str]) -> dict:
     hyperparameters["lr_scheduler_type"] = str(getattr(training_args.lr_scheduler_type, "value",
                                                        training_args.lr_scheduler_type))
     hyperparameters["num_processes"] = world
+    # Fine-tuning techniques, listed only when used.
+    for args, names in ((model_args, ("image_size", "freeze_backbone", "use_peft", "lora_r", "lora_alpha")),
+                        (training_args, ("layer_decay", "backbone_learning_rate", "mixup_alpha", "cutmix_alpha",
+                                         "class_weighted_loss", "ema_decay", "early_stopping_patience",
+                                         "gradient_checkpointing"))):
+        for name in names:
+            if getattr(args, name) and (model_args.use_peft or not name.startswith("lora_")):
+                hyperparameters[name] = getattr(args, name)
     hyperparameters["total_train_batch_size"] = (training_args.per_device_train_batch_size
                                                  * training_args.gradient_accumulation_steps * world)
     dataset_display = splits.hub_id or (

@@ -48,11 +48,51 @@ class ModelArguments:
         default="sdpa", metadata={"help": "Attention kernel: sdpa (fused, fast) or eager."}
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded checkpoints are cached."})
+    # Fine-tuning techniques that change the model itself (pipeline/resolution.py, pipeline/optim.py, pipeline/lora.py).
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Fine-tune at this resolution (pixels per side) instead of the checkpoint's: the position "
+            "embeddings are interpolated once, and the saved model and image processor use the new size."
+        },
+    )
+    freeze_backbone: bool = field(
+        default=False, metadata={"help": "Train only the classification head; the backbone's weights stay as loaded."}
+    )
+    use_peft: bool = field(
+        default=False,
+        metadata={
+            "help": "Train LoRA adapters (peft) on the attention projections and the classifier fully; the saved "
+            "model is merged, so it loads with no peft installed."
+        },
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha/r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        metadata={"help": "Module names that get LoRA adapters (ViT in transformers 5: q_proj, k_proj, v_proj, "
+                  "o_proj, fc1, fc2)."},
+    )
+    lora_save_adapter: bool = field(
+        default=True, metadata={"help": "Also keep the unmerged adapter in OUTPUT_DIR/adapter (a few MB)."}
+    )
 
     def __post_init__(self):
         if not self.model_name_or_path:
             raise PipelineError("model_name_or_path is not set: name a checkpoint in the recipe or with "
                                 "--model_name_or_path")
+        if self.image_size is not None and self.image_size < 1:
+            raise PipelineError(f"image_size must be a positive number of pixels (got {self.image_size})")
+        if self.use_peft and self.freeze_backbone:
+            raise PipelineError("use_peft already keeps the backbone frozen (only adapters and the head train): "
+                                "set freeze_backbone: false")
+        if self.lora_r < 1:
+            raise PipelineError(f"lora_r must be at least 1 (got {self.lora_r})")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise PipelineError(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        if self.use_peft and not self.lora_target_modules:
+            raise PipelineError("use_peft needs lora_target_modules (for ViT: q_proj v_proj)")
 
 
 @dataclass
@@ -108,6 +148,15 @@ class DataArguments:
     horizontal_flip: bool = field(
         default=True, metadata={"help": "Train-time random horizontal flip (turn off for text, digits, ...)."}
     )
+    # Extra train-time augmentation (pipeline/augment.py), all torchvision transforms v2.
+    auto_augment: Literal["none", "randaugment", "trivialaugment"] = field(
+        default="none", metadata={"help": "Automatic augmentation policy: none, randaugment or trivialaugment."}
+    )
+    rand_augment_num_ops: int = field(default=2, metadata={"help": "RandAugment: operations applied per image."})
+    rand_augment_magnitude: int = field(default=9, metadata={"help": "RandAugment: magnitude of each op (0-30)."})
+    random_erasing: float = field(
+        default=0.0, metadata={"help": "Probability of erasing a random rectangle of the normalised image (0: off)."}
+    )
 
     def __post_init__(self):
         if self.dataset_name is None and self.train_dir is None:
@@ -122,6 +171,12 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise PipelineError(f"{name} must be a positive number of rows (got {value})")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise PipelineError(f"random_erasing is a probability in [0, 1] (got {self.random_erasing})")
+        if not 0 <= self.rand_augment_magnitude <= 30:
+            raise PipelineError(f"rand_augment_magnitude must be in 0-30 (got {self.rand_augment_magnitude})")
+        if self.rand_augment_num_ops < 1:
+            raise PipelineError(f"rand_augment_num_ops must be at least 1 (got {self.rand_augment_num_ops})")
 
 
 def _default_workers() -> int:
@@ -149,6 +204,44 @@ class PipelineTrainingArguments(TrainingArguments):
         default="trainer", metadata={"help": "Training loop: the transformers Trainer or a plain Accelerate loop."}
     )
     license: str = field(default="apache-2.0", metadata={"help": "License written in the model card."})
+    # Fine-tuning techniques (pipeline/optim.py, loss.py, augment.py, ema.py); each is off at its default.
+    layer_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Layer-wise learning-rate decay: block i of L gets lr * layer_decay**(L + 1 - i), the embeddings "
+            "lr * layer_decay**(L + 1); the head keeps learning_rate. Typical: 0.65-0.85."
+        },
+    )
+    backbone_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the backbone (the head keeps learning_rate); with layer_decay, the "
+                  "rate of the top block."},
+    )
+    mixup_alpha: float = field(
+        default=0.0, metadata={"help": "MixUp on training batches with this Beta(alpha, alpha); 0: off. Typical 0.8."}
+    )
+    cutmix_alpha: float = field(
+        default=0.0, metadata={"help": "CutMix on training batches with this Beta(alpha, alpha); 0: off. With "
+                               "mixup_alpha too, each batch gets one of the two. Typical 1.0."}
+    )
+    class_weighted_loss: bool = field(
+        default=False,
+        metadata={"help": "Weight the loss of each class by n / (classes * count in train), for imbalanced data."},
+    )
+    ema_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "Keep an exponential moving average of the weights with this decay (e.g. 0.9998); 0: off. The "
+            "average is what is evaluated, picked as best, saved and pushed; checkpoints hold both."
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without metric_for_best_model improving."},
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "Smallest change of the metric that counts as an improvement."}
+    )
 
     # Defaults that differ from TrainingArguments: evaluate and save every epoch and keep the best model, which is
     # what a fine-tuning run wants; keep the raw image column (the transforms need it).
@@ -186,7 +279,31 @@ class PipelineTrainingArguments(TrainingArguments):
         if self.push_to_hub and self.hub_model_id is None and self.output_dir:
             # Same rule as the Trainer: the repo is named after the output folder, in the token's namespace.
             self.hub_model_id = Path(self.output_dir).name
+        if self.bf16 and not self.use_cpu and not _has_accelerator():
+            # A GPU recipe run where there is none: bf16 autocast works on CPU, which the Trainer only allows with
+            # use_cpu (it refuses bf16 otherwise).
+            self.use_cpu = True
+        self._check_techniques()
         super().__post_init__()
+
+    def _check_techniques(self) -> None:
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise PipelineError(f"layer_decay must be in (0, 1] (got {self.layer_decay})")
+        if self.backbone_learning_rate is not None and self.backbone_learning_rate <= 0:
+            raise PipelineError(f"backbone_learning_rate must be positive (got {self.backbone_learning_rate})")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise PipelineError(f"{name} must be 0 (off) or positive (got {getattr(self, name)})")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise PipelineError(f"ema_decay must be in [0, 1), 0 for off (got {self.ema_decay})")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise PipelineError(f"early_stopping_patience must be at least 1 (got {self.early_stopping_patience})")
+            if str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
+                raise PipelineError("early_stopping_patience needs evaluations: set eval_strategy to epoch or steps")
+            if not self.load_best_model_at_end or not self.metric_for_best_model:
+                raise PipelineError("early_stopping_patience needs load_best_model_at_end: true and a "
+                                    "metric_for_best_model")
 
 
 DATACLASSES = (ModelArguments, DataArguments, PipelineTrainingArguments)
@@ -250,6 +367,7 @@ class RecipeParser(HfArgumentParser):
             raise PipelineError(_one_line(err)) from err
         if remaining:
             raise PipelineError(f"unexpected argument(s) {' '.join(remaining)} (see `{self.prog} --help`)")
+        check_combination(model_args, data_args, training_args)
         return model_args, data_args, training_args, recipe_path
 
     def _recipe_to_argv(self, path: str) -> list[str]:
@@ -284,6 +402,17 @@ class RecipeParser(HfArgumentParser):
                 key = flag[2:].split("=", 1)[0].replace("-", "_")
                 if key not in known and key != "help":
                     raise PipelineError(f"unknown option --{key}{_suggest(key, known)}")
+
+
+def check_combination(model_args, data_args, training_args) -> None:
+    """Reject options of different groups that contradict each other, before any data or weights are loaded."""
+    if model_args.freeze_backbone and (training_args.layer_decay is not None
+                                       or training_args.backbone_learning_rate is not None):
+        raise PipelineError("freeze_backbone leaves nothing for layer_decay / backbone_learning_rate to act on: "
+                            "drop one of them")
+    if model_args.use_peft and training_args.ema_decay:
+        raise PipelineError("ema_decay is not supported with use_peft (the adapters are small and merged at the "
+                            "end): set ema_decay: 0")
 
 
 def _split_recipe_path(argv: list[str]) -> tuple[str | None, list[str]]:

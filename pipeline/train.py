@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import PreTrainedModel, Trainer
+from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 
 from pipeline.transforms import collate
 
@@ -18,7 +18,13 @@ class PipelineTrainer(Trainer):
     silently restarts from the initial weights and `load_best_model_at_end` keeps the last weights
     (huggingface/transformers#48805, fix open in #48822). Loading through `from_pretrained` applies the same
     renaming as any other load; a strict `load_state_dict` then proves every weight arrived.
+
+    It also carries the fine-tuning techniques that need the loop (pipeline/finetune.py builds them; each is None
+    when unused): an EMA of the weights and a training-only collator (MixUp / CutMix).
     """
+
+    ema = None
+    train_collator = None
 
     def _load_converted(self, checkpoint: str, model=None) -> bool:
         model = self.model if model is None else model
@@ -31,10 +37,47 @@ class PipelineTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         if not self._load_converted(resume_from_checkpoint, model):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.ema is not None:
+            self.ema.load(resume_from_checkpoint)
 
     def _load_best_model(self):
         if not self._load_converted(self.state.best_model_checkpoint):
             super()._load_best_model()
+        if self.ema is not None:
+            self.ema.load(self.state.best_model_checkpoint)
+
+    def create_optimizer(self, model=None):
+        """Per-part learning rates (layer_decay, backbone_learning_rate) when asked; else the Trainer's optimizer."""
+        from pipeline.optim import param_groups_for, wants_param_groups
+
+        if self.optimizer is not None or not wants_param_groups(self.args):
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(param_groups_for(opt_model, self.args), **optimizer_kwargs)
+        return self.optimizer
+
+    def get_train_dataloader(self):
+        # MixUp / CutMix apply to training batches only: swap the collator in while the train loader is built.
+        if self.train_collator is None:
+            return super().get_train_dataloader()
+        collator, self.data_collator = self.data_collator, self.train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = collator
+
+    def evaluate(self, *args, **kwargs):
+        # With EMA, the averaged weights are what is evaluated (and so what picks the best checkpoint).
+        if self.ema is None or not self.ema.attached:
+            return super().evaluate(*args, **kwargs)
+        with self.ema.applied(self.model):
+            return super().evaluate(*args, **kwargs)
+
+
+def _num_labels(model) -> int:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return int(inner.config.num_labels)
 
 
 @dataclass
@@ -53,8 +96,19 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
 
     Evaluates and checkpoints as `args` says (every epoch by default), keeps the best model by
     `args.metric_for_best_model`, and resumes from `resume_from_checkpoint` when given. `callbacks` are extra
-    `TrainerCallback`s (the Hub checkpoint pushes of `pipeline.hub`).
+    `TrainerCallback`s (the Hub checkpoint pushes of `pipeline.hub`). Honours the fine-tuning
+    options of `args` (see `pipeline.finetune.training_extras`): loss, MixUp / CutMix, EMA, per-part learning rates,
+    early stopping.
     """
+    from pipeline.ema import EMACallback
+    from pipeline.finetune import training_extras
+
+    extras = training_extras(args, train_dataset, _num_labels(model))
+    callbacks = list(callbacks or [])
+    if extras.ema is not None:
+        callbacks.append(EMACallback(extras.ema))
+    if args.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
     trainer = PipelineTrainer(
         model=model,
         args=args,
@@ -63,20 +117,27 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
         data_collator=collate,
         processing_class=image_processor,
         compute_metrics=compute_metrics,
+        compute_loss_func=extras.loss,
         callbacks=callbacks,
     )
+    trainer.ema, trainer.train_collator = extras.ema, extras.train_collator
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    if extras.ema is not None:
+        # The average (of the best checkpoint, with load_best_model_at_end) becomes the saved model.
+        extras.ema.copy_to(trainer.model)
     # The best checkpoint's weights are loaded at the end (load_best_model_at_end): save those.
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
+    # The history of the run itself: the final evaluation below re-scores the saved model and is not an epoch.
+    log_history = list(trainer.state.log_history)
     eval_metrics = trainer.evaluate()
     trainer.log_metrics("eval", eval_metrics)
     trainer.save_metrics("eval", eval_metrics)
     return TrainResult(
         train_metrics=dict(result.metrics),
         eval_metrics=dict(eval_metrics),
-        log_history=list(trainer.state.log_history),
+        log_history=log_history,
         global_step=trainer.state.global_step,
     )

@@ -143,7 +143,11 @@ def build_transforms(image_processor, data_args=None) -> tuple[Callable, Callabl
         train_steps += eval_steps[1:]
     if data_args is None or data_args.horizontal_flip:
         train_steps.append(T.RandomHorizontalFlip())
-    train_transform = T.Compose(train_steps + _finish(spec))
+    # Extra augmentation asked for in data_args (RandAugment / TrivialAugment on uint8, random erasing at the end).
+    from pipeline.augment import image_steps, tensor_steps
+
+    train_steps += image_steps(data_args, spec.interpolation)
+    train_transform = T.Compose(train_steps + _finish(spec) + tensor_steps(data_args))
     return train_transform, eval_transform
 
 
