@@ -132,7 +132,8 @@ class AccelerateRecipe:
         self.trackers = trackers
         # accelerate logs every file of every checkpoint at INFO: keep its warnings only.
         logging.getLogger("accelerate").setLevel(logging.WARNING)
-        self.state = TrainerState()
+        self.state = TrainerState(is_local_process_zero=args.local_process_index == 0,
+                                  is_world_process_zero=args.process_index == 0)
         self.is_world_zero = self.accelerator.is_main_process
         self._flos = 0.0
 
@@ -231,6 +232,8 @@ class AccelerateRecipe:
         check_checkpoint(checkpoint)
         self.accelerator.load_state(checkpoint)
         self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE))
+        self.state.is_local_process_zero = self.args.local_process_index == 0
+        self.state.is_world_process_zero = self.args.process_index == 0
         if self.state.best_model_checkpoint and not os.path.isdir(self.state.best_model_checkpoint):
             self.state.best_model_checkpoint = None
         max_steps = self.state.max_steps
@@ -257,6 +260,8 @@ class AccelerateRecipe:
         self._total_loss = 0.0
         self._last_logged = state.global_step
         self._grad_norm = None
+        if args.eval_on_start and not first_step:
+            self._log(self.evaluate())
         self.model.train()
         for epoch in range(first_epoch, self.num_epochs):
             if state.global_step >= state.max_steps:
@@ -345,7 +350,9 @@ class AccelerateRecipe:
         self._total_loss += loss
         logs = {"loss": loss / (state.global_step - self._last_logged)}
         if self._grad_norm is not None:
-            logs["grad_norm"] = float(self._grad_norm)
+            norm = self._grad_norm
+            # FSDP2 returns the norm as a DTensor: its full value is the same on every process.
+            logs["grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         logs["learning_rate"] = getattr(self, "_learning_rate", self.scheduler.get_last_lr()[0])
         self._last_logged = state.global_step
         self._log(logs)
@@ -480,10 +487,10 @@ class AccelerateRecipe:
                            log_history=list(self.state.log_history), global_step=self.state.global_step)
 
     def cleanup(self) -> None:
-        """Close the trackers and wait for every process."""
-        self.accelerator.wait_for_everyone()
-        if self.trackers:
-            self.accelerator.end_training()
+        """Close the trackers (also after an error: no collective call here, another process may be gone)."""
+        # Not accelerator.end_training(): it also destroys the process group, which the command still needs.
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
 
 
 def _tracker_key(key: str) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedModel, Trainer
 
+from pipeline import PipelineError
 from pipeline.transforms import collate
 
 
@@ -54,6 +56,10 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
     Evaluates and checkpoints as `args` says (every epoch by default), keeps the best model by
     `args.metric_for_best_model`, and resumes from `resume_from_checkpoint` when given.
     """
+    if resume_from_checkpoint and not (Path(resume_from_checkpoint) / "optimizer.pt").exists() and (
+            Path(resume_from_checkpoint) / "optimizer.bin").exists():
+        raise PipelineError(f"{resume_from_checkpoint} was written by the accelerate backend: resume it with "
+                            "--backend accelerate, or pick a new output_dir to start over with --backend trainer")
     trainer = PipelineTrainer(
         model=model,
         args=args,

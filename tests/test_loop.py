@@ -19,6 +19,7 @@ from pipeline import PipelineError
 from pipeline.card import epoch_results
 from pipeline.cli import train_main
 from pipeline.config import RecipeParser
+from pipeline.loop import check_checkpoint
 from tests.conftest import FAST, REPO, run_cli
 from tests.test_e2e import check_output
 
@@ -108,6 +109,21 @@ def test_accelerate_backend_writes_the_trainer_backends_output(tiny_vit, digits_
     assert run["config"]["learning_rate"] == 1e-3 and run["finished"]
     logged = {(step, key) for step, values in run["logs"] for key in values}
     assert {(6, "train/loss"), (6, "eval/accuracy"), (12, "train/loss"), (12, "eval/loss")} <= logged
+    # The folder now holds accelerate checkpoints: the Trainer backend refuses to resume from them, in one line.
+    with pytest.raises(PipelineError, match="written by the accelerate backend: resume it with --backend accelerate"):
+        train_main(["--model_name_or_path", str(tiny_vit), "--dataset_name", str(digits_folder), "--output_dir",
+                    str(out), *FAST, "--max_train_samples", "96"])
+
+
+def test_accelerate_backend_refuses_a_trainer_checkpoint(tmp_path):
+    checkpoint = tmp_path / "checkpoint-8"
+    checkpoint.mkdir()
+    (checkpoint / "optimizer.pt").write_bytes(b"")
+    with pytest.raises(PipelineError, match="written by the trainer backend: resume it with --backend trainer"):
+        check_checkpoint(checkpoint)
+    (checkpoint / "optimizer.pt").unlink()
+    with pytest.raises(PipelineError, match="not a complete checkpoint"):
+        check_checkpoint(checkpoint)
 
 
 @pytest.mark.parametrize("flags, message", [
