@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import enum
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -190,6 +191,9 @@ class PipelineTrainingArguments(TrainingArguments):
             if self.ddp_backend is None:
                 self.ddp_backend = "gloo"
                 self._machine_fields.add("ddp_backend")
+            if any(os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" for name in ("FSDP", "DEEPSPEED")):
+                logging.getLogger("pipeline").warning(
+                    "no GPU: FSDP and DeepSpeed need GPUs; the processes run plain data parallel on the CPU")
         super().__post_init__()
         if self.backend == "accelerate":
             _check_accelerate_options(self)
