@@ -63,6 +63,13 @@ def _resume_checkpoint(training_args) -> str | None:
         return training_args.resume_from_checkpoint
     if Path(training_args.output_dir).is_dir():
         last = get_last_checkpoint(training_args.output_dir)
+        if last and not (Path(last) / "trainer_state.json").is_file():
+            # A run killed while writing this checkpoint (the state file is written last): take the one before.
+            complete = sorted((p for p in Path(training_args.output_dir).glob("checkpoint-*")
+                               if p.name[len("checkpoint-"):].isdigit() and (p / "trainer_state.json").is_file()),
+                              key=lambda p: int(p.name[len("checkpoint-"):]))
+            logger.warning("%s is incomplete (the run stopped while saving it): skipping it", last)
+            last = str(complete[-1]) if complete else None
         if last:
             logger.info("Resuming from %s (found in output_dir; use a new output_dir to start over)", last)
         return last

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import enum
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -279,12 +280,55 @@ class PipelineTrainingArguments(TrainingArguments):
         if self.push_to_hub and self.hub_model_id is None and self.output_dir:
             # Same rule as the Trainer: the repo is named after the output folder, in the token's namespace.
             self.hub_model_id = Path(self.output_dir).name
+        # Fields set here from the machine rather than by the user: left out of the resolved recipe.
+        self._machine_fields: set[str] = set()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
+            # A multi-process launch (torchrun) on a machine with no GPU: accelerate finds no device backend and,
+            # unless told to use the CPU with gloo, each process trains alone on all the data with no all-reduce.
+            if not self.use_cpu:
+                self.use_cpu = True
+                self._machine_fields.add("use_cpu")
+            if self.ddp_backend is None:
+                self.ddp_backend = "gloo"
+                self._machine_fields.add("ddp_backend")
+            if any(os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" for name in ("FSDP", "DEEPSPEED")):
+                logging.getLogger("pipeline").warning(
+                    "no GPU: FSDP and DeepSpeed need GPUs; the processes run plain data parallel on the CPU")
         if self.bf16 and not self.use_cpu and not _has_accelerator():
             # A GPU recipe run where there is none: bf16 autocast works on CPU, which the Trainer only allows with
             # use_cpu (it refuses bf16 otherwise).
             self.use_cpu = True
+            self._machine_fields.add("use_cpu")
         self._check_techniques()
         super().__post_init__()
+        if self.backend == "accelerate":
+            _check_accelerate_options(self)
+
+
+# Optimizers the Accelerate loop builds (torch AdamW; the fused kernel where torch has one for the device).
+ACCELERATE_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
+
+
+def _check_accelerate_options(args) -> None:
+    """Reject options the Accelerate loop does not implement, before any data or weights are loaded."""
+    optim = str(getattr(args.optim, "value", args.optim))
+    if optim not in ACCELERATE_OPTIMIZERS:
+        raise PipelineError(f"optim {optim} is not available with --backend accelerate: use one of "
+                            f"{', '.join(ACCELERATE_OPTIMIZERS)}, or --backend trainer")
+    if args.torch_compile:
+        raise PipelineError("torch_compile is not available with --backend accelerate: use --backend trainer, or "
+                            "set dynamo_config in the accelerate launch config")
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+    from accelerate.utils import LoggerType
+
+    # Built-in trackers whose package is missing are dropped by accelerate without a word: say so instead.
+    missing = set(LoggerType.list()) - {str(t) for t in get_available_trackers()}
+    for name in args.report_to or []:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise PipelineError(f"report_to {name} has no Accelerate tracker: use one of "
+                                f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}, or --backend trainer")
+        if name in missing:
+            raise PipelineError(f"report_to {name}: the {name} package is not installed (pip install {name})")
 
     def _check_techniques(self) -> None:
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
@@ -485,7 +529,8 @@ def resolved_recipe(model_args, data_args, training_args) -> dict[str, Any]:
         for f in dataclasses.fields(args):
             recipe[f.name] = _plain(getattr(args, f.name))
     for f in dataclasses.fields(PipelineTrainingArguments):
-        if not f.init or f.name in SECRET_FIELDS or f.name == "local_rank":
+        if not f.init or f.name in SECRET_FIELDS or f.name == "local_rank" or f.name in getattr(
+                training_args, "_machine_fields", ()):
             continue
         value = _plain(getattr(training_args, f.name))
         if value is _NOT_PLAIN:

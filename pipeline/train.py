@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 
+from pipeline import PipelineError
 from pipeline.transforms import collate
 
 
@@ -100,6 +102,10 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
     options of `args` (see `pipeline.finetune.training_extras`): loss, MixUp / CutMix, EMA, per-part learning rates,
     early stopping.
     """
+    if resume_from_checkpoint and not (Path(resume_from_checkpoint) / "optimizer.pt").exists() and (
+            Path(resume_from_checkpoint) / "optimizer.bin").exists():
+        raise PipelineError(f"{resume_from_checkpoint} was written by the accelerate backend: resume it with "
+                            "--backend accelerate, or pick a new output_dir to start over with --backend trainer")
     from pipeline.ema import EMACallback
     from pipeline.finetune import training_extras
 
