@@ -305,6 +305,26 @@ class PipelineTrainingArguments(TrainingArguments):
             _check_accelerate_options(self)
 
 
+    def _check_techniques(self) -> None:
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise PipelineError(f"layer_decay must be in (0, 1] (got {self.layer_decay})")
+        if self.backbone_learning_rate is not None and self.backbone_learning_rate <= 0:
+            raise PipelineError(f"backbone_learning_rate must be positive (got {self.backbone_learning_rate})")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise PipelineError(f"{name} must be 0 (off) or positive (got {getattr(self, name)})")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise PipelineError(f"ema_decay must be in [0, 1), 0 for off (got {self.ema_decay})")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise PipelineError(f"early_stopping_patience must be at least 1 (got {self.early_stopping_patience})")
+            if str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
+                raise PipelineError("early_stopping_patience needs evaluations: set eval_strategy to epoch or steps")
+            if not self.load_best_model_at_end or not self.metric_for_best_model:
+                raise PipelineError("early_stopping_patience needs load_best_model_at_end: true and a "
+                                    "metric_for_best_model")
+
+
 # Optimizers the Accelerate loop builds (torch AdamW; the fused kernel where torch has one for the device).
 ACCELERATE_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
 
@@ -329,25 +349,6 @@ def _check_accelerate_options(args) -> None:
                                 f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}, or --backend trainer")
         if name in missing:
             raise PipelineError(f"report_to {name}: the {name} package is not installed (pip install {name})")
-
-    def _check_techniques(self) -> None:
-        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
-            raise PipelineError(f"layer_decay must be in (0, 1] (got {self.layer_decay})")
-        if self.backbone_learning_rate is not None and self.backbone_learning_rate <= 0:
-            raise PipelineError(f"backbone_learning_rate must be positive (got {self.backbone_learning_rate})")
-        for name in ("mixup_alpha", "cutmix_alpha"):
-            if getattr(self, name) < 0:
-                raise PipelineError(f"{name} must be 0 (off) or positive (got {getattr(self, name)})")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise PipelineError(f"ema_decay must be in [0, 1), 0 for off (got {self.ema_decay})")
-        if self.early_stopping_patience is not None:
-            if self.early_stopping_patience < 1:
-                raise PipelineError(f"early_stopping_patience must be at least 1 (got {self.early_stopping_patience})")
-            if str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
-                raise PipelineError("early_stopping_patience needs evaluations: set eval_strategy to epoch or steps")
-            if not self.load_best_model_at_end or not self.metric_for_best_model:
-                raise PipelineError("early_stopping_patience needs load_best_model_at_end: true and a "
-                                    "metric_for_best_model")
 
 
 DATACLASSES = (ModelArguments, DataArguments, PipelineTrainingArguments)
