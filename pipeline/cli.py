@@ -103,8 +103,6 @@ def train_main(argv: list[str]) -> dict:
     set_seed(training_args.seed)
     recipe = resolved_recipe(model_args, data_args, training_args)
     recipe["push_to_hub"] = push_requested
-    if is_main:
-        save_recipe(recipe, training_args.output_dir)
     resume_from = _resume_checkpoint(training_args)
 
     # Data.
@@ -128,6 +126,9 @@ def train_main(argv: list[str]) -> dict:
     train_transform, eval_transform = build_transforms(image_processor, data_args)
     train_dataset = splits.train.with_transform(BatchTransform(train_transform))
     eval_dataset = splits.eval.with_transform(BatchTransform(eval_transform))
+    if is_main:
+        # Written once data and model have loaded: a run that fails on them leaves the folder as it was.
+        save_recipe(recipe, training_args.output_dir)
 
     # Train and evaluate.
     from pipeline.metrics import ClassificationMetrics

@@ -123,3 +123,17 @@ def test_console_command_and_resume(tiny_vit, digits_folder, tmp_path):
     assert state["global_step"] == 3 * 4
     train_losses = [e for e in state["log_history"] if "loss" in e]
     assert [e["epoch"] for e in train_losses][-1] == 3.0
+
+
+def test_failed_run_leaves_the_output_folder_as_it_was(tiny_vit, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "recipe.yaml").write_text("# the previous run's recipe\n")
+    (out / "model.safetensors").write_bytes(b"previous weights")
+    result = run_cli("train", "--model_name_or_path", str(tiny_vit), "--train_dir", str(tmp_path / "missing"),
+                     "--output_dir", str(out))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("vit-pipeline: error: image folder")
+    assert (out / "recipe.yaml").read_text() == "# the previous run's recipe\n"
+    assert (out / "model.safetensors").read_bytes() == b"previous weights"
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "recipe.yaml"]
