@@ -36,11 +36,6 @@ def tiny_classifier(tmp_path_factory) -> Path:
     return save_tiny_vit(tmp_path_factory.mktemp("tiny-classifier"), num_labels=5)
 
 
-@pytest.fixture(scope="module")
-def tiny_bare(tmp_path_factory) -> Path:
-    return save_tiny_vit(tmp_path_factory.mktemp("tiny-bare"), head=False)
-
-
 def run_recipe(name: str, checkpoint: Path, data: Path, out: Path, *extra: str) -> dict:
     recipe = yaml.safe_load((RECIPES / name).read_text())
     args = ["--model_name_or_path", str(checkpoint), "--dataset_name", str(data), "--output_dir", str(out),
@@ -56,7 +51,7 @@ def run_recipe(name: str, checkpoint: Path, data: Path, out: Path, *extra: str) 
 
 
 @pytest.mark.parametrize("name", sorted(standins.STANDINS))
-def test_recipe_runs_on_its_dataset_schema(name, tiny_classifier, tiny_bare, tmp_path):
+def test_recipe_runs_on_its_dataset_schema(name, tiny_classifier, tiny_backbone, tmp_path):
     standin = standins.STANDINS[name]
     recipe = yaml.safe_load((RECIPES / name).read_text())
     # The recipe names the real dataset, and spells out its columns and splits.
@@ -66,7 +61,7 @@ def test_recipe_runs_on_its_dataset_schema(name, tiny_classifier, tiny_bare, tmp
     assert recipe.get("train_split", "train") in standin.splits
     assert recipe.get("eval_split") is None or recipe["eval_split"] in standin.splits
     data = standins.build(standin, tmp_path / "data")
-    checkpoint = tiny_bare if recipe["model_name_or_path"].endswith("-in21k") else tiny_classifier
+    checkpoint = tiny_backbone if recipe["model_name_or_path"].endswith("-in21k") else tiny_classifier
     out = tmp_path / "out"
     run_recipe(name, checkpoint, data, out)
 
@@ -88,7 +83,7 @@ def test_recipe_runs_on_its_dataset_schema(name, tiny_classifier, tiny_bare, tmp
 
 
 @pytest.mark.parametrize("change", ["renamed label column", "renamed split"])
-def test_recipe_fails_when_the_dataset_schema_drifts(change, tiny_bare, tmp_path, capsys):
+def test_recipe_fails_when_the_dataset_schema_drifts(change, tiny_backbone, tmp_path, capsys):
     standin = standins.STANDINS["beans/vit-base.yaml"]
     if change == "renamed label column":
         data = standins.build(standin, tmp_path / "data", rename={"labels": "label"})
@@ -100,7 +95,7 @@ def test_recipe_fails_when_the_dataset_schema_drifts(change, tiny_bare, tmp_path
     with pytest.raises(SystemExit) as exit_info:
         from pipeline.cli import main
 
-        main(["train", str(RECIPES / "beans/vit-base.yaml"), "--model_name_or_path", str(tiny_bare),
+        main(["train", str(RECIPES / "beans/vit-base.yaml"), "--model_name_or_path", str(tiny_backbone),
               "--dataset_name", str(data), "--output_dir", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert expected in capsys.readouterr().err
