@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import PreTrainedModel, Trainer
 
-from pipeline.transforms import collate
+from pipeline.transforms import PixelNormalizer, collate, image_spec
 
 
 class PipelineTrainer(Trainer):
@@ -35,6 +36,17 @@ class PipelineTrainer(Trainer):
     def _load_best_model(self):
         if not self._load_converted(self.state.best_model_checkpoint):
             super()._load_best_model()
+
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        pixel_values = inputs.get("pixel_values")
+        if isinstance(pixel_values, torch.Tensor) and pixel_values.dtype == torch.uint8:
+            # Fast-path batches arrive as uint8 pixels: the image processor's rescale + normalize run here, once per
+            # batch on the model's device, for training and evaluation alike.
+            if getattr(self, "_pixel_normalizer", None) is None:
+                self._pixel_normalizer = PixelNormalizer(image_spec(self.processing_class)).to(pixel_values.device)
+            inputs["pixel_values"] = self._pixel_normalizer(pixel_values)
+        return inputs
 
 
 @dataclass
