@@ -4,8 +4,8 @@ Size, mean, std and resampling come from the image processor saved with the chec
 `pipeline("image-classification")` will see. Transforms are torchvision v2 on uint8 tensors until the last
 step (cheaper than float), applied lazily per row by `Dataset.with_transform` inside the DataLoader workers.
 
-The fast path (`build_fast_transforms`, `fast_dataset`, `PixelNormalizer`) keeps images uint8 from decoding to the
-device, and runs the float finish once per batch there.
+The fast path (`prepare_dataset`: `build_fast_transforms`, `fast_dataset`, optionally `cache_pixels`) keeps images
+uint8 from decoding to the device, where `PixelNormalizer` runs the float finish once per batch.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class Rescale(torch.nn.Module):
         return image.to(torch.float32) * self.factor
 
 
-class CenterCrop(torch.nn.Module):
+class ProcessorCenterCrop(torch.nn.Module):
     """Center crop with the image processors' rounding (offsets rounded down; torchvision's `CenterCrop` rounds half
     to even, one pixel off whenever the margin is odd), padding with zeros as they do when the image is smaller."""
 
@@ -158,7 +158,7 @@ def build_transforms(image_processor, data_args=None) -> tuple[Callable, Callabl
     spec = image_spec(image_processor)
     eval_steps: list = [T.ToImage(), T.Resize(spec.resize, interpolation=spec.interpolation, antialias=True)]
     if spec.crop is not None:
-        eval_steps.append(CenterCrop(spec.crop))
+        eval_steps.append(ProcessorCenterCrop(spec.crop))
     eval_transform = T.Compose(eval_steps + _finish(spec))
 
     crop_scale_min = getattr(data_args, "crop_scale_min", 0.08)
