@@ -64,7 +64,14 @@ class MixingCollator:
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.base_collate(examples)
-        pixel_values, labels = self.mix(batch["pixel_values"], batch["labels"])
+        pixel_values = batch["pixel_values"]
+        if pixel_values.dtype == torch.uint8:
+            # Fast-path batches stay uint8 until the backend normalizes them on the device: mix in float, then round
+            # back (at most half a gray level off for MixUp; CutMix is exact).
+            mixed, labels = self.mix(pixel_values.float(), batch["labels"])
+            pixel_values = mixed.round_().clamp_(0, 255).to(torch.uint8)
+        else:
+            pixel_values, labels = self.mix(pixel_values, batch["labels"])
         return {**batch, "pixel_values": pixel_values, "labels": labels}
 
 

@@ -78,7 +78,7 @@ def _resume_checkpoint(training_args) -> str | None:
 
 def train_main(argv: list[str]) -> dict:
     """`vit-pipeline train`: recipe -> data -> model -> train -> metrics -> card -> push. Returns eval metrics."""
-    from pipeline.config import RecipeParser, resolved_recipe, save_recipe
+    from pipeline.config import RecipeParser, resolved_recipe, save_recipe, speed_summary
 
     # Configuration: every check runs here, before data or weights are loaded.
     model_args, data_args, training_args, recipe_path = RecipeParser().parse(argv)
@@ -115,7 +115,7 @@ def train_main(argv: list[str]) -> dict:
 
     # Image processor, transforms, model.
     from pipeline.modeling import load_image_processor, load_model
-    from pipeline.transforms import BatchTransform, build_transforms, image_spec
+    from pipeline.transforms import image_spec, prepare_datasets
 
     image_processor = load_image_processor(model_args)
     model = load_model(model_args, splits.labels, token=token)
@@ -123,9 +123,11 @@ def train_main(argv: list[str]) -> dict:
     from pipeline.finetune import finalize_model, prepare_model
 
     model = prepare_model(model, image_processor, model_args)
-    train_transform, eval_transform = build_transforms(image_processor, data_args)
-    train_dataset = splits.train.with_transform(BatchTransform(train_transform))
-    eval_dataset = splits.eval.with_transform(BatchTransform(eval_transform))
+    # Fast path (default): uint8 rows from the loader workers; the backend normalizes whole batches on the device.
+    with training_args.main_process_first(desc="preparing the datasets"):
+        train_dataset, eval_dataset = prepare_datasets(splits.train, splits.eval, image_processor, data_args,
+                                                       num_proc=data_args.preprocessing_num_workers)
+    logger.info("Speed settings: %s", speed_summary(training_args, data_args))
     if is_main:
         # Written once data and model have loaded: a run that fails on them leaves the folder as it was.
         save_recipe(recipe, training_args.output_dir)

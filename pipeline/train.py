@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 
 from pipeline import PipelineError
-from pipeline.transforms import collate
+from pipeline.transforms import PixelNormalizer, collate, image_spec
 
 
 class PipelineTrainer(Trainer):
@@ -76,11 +77,20 @@ class PipelineTrainer(Trainer):
         with self.ema.applied(self.model):
             return super().evaluate(*args, **kwargs)
 
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        pixel_values = inputs.get("pixel_values")
+        if isinstance(pixel_values, torch.Tensor) and pixel_values.dtype == torch.uint8:
+            # Fast-path batches arrive as uint8 pixels: the image processor's rescale + normalize run here, once per
+            # batch on the model's device, for training and evaluation alike.
+            if getattr(self, "_pixel_normalizer", None) is None:
+                self._pixel_normalizer = PixelNormalizer(image_spec(self.processing_class)).to(pixel_values.device)
+            inputs["pixel_values"] = self._pixel_normalizer(pixel_values)
+        return inputs
 
 def _num_labels(model) -> int:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return int(inner.config.num_labels)
-
 
 @dataclass
 class TrainResult:
@@ -90,7 +100,6 @@ class TrainResult:
     eval_metrics: dict[str, Any]
     log_history: list[dict[str, Any]] = field(default_factory=list)
     global_step: int = 0
-
 
 def train_with_trainer(model, image_processor, train_dataset, eval_dataset, compute_metrics, args,
                        resume_from_checkpoint: str | None = None, callbacks: list | None = None) -> TrainResult:
