@@ -39,7 +39,7 @@ from transformers.trainer_utils import (
 
 from pipeline import PipelineError
 from pipeline.train import TrainResult
-from pipeline.transforms import collate
+from pipeline.transforms import PixelNormalizer, collate, image_spec
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ class AccelerateRecipe:
         args, acc = self.args, self.accelerator
         self.image_processor = image_processor
         self.compute_metrics = compute_metrics
+        # Fast-path batches arrive as uint8: the processor's rescale + normalize run once per batch on the device.
+        self.normalizer = PixelNormalizer(image_spec(image_processor)).to(self.accelerator.device)
         self.num_train_rows = len(train_dataset)
         if args.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
@@ -296,7 +298,7 @@ class AccelerateRecipe:
         for batch in loader:
             batch_index += 1
             with acc.accumulate(self.model):
-                logits = self.model(pixel_values=batch["pixel_values"]).logits
+                logits = self.model(pixel_values=self.normalizer(batch["pixel_values"])).logits
                 loss = classification_loss(logits, batch["labels"], args.label_smoothing_factor)
                 acc.backward(loss)
                 if acc.sync_gradients and args.max_grad_norm and args.max_grad_norm > 0:
@@ -411,7 +413,7 @@ class AccelerateRecipe:
         logits_all, labels_all, losses_all = [], [], []
         with torch.no_grad():
             for batch in self.eval_loader:
-                logits = self.model(pixel_values=batch["pixel_values"]).logits.float()
+                logits = self.model(pixel_values=self.normalizer(batch["pixel_values"])).logits.float()
                 losses = classification_loss(logits, batch["labels"], args.label_smoothing_factor, reduction="none")
                 # gather_for_metrics drops the samples repeated to fill the last batch of every process.
                 logits, labels, losses = acc.gather_for_metrics((logits, batch["labels"], losses))
