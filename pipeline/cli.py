@@ -141,7 +141,7 @@ def train_main(argv: list[str]) -> dict:
     else:
         from pipeline.train import train_with_trainer as run
     result = run(model, image_processor, train_dataset, eval_dataset, compute_metrics, training_args,
-                 resume_from_checkpoint=resume_from, **({"callbacks": hub_callbacks} if hub_callbacks else {}))
+                 resume_from_checkpoint=resume_from, callbacks=hub_callbacks)
     if is_main:
         # LoRA: the saved model is the merged one, loadable with no peft.
         model = finalize_model(model, training_args.output_dir, model_args)

@@ -400,6 +400,13 @@ def _check_accelerate_options(args) -> None:
     if args.torch_compile:
         raise PipelineError("torch_compile is not available with --backend accelerate: use --backend trainer, or "
                             "set dynamo_config in the accelerate launch config")
+    sharded = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or (
+        os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+        and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+    if args.ema_decay and sharded:
+        # The average is a full copy of the model on every process; FSDP and ZeRO-3 keep only a shard there.
+        raise PipelineError("ema_decay is not available with FSDP or DeepSpeed ZeRO-3 and --backend accelerate: use "
+                            "DDP or ZeRO-2, or set ema_decay: 0")
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
     from accelerate.utils import LoggerType
 

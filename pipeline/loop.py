@@ -9,10 +9,16 @@ Trainer backend and leaves the same files in `output_dir` (`trainer_state.json` 
 Accelerate does the device work: DDP, FSDP or DeepSpeed as `accelerate launch` configures them, mixed precision,
 gradient accumulation (`accelerator.accumulate`), sharded loaders, and metrics gathered from every process without the
 padded duplicates of the last uneven batch (`gather_for_metrics`).
+
+The fine-tuning techniques come from the same helpers as in the Trainer backend (`pipeline.finetune.training_extras`,
+`pipeline.optim`): the loss (soft targets, class weights, label smoothing), the MixUp / CutMix collator for training
+batches, per-part learning rates, an EMA of the weights (evaluated, kept with the best checkpoint, saved, resumed),
+and early stopping through transformers' own `EarlyStoppingCallback`, called where the Trainer calls it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -22,12 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from torch.utils.data import DataLoader
-from transformers import EvalPrediction, TrainerState, get_scheduler, set_seed
-from transformers.trainer_pt_utils import get_parameter_names
+from transformers import EarlyStoppingCallback, EvalPrediction, TrainerControl, TrainerState, get_scheduler, set_seed
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     IntervalStrategy,
@@ -38,6 +42,10 @@ from transformers.trainer_utils import (
 )
 
 from pipeline import PipelineError
+from pipeline.ema import EMA_FILE
+from pipeline.finetune import training_extras
+from pipeline.loss import ClassificationLoss
+from pipeline.optim import base_model, no_decay_names, param_groups_for, wants_param_groups
 from pipeline.train import TrainResult
 from pipeline.transforms import PixelNormalizer, collate, image_spec
 
@@ -48,27 +56,25 @@ TRAINER_STATE = "trainer_state.json"
 ACCELERATE_OPTIMIZER_FILE = "optimizer.bin"
 TRAINER_OPTIMIZER_FILE = "optimizer.pt"
 WEIGHTS_FILE = "model.safetensors"
-# Name patterns of parameters that get no weight decay, as in `Trainer.get_decay_parameter_names`.
-NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
-                        reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of `logits` against `labels` (what `ViTForImageClassification` computes, with label smoothing)."""
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction=reduction)
+EARLY_STOPPING = "EarlyStoppingCallback"  # its key in `TrainerState.stateful_callbacks`, as the Trainer saves it
 
 
 def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
     """AdamW with weight decay on weights only (not on biases and norms), as the Trainer builds it.
 
-    `optim: adamw_torch_fused` uses torch's fused kernel, `adamw_torch` the multi-tensor (foreach) one.
+    With `layer_decay` or `backbone_learning_rate`, the parameter groups of `pipeline.optim.param_groups_for` (each
+    with its own learning rate), as the Trainer backend's `PipelineTrainer.create_optimizer`. Frozen weights are left
+    out. `optim: adamw_torch_fused` uses torch's fused kernel, `adamw_torch` the multi-tensor (foreach) one.
     """
-    decay = set(get_parameter_names(model, [torch.nn.LayerNorm], NO_DECAY_PATTERNS))
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in params if n in decay], "weight_decay": args.weight_decay},
-        {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
-    ]
+    if wants_param_groups(args):
+        groups = param_groups_for(model, args)
+    else:
+        skip_decay = no_decay_names(model)
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if n not in skip_decay], "weight_decay": args.weight_decay},
+            {"params": [p for n, p in params if n in skip_decay], "weight_decay": 0.0},
+        ]
     optim = str(getattr(args.optim, "value", args.optim))
     kernel = {"fused": True} if optim == "adamw_torch_fused" else {"foreach": True}
     return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
@@ -136,6 +142,11 @@ class AccelerateRecipe:
                                   is_world_process_zero=args.process_index == 0)
         self.is_world_zero = self.accelerator.is_main_process
         self._flos = 0.0
+        # Early stopping: transformers' own callback, driven by this loop (see `_maybe_log_evaluate_save`).
+        self.control = TrainerControl()
+        self.early_stopping = None
+        if args.early_stopping_patience is not None:
+            self.early_stopping = EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold)
 
     # ---- setup ----------------------------------------------------------------------------------------------------
 
@@ -148,9 +159,23 @@ class AccelerateRecipe:
         # Fast-path batches arrive as uint8: the processor's rescale + normalize run once per batch on the device.
         self.normalizer = PixelNormalizer(image_spec(image_processor)).to(self.accelerator.device)
         self.num_train_rows = len(train_dataset)
-        if args.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
-        train_loader = self._loader(train_dataset, args.per_device_train_batch_size, shuffle=True)
+        # Loss, training collator and EMA: built as the Trainer backend builds them.
+        extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels))
+        # Without a technique that needs it, plain cross-entropy: what the model's own loss computes.
+        self.loss_fn = extras.loss or ClassificationLoss()
+        self.ema = extras.ema
+        if self.ema is not None and _sharded(acc):
+            raise PipelineError("ema_decay needs the full weights on every process: use DDP or DeepSpeed ZeRO-2, or "
+                                "set ema_decay: 0")
+        if args.activation_checkpointing:  # `gradient_checkpointing` is its (deprecated) alias
+            # As the Trainer calls it: `every_n_layers` and `offload` are the method's own, the rest go to torch.
+            kwargs = dict(args.activation_checkpointing_kwargs or {})
+            every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None,
+                                                  every_n_layers=every_n_layers, offload=offload)
+        # MixUp / CutMix act on training batches only; evaluation batches keep their hard labels.
+        train_loader = self._loader(train_dataset, args.per_device_train_batch_size, shuffle=True,
+                                    collate_fn=extras.train_collator)
         eval_loader = self._loader(eval_dataset, args.per_device_eval_batch_size, shuffle=False)
         self.train_loader, self.eval_loader = acc.prepare(train_loader, eval_loader)
         self._count_steps(self.num_train_rows)
@@ -172,17 +197,20 @@ class AccelerateRecipe:
         acc.register_load_state_pre_hook(self._load_weights_unwrapped)
         if resume_from_checkpoint:
             self._resume(resume_from_checkpoint)
+        if self.ema is not None:
+            # After the resume: the average starts from the checkpoint's (or else the resumed) weights.
+            self.ema.attach(acc.unwrap_model(self.model))
         if self.trackers:
             acc.init_trackers(args.run_name or Path(args.output_dir).name, config=args.to_sanitized_dict())
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, shuffle: bool, collate_fn=collate) -> DataLoader:
         args = self.args
         workers = args.dataloader_num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
-            collate_fn=collate,
+            collate_fn=collate_fn,
             num_workers=workers,
             pin_memory=args.dataloader_pin_memory,
             persistent_workers=args.dataloader_persistent_workers and workers > 0,
@@ -238,6 +266,14 @@ class AccelerateRecipe:
         self.state.is_world_process_zero = self.args.process_index == 0
         if self.state.best_model_checkpoint and not os.path.isdir(self.state.best_model_checkpoint):
             self.state.best_model_checkpoint = None
+        if self.ema is not None and not self.ema.load(checkpoint):
+            logger.warning("%s has no %s: the weight average starts again from the resumed weights", checkpoint,
+                           EMA_FILE)
+        saved = self.state.stateful_callbacks.get(EARLY_STOPPING)
+        if self.early_stopping is not None and saved and self.args.restore_callback_states_from_checkpoint:
+            # As the Trainer: the patience counter comes back only when asked (otherwise it starts again at 0).
+            for attribute, value in saved.get("attributes", {}).items():
+                setattr(self.early_stopping, attribute, value)
         max_steps = self.state.max_steps
         self._count_steps(self.num_train_rows)  # the current run's schedule wins over the saved one
         if max_steps != self.state.max_steps:
@@ -266,10 +302,14 @@ class AccelerateRecipe:
             self._log(self.evaluate())
         self.model.train()
         for epoch in range(first_epoch, self.num_epochs):
-            if state.global_step >= state.max_steps:
+            if state.global_step >= state.max_steps or self.control.should_training_stop:
                 break
             self._train_epoch(epoch, skip if epoch == first_epoch else 0)
             self._maybe_log_evaluate_save(epoch_end=True)
+        if self.control.should_training_stop:
+            logger.info("Early stopping at step %d of %d: %s did not improve by more than %g in %d evaluations",
+                        state.global_step, state.max_steps, args.metric_for_best_model,
+                        args.early_stopping_threshold, args.early_stopping_patience)
         self._total_loss += acc.reduce(self._running_loss, "mean").item()
         steps = state.global_step - first_step
         metrics = speed_metrics("train", start, num_samples=self.num_train_samples * steps / max(state.max_steps, 1),
@@ -298,8 +338,9 @@ class AccelerateRecipe:
         for batch in loader:
             batch_index += 1
             with acc.accumulate(self.model):
-                logits = self.model(pixel_values=self.normalizer(batch["pixel_values"])).logits
-                loss = classification_loss(logits, batch["labels"], args.label_smoothing_factor)
+                outputs = self.model(pixel_values=self.normalizer(batch["pixel_values"]))
+                # Hard labels, or the soft targets of MixUp / CutMix.
+                loss = self.loss_fn(outputs, batch["labels"])
                 acc.backward(loss)
                 if acc.sync_gradients and args.max_grad_norm and args.max_grad_norm > 0:
                     self._grad_norm = acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
@@ -315,8 +356,11 @@ class AccelerateRecipe:
                 self.scheduler.step()
             state.global_step += 1
             state.epoch = epoch + (batch_index + 1) / self.batches_per_epoch
+            if self.ema is not None:
+                # Where the Trainer backend's EMACallback updates it: on_step_end, after every optimizer step.
+                self.ema.update(acc.unwrap_model(self.model))
             self._maybe_log_evaluate_save(epoch_end=False)
-            if state.global_step >= state.max_steps:
+            if state.global_step >= state.max_steps or self.control.should_training_stop:
                 break
 
     def _maybe_log_evaluate_save(self, epoch_end: bool) -> None:
@@ -339,6 +383,10 @@ class AccelerateRecipe:
         if evaluate:
             metrics = self.evaluate()
             self._log(dict(metrics))
+            if self.early_stopping is not None:
+                # Where the Trainer calls it (on_evaluate, before the best metric moves on), with its semantics:
+                # stop after `patience` evaluations that do not beat the best by more than the threshold.
+                self.early_stopping.on_evaluate(args, state, self.control, metrics=metrics)
             is_best = self._update_best(metrics)
             if args.save_strategy == SaveStrategy.BEST:
                 save = is_best
@@ -397,6 +445,8 @@ class AccelerateRecipe:
         logger.info("Loading the best model from %s (%s %.4f)", state.best_model_checkpoint,
                     args.metric_for_best_model, state.best_metric)
         self.accelerator.load_state(state.best_model_checkpoint)
+        if self.ema is not None:
+            self.ema.load(state.best_model_checkpoint)
         if args.save_total_limit == 1 and args.should_save:
             # As the Trainer: with one checkpoint allowed, keep the best and drop the last.
             for folder in Path(args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
@@ -407,14 +457,19 @@ class AccelerateRecipe:
 
     def evaluate(self) -> dict:
         """Evaluate on the eval loader, gathering predictions from every process; returns `eval_`-prefixed metrics."""
-        args, acc = self.args, self.accelerator
+        acc = self.accelerator
         start = time.time()
         self.model.eval()
         logits_all, labels_all, losses_all = [], [], []
-        with torch.no_grad():
+        # With EMA, the averaged weights are what is evaluated (and so what picks the best checkpoint).
+        averaged = self.ema.applied(acc.unwrap_model(self.model)) if self.ema is not None and self.ema.attached \
+            else contextlib.nullcontext()
+        with averaged, torch.no_grad():
             for batch in self.eval_loader:
-                logits = self.model(pixel_values=self.normalizer(batch["pixel_values"])).logits.float()
-                losses = classification_loss(logits, batch["labels"], args.label_smoothing_factor, reduction="none")
+                outputs = self.model(pixel_values=self.normalizer(batch["pixel_values"]))
+                logits = outputs.logits.float()
+                # The training loss (class weights, label smoothing) on hard labels, per sample: exact means below.
+                losses = self.loss_fn.per_sample(outputs, batch["labels"])
                 # gather_for_metrics drops the samples repeated to fill the last batch of every process.
                 logits, labels, losses = acc.gather_for_metrics((logits, batch["labels"], losses))
                 logits_all.append(logits.cpu())
@@ -449,8 +504,12 @@ class AccelerateRecipe:
             best = output_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}"
             if best.exists() or best == final:
                 state.best_model_checkpoint = str(best)
+        if self.early_stopping is not None:
+            state.stateful_callbacks[EARLY_STOPPING] = self.early_stopping.state()
         acc.wait_for_everyone()
         if args.should_save:
+            if self.ema is not None:
+                self.ema.save(partial)
             state.save_to_json(str(partial / TRAINER_STATE))
             if final.exists():
                 shutil.rmtree(final)
@@ -466,6 +525,9 @@ class AccelerateRecipe:
         args, acc = self.args, self.accelerator
         output_dir = Path(args.output_dir)
         acc.wait_for_everyone()
+        if self.ema is not None:
+            # The average (of the best checkpoint, with load_best_model_at_end) becomes the saved model.
+            self.ema.copy_to(acc.unwrap_model(self.model))
         # Every process takes part: FSDP and DeepSpeed gather the full weights here.
         state_dict = acc.get_state_dict(self.model)
         model = acc.unwrap_model(self.model)
@@ -495,6 +557,14 @@ class AccelerateRecipe:
             tracker.finish()
 
 
+def _sharded(accelerator) -> bool:
+    """True when each process holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3)."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+    return plugin is not None and plugin.zero_stage == 3
+
+
 def _tracker_key(key: str) -> str:
     # The Trainer's tracker names: eval_accuracy -> eval/accuracy, loss -> train/loss.
     if key.startswith("eval_"):
@@ -514,16 +584,25 @@ def _save_metrics(output_dir: Path, split: str, metrics: dict) -> None:
 
 
 def train_with_accelerate(model, image_processor, train_dataset, eval_dataset, compute_metrics, args,
-                          resume_from_checkpoint: str | None = None) -> TrainResult:
+                          resume_from_checkpoint: str | None = None, callbacks: list | None = None) -> TrainResult:
     """Fine-tune with a plain Accelerate loop, then save the best model and its metrics to `args.output_dir`.
 
     Same contract as `pipeline.train.train_with_trainer`: evaluates and checkpoints as `args` says (every epoch by
     default), keeps the best model by `args.metric_for_best_model`, resumes from `resume_from_checkpoint` when given
-    (model, optimizer, scheduler, RNG and position in the data), and only the main process writes files.
+    (model, optimizer, scheduler, RNG, position in the data, EMA), honours the fine-tuning options of `args` (loss,
+    MixUp / CutMix, EMA, per-part learning rates, early stopping), and only the main process writes files.
+
+    `callbacks` takes the same place as in `train_with_trainer`, but the loop calls no `TrainerCallback`: the Hub
+    pre-checks refuse the checkpoint hub strategies (the only callbacks the command builds) with this backend, so
+    the command passes none, and any given are refused rather than silently skipped.
 
     Raises:
         PipelineError: `resume_from_checkpoint` is not a checkpoint of this backend.
+        ValueError: `callbacks` is not empty.
     """
+    if callbacks:
+        raise ValueError(f"train_with_accelerate calls no Trainer callbacks (got {len(callbacks)}): use "
+                         "train_with_trainer for them")
     recipe = AccelerateRecipe(args)
     recipe.setup(model, image_processor, train_dataset, eval_dataset, compute_metrics,
                  resume_from_checkpoint=resume_from_checkpoint)

@@ -43,13 +43,17 @@ class ClassificationLoss:
         self.class_weights = class_weights
         self.label_smoothing = float(label_smoothing)
 
-    def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    def per_sample(self, outputs, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of each sample (a tensor of batch size): what `__call__` averages or sums."""
         logits = outputs["logits"] if isinstance(outputs, dict) else getattr(outputs, "logits", outputs)
         logits = logits.float()
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         targets = labels.float() if labels.is_floating_point() else labels.long()
-        per_sample = F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.label_smoothing,
-                                     reduction="none")
+        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.label_smoothing,
+                               reduction="none")
+
+    def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        per_sample = self.per_sample(outputs, labels)
         if num_items_in_batch is None:
             return per_sample.mean()
         # The Trainer counts label entries: for soft targets that is samples * classes.

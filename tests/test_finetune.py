@@ -21,6 +21,8 @@ from tests.test_e2e import check_output, train
 QUICK = ("--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "32", "--dataloader_num_workers", "0",
          "--disable_tqdm", "true", "--report_to", "none", "--horizontal_flip", "false")
 PHOTO_LABELS = ["astronaut", "chelsea", "coffee"]
+# The end-to-end technique tests run on both backends: the Accelerate loop must honour every option the Trainer does.
+backends = pytest.mark.parametrize("backend", ["trainer", "accelerate"])
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,14 @@ def state(folder: Path) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForImageClassification
 
     return AutoModelForImageClassification.from_pretrained(folder).state_dict()
+
+
+def checkpoint_state(folder: Path) -> dict[str, torch.Tensor]:
+    """Weights of a checkpoint of either backend under transformers' in-memory names."""
+    if (folder / "config.json").is_file():
+        return state(folder)
+    # The accelerate backend's checkpoints hold the model's own state dict (no config.json).
+    return load_file(folder / "model.safetensors")
 
 
 # Layer-wise learning-rate decay, backbone vs head rates, frozen backbone.
@@ -96,10 +106,11 @@ def test_backbone_rate_with_layer_decay_and_through_the_trainer(tmp_path):
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
 
 
-def test_frozen_backbone_weights_do_not_change(tiny3, photos_repo, tmp_path):
+@backends
+def test_frozen_backbone_weights_do_not_change(backend, tiny3, photos_repo, tmp_path):
     out = tmp_path / "out"
     train("--model_name_or_path", str(tiny3), "--dataset_name", str(photos_repo), "--output_dir", str(out), *QUICK,
-          "--num_train_epochs", "2", "--learning_rate", "1e-2", "--freeze_backbone", "true")
+          "--backend", backend, "--num_train_epochs", "2", "--learning_rate", "1e-2", "--freeze_backbone", "true")
     check_output(out, PHOTO_LABELS)
     before, after = state(tiny3), state(out)
     backbone = [k for k in before if k.startswith("vit.")]
@@ -203,7 +214,8 @@ def test_label_smoothing_and_class_weights_change_the_loss():
     assert label_counts(ds, 2).tolist() == [8, 3]
 
 
-def test_class_weighted_loss_and_label_smoothing_run_end_to_end(tiny3, tmp_path):
+@backends
+def test_class_weighted_loss_and_label_smoothing_run_end_to_end(backend, tiny3, tmp_path):
     # Imbalanced: 12 astronaut, 4 chelsea, 4 coffee images.
     rows = [r for r in photos(n_per_class=12) if r[1] == "astronaut"] + \
         [r for r in photos(n_per_class=4) if r[1] != "astronaut"]
@@ -212,7 +224,8 @@ def test_class_weighted_loss_and_label_smoothing_run_end_to_end(tiny3, tmp_path)
                                                                            class_names=PHOTO_LABELS)})
     out = tmp_path / "out"
     train("--model_name_or_path", str(tiny3), "--dataset_name", str(repo), "--output_dir", str(out), *QUICK,
-          "--num_train_epochs", "1", "--class_weighted_loss", "true", "--label_smoothing_factor", "0.1")
+          "--backend", backend, "--num_train_epochs", "1", "--class_weighted_loss", "true",
+          "--label_smoothing_factor", "0.1")
     check_output(out, PHOTO_LABELS)
     card = (out / "README.md").read_text()
     assert "class_weighted_loss: True" in card and "label_smoothing_factor: 0.1" in card
@@ -220,15 +233,17 @@ def test_class_weighted_loss_and_label_smoothing_run_end_to_end(tiny3, tmp_path)
 
 # EMA of the weights.
 
-def test_ema_weights_are_evaluated_saved_and_differ_from_the_raw_weights(tiny3, photos_repo, tmp_path):
+@backends
+def test_ema_weights_are_evaluated_saved_and_differ_from_the_raw_weights(backend, tiny3, photos_repo, tmp_path):
     out = tmp_path / "out"
     train("--model_name_or_path", str(tiny3), "--dataset_name", str(photos_repo), "--output_dir", str(out), *QUICK,
-          "--num_train_epochs", "2", "--learning_rate", "1e-2", "--ema_decay", "0.5", "--save_total_limit", "3")
+          "--backend", backend, "--num_train_epochs", "2", "--learning_rate", "1e-2", "--ema_decay", "0.5",
+          "--save_total_limit", "3")
     check_output(out, PHOTO_LABELS)
     trainer_state = json.loads((out / "trainer_state.json").read_text())
     best = Path(trainer_state["best_model_checkpoint"])
     ema = {k[len("module."):]: v for k, v in load_file(best / "ema.safetensors").items() if k.startswith("module.")}
-    raw, saved = state(best), state(out)
+    raw, saved = checkpoint_state(best), state(out)
     changed = [k for k in raw if not torch.equal(raw[k], ema[k])]
     assert changed, "the average should lag the raw weights"
     # The saved model is the average of the best checkpoint, not its raw weights.
@@ -260,11 +275,13 @@ def test_ema_resumes_from_its_checkpoint(tiny3, photos_repo, tmp_path):
 
 # Early stopping.
 
-def test_early_stopping_stops_before_the_last_epoch(tiny3, photos_repo, tmp_path):
+@backends
+def test_early_stopping_stops_before_the_last_epoch(backend, tiny3, photos_repo, tmp_path):
     out = tmp_path / "out"
     # A threshold of 1.0 accuracy can never be beaten: the second evaluation already counts as no improvement.
     train("--model_name_or_path", str(tiny3), "--dataset_name", str(photos_repo), "--output_dir", str(out), *QUICK,
-          "--num_train_epochs", "6", "--early_stopping_patience", "1", "--early_stopping_threshold", "1.0")
+          "--backend", backend, "--num_train_epochs", "6", "--early_stopping_patience", "1",
+          "--early_stopping_threshold", "1.0")
     trainer_state = json.loads((out / "trainer_state.json").read_text())
     steps_per_epoch = 3  # 24 images / batch 8
     assert trainer_state["global_step"] == 2 * steps_per_epoch < 6 * steps_per_epoch
@@ -309,7 +326,8 @@ def test_higher_resolution_output_reloads_in_pipeline_at_the_new_size(tiny3, pho
 
 # LoRA.
 
-def test_lora_trains_adapters_and_head_only_and_merges_into_a_plain_model(tmp_path, photos_repo):
+@backends
+def test_lora_trains_adapters_and_head_only_and_merges_into_a_plain_model(backend, tmp_path, photos_repo):
     from peft import PeftModel
     from transformers import AutoModelForImageClassification, ViTImageProcessor
 
@@ -324,7 +342,8 @@ def test_lora_trains_adapters_and_head_only_and_merges_into_a_plain_model(tmp_pa
 
     out = tmp_path / "out"
     train("--model_name_or_path", str(base_dir), "--dataset_name", str(photos_repo), "--output_dir", str(out),
-          *QUICK, "--num_train_epochs", "2", "--learning_rate", "1e-2", "--use_peft", "true", "--lora_r", "4")
+          *QUICK, "--backend", backend, "--num_train_epochs", "2", "--learning_rate", "1e-2", "--use_peft", "true",
+          "--lora_r", "4")
     check_output(out, PHOTO_LABELS)
     # A plain checkpoint at the top (no adapter files, no peft keys), the adapter in adapter/.
     assert not (out / "adapter_config.json").exists() and not (out / "adapter_model.safetensors").exists()

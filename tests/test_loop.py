@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -14,14 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker
+from safetensors.torch import load_file
 
 from pipeline import PipelineError
 from pipeline.card import epoch_results
 from pipeline.cli import train_main
 from pipeline.config import RecipeParser
 from pipeline.loop import check_checkpoint
-from tests.conftest import FAST, REPO, run_cli
+from tests.conftest import FAST, REPO, photos, run_cli, to_dataset
 from tests.test_e2e import check_output
+from tests.test_finetune import PHOTO_LABELS, tiny_model
 
 # One torch thread per run: on 2 shared cores two OpenMP threads per process spin against each other (measured: 25x
 # slower per step under load), and identical thread counts make the resumed and uninterrupted runs comparable.
@@ -160,6 +163,117 @@ def test_trainer_and_accelerate_backends_reach_the_same_accuracy(tmp_path, one_t
     assert abs(accuracy["trainer"] - accuracy["accelerate"]) <= 0.02, accuracy
 
 
+# The fine-tuning techniques in the loop (the end-to-end runs of tests/test_finetune.py cover both backends too).
+
+def loop_recipe(output_dir: Path, rows, **options):
+    """An `AccelerateRecipe` set up on a tiny ViT and photo crops (`rows` to train and to evaluate), with `options`."""
+    from transformers import ViTImageProcessor
+
+    from pipeline.config import PipelineTrainingArguments
+    from pipeline.loop import AccelerateRecipe
+    from pipeline.metrics import ClassificationMetrics
+    from pipeline.transforms import BatchTransform, build_transforms
+
+    args = PipelineTrainingArguments(**{
+        "output_dir": str(output_dir), "backend": "accelerate", "report_to": "none", "use_cpu": True,
+        "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "dataloader_num_workers": 0,
+        "eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False, **options})
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    train_transform, eval_transform = build_transforms(processor)
+    data = to_dataset(rows, class_names=PHOTO_LABELS)
+    recipe = AccelerateRecipe(args)
+    recipe.setup(tiny_model(), processor, data.with_transform(BatchTransform(train_transform)),
+                 data.with_transform(BatchTransform(eval_transform)), ClassificationMetrics(len(PHOTO_LABELS)))
+    return recipe
+
+
+def test_loop_optimizer_gives_each_layer_group_the_trainer_backends_rate(tmp_path, one_thread):
+    from pipeline.config import PipelineTrainingArguments
+    from pipeline.train import PipelineTrainer
+
+    # Cosine down to a tenth: at the end every group runs at a tenth of its own rate.
+    options = {"learning_rate": 1e-3, "backbone_learning_rate": 1e-4, "layer_decay": 0.5, "weight_decay": 0.05,
+               "max_steps": 4, "lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": 0.1}}
+    recipe = loop_recipe(tmp_path / "loop", photos(n_per_class=4), **options)
+    lr = {g["name"]: g["lr"] for g in recipe.optimizer.param_groups}
+    assert lr["head"] == pytest.approx(1e-3)  # the head keeps learning_rate
+    assert lr["layer_3_no_decay"] == pytest.approx(1e-4)  # the backbone's top takes backbone_learning_rate
+    assert lr["layer_2"] == pytest.approx(5e-5) and lr["layer_0"] == pytest.approx(1.25e-5)
+    # The very groups of the Trainer backend's optimizer: names, rates, weight decay, members.
+    trainer_args = PipelineTrainingArguments(output_dir=str(tmp_path / "trainer"), report_to="none", use_cpu=True,
+                                             eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
+                                             **options)
+    trainer_optimizer = PipelineTrainer(model=tiny_model(), args=trainer_args).create_optimizer()
+
+    def summary(groups):
+        return sorted((g["name"], g["lr"], g["weight_decay"], len(g["params"])) for g in groups)
+
+    assert summary(recipe.optimizer.param_groups) == summary(trainer_optimizer.param_groups)
+    # The schedule scales every group alike: the ratios between layers hold while training.
+    recipe.train()
+    scale = {g["name"]: g["lr"] / g["initial_lr"] for g in recipe.optimizer.param_groups}
+    assert all(value == pytest.approx(0.1) for value in scale.values())
+
+
+def test_loop_mixes_training_batches_only(tmp_path, one_thread):
+    from pipeline.loss import ClassificationLoss
+
+    recipe = loop_recipe(tmp_path, photos(n_per_class=4), mixup_alpha=0.8, cutmix_alpha=1.0, max_steps=3,
+                         logging_strategy="steps", logging_steps=1)
+    assert isinstance(recipe.loss_fn, ClassificationLoss)
+    train_labels = next(iter(recipe.train_loader))["labels"]
+    eval_labels = next(iter(recipe.eval_loader))["labels"]
+    assert train_labels.shape == (8, 3) and train_labels.is_floating_point()
+    assert torch.allclose(train_labels.sum(-1), torch.ones(8)) and ((train_labels > 0) & (train_labels < 1)).any()
+    assert eval_labels.shape == (8,) and eval_labels.dtype == torch.long
+    # It trains on the soft targets, and evaluates on hard labels.
+    recipe.train()
+    losses = [e["loss"] for e in recipe.state.log_history if "loss" in e]
+    assert len(losses) == 3 and all(0 < loss < 10 for loss in losses)
+    assert 0 < recipe.evaluate()["eval_loss"] < 10
+
+
+def test_loop_trains_with_activation_checkpointing(tmp_path, one_thread):
+    recipe = loop_recipe(tmp_path, photos(n_per_class=2), gradient_checkpointing=True, max_steps=1)
+    assert recipe.accelerator.unwrap_model(recipe.model).is_activation_checkpointing
+    assert recipe.train()["train_loss"] > 0
+
+def test_class_weights_change_the_loops_loss(tmp_path, one_thread):
+    from pipeline.loss import balanced_class_weights
+
+    # Imbalanced: 12 astronaut, 4 chelsea, 4 coffee images.
+    rows = [r for r in photos(n_per_class=12) if r[1] == "astronaut"] + \
+        [r for r in photos(n_per_class=4) if r[1] != "astronaut"]
+    plain = loop_recipe(tmp_path / "plain", rows, max_steps=1)
+    weighted = loop_recipe(tmp_path / "weighted", rows, max_steps=1, class_weighted_loss=True)
+    weights = balanced_class_weights([12, 4, 4])
+    assert torch.equal(weighted.loss_fn.class_weights, weights)
+    # Evaluation: the weighted loss of each image, averaged (the same untrained model in both).
+    logits, labels = [], []
+    with torch.no_grad():
+        for batch in plain.eval_loader:
+            logits.append(plain.model(pixel_values=batch["pixel_values"]).logits)
+            labels.append(batch["labels"])
+    per_image = torch.nn.functional.cross_entropy(torch.cat(logits), torch.cat(labels), reduction="none")
+    assert plain.evaluate()["eval_loss"] == pytest.approx(per_image.mean().item(), rel=1e-5)
+    assert weighted.evaluate()["eval_loss"] == pytest.approx((per_image * weights[torch.cat(labels)]).mean().item(),
+                                                             rel=1e-5)
+    # Training: the same first batch from the same weights gives another loss.
+    assert plain.train()["train_loss"] != pytest.approx(weighted.train()["train_loss"], rel=1e-3)
+
+
+def test_accelerate_backend_rejects_ema_on_sharded_weights_and_callbacks(monkeypatch):
+    from pipeline.loop import train_with_accelerate
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(PipelineError, match="ema_decay is not available with FSDP or DeepSpeed ZeRO-3"):
+        RecipeParser().parse(["--model_name_or_path", "m", "--dataset_name", "d", "--backend", "accelerate",
+                              "--ema_decay", "0.99"])
+    # Trainer callbacks would not be called: refused rather than dropped.
+    with pytest.raises(ValueError, match="calls no Trainer callbacks"):
+        train_with_accelerate(None, None, None, None, None, None, callbacks=[object()])
+
+
 # 96 rows, batch 8: 12 optimizer steps per epoch, 36 in all; a checkpoint every 4 steps.
 SAVE_STEPS, STEPS_PER_EPOCH, TOTAL_STEPS = 4, 12, 36
 
@@ -172,7 +286,9 @@ def resume_args(model: Path, data: Path, out: Path, backend: str) -> list[str]:
             "--save_strategy", "steps", "--save_steps", str(SAVE_STEPS), "--save_total_limit", "3",
             "--eval_strategy", "no", "--load_best_model_at_end", "false",
             "--logging_strategy", "steps", "--logging_steps", "1",
-            "--random_resized_crop", "false", "--horizontal_flip", "false"]
+            "--random_resized_crop", "false", "--horizontal_flip", "false",
+            # An average of the weights, saved with each checkpoint: the resumed run must take it up again.
+            "--ema_decay", "0.9"]
 
 
 def completed_checkpoints(out: Path) -> list[int]:
@@ -240,4 +356,33 @@ def test_killed_run_resumes_from_its_last_checkpoint(backend, tiny_vit, digits_f
     for (step, loss, lr), (_, want_loss, want_lr) in zip(got, want, strict=True):
         assert loss == pytest.approx(want_loss, rel=1e-4, abs=1e-6), f"step {step}"
         assert lr == pytest.approx(want_lr, rel=1e-6), f"step {step}"
+    # The saved model is the average, and it equals the uninterrupted run's: the average came back with the
+    # checkpoint (restarted from the resumed weights it would differ).
+    final, want_final = load_file(out / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert all(torch.allclose(final[k], want_final[k], atol=1e-5) for k in want_final)
     check_output(out, [str(d) for d in range(10)])
+
+
+def test_resumed_run_restores_the_weight_average(tiny_vit, digits_folder, tmp_path, one_thread):
+    """A run resumed from a checkpoint ends with the uninterrupted run's EMA; without the saved average it does not."""
+    def run(out: Path, *extra: str) -> dict[str, torch.Tensor]:
+        train_main(["--model_name_or_path", str(tiny_vit), "--dataset_name", str(digits_folder), "--output_dir",
+                    str(out), *FAST, "--backend", "accelerate", "--max_train_samples", "32", "--max_eval_samples", "10",
+                    "--per_device_train_batch_size", "8", "--max_steps", "6", "--learning_rate", "1e-2",
+                    "--ema_decay", "0.5", "--save_strategy", "steps", "--save_steps", "3", "--save_total_limit", "3",
+                    "--eval_strategy", "no", "--load_best_model_at_end", "false",
+                    "--random_resized_crop", "false", "--horizontal_flip", "false", *extra])
+        assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
+        return load_file(out / "model.safetensors")
+
+    reference = run(tmp_path / "reference")
+    checkpoint = tmp_path / "reference" / "checkpoint-3"
+    assert (checkpoint / "ema.safetensors").is_file()
+    resumed = run(tmp_path / "resumed", "--resume_from_checkpoint", str(checkpoint))
+    assert all(torch.allclose(resumed[k], reference[k], atol=1e-6) for k in reference)
+    # The same resume without the saved average: it restarts from the step-3 weights and ends elsewhere.
+    without = tmp_path / "without-ema" / "checkpoint-3"
+    shutil.copytree(checkpoint, without)
+    (without / "ema.safetensors").unlink()
+    restarted = run(tmp_path / "restarted", "--resume_from_checkpoint", str(without))
+    assert not all(torch.allclose(restarted[k], reference[k], atol=1e-4) for k in reference)
