@@ -168,7 +168,7 @@ def train_main(argv: list[str]) -> dict:
     for args, names in ((model_args, ("image_size", "freeze_backbone", "use_peft", "lora_r", "lora_alpha")),
                         (training_args, ("layer_decay", "backbone_learning_rate", "mixup_alpha", "cutmix_alpha",
                                          "class_weighted_loss", "ema_decay", "early_stopping_patience",
-                                         "gradient_checkpointing"))):
+                                         "activation_checkpointing"))):
         for name in names:
             if getattr(args, name) and (model_args.use_peft or not name.startswith("lora_")):
                 hyperparameters[name] = getattr(args, name)
