@@ -494,6 +494,10 @@ def main(argv: list[str] | None = None) -> dict:
     splits = load_splits(data_args, seed=configs["pipeline"][1][2].seed)
     image_processor = load_image_processor(model_args)
     model = load_model(model_args, splits.labels)
+    from pipeline.finetune import prepare_model
+
+    # What `train` trains: a new resolution, a frozen backbone or LoRA change the work (and FLOPs) per image.
+    model = prepare_model(model, image_processor, model_args)
     image_size = image_spec(image_processor).output_size
     flops_per_image, flops_source = training_flops_per_image(model, image_size)
     device = configs["pipeline"][1][2].device

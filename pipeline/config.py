@@ -13,7 +13,6 @@ import enum
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -519,7 +518,7 @@ class RecipeParser(HfArgumentParser):
         argv: list[str] = []
         for key, value in recipe.items():
             if key not in known:
-                raise PipelineError(f"unknown key '{key}' in {path}{_suggest(key, known)}")
+                raise PipelineError(f"unknown key '{key}' in {path}{_suggest(key, known, self.prog)}")
             if value is None or isinstance(value, dict):
                 # Mappings (fsdp_config, lr_scheduler_kwargs, ...) and nulls go straight to the dataclass.
                 self.set_defaults(**{key: value})
@@ -535,7 +534,7 @@ class RecipeParser(HfArgumentParser):
             if flag.startswith("--"):
                 key = flag[2:].split("=", 1)[0].replace("-", "_")
                 if key not in known and key != "help":
-                    raise PipelineError(f"unknown option --{key}{_suggest(key, known)}")
+                    raise PipelineError(f"unknown option --{key}{_suggest(key, known, self.prog)}")
 
 
 def check_combination(model_args, data_args, training_args) -> None:
@@ -579,18 +578,13 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _suggest(key: str, known: dict) -> str:
+def _suggest(key: str, known: dict, prog: str = "vit-pipeline train") -> str:
     close = difflib.get_close_matches(key, list(known), n=1)
-    return f": did you mean '{close[0]}'?" if close else ": remove it (see `vit-pipeline train --help` for the keys)"
+    return f": did you mean '{close[0]}'?" if close else f": remove it (see `{prog} --help` for the keys)"
 
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
-
-
-def parse_args(argv: list[str] | None = None):
-    """Parse the `train` command line (see `RecipeParser.parse`)."""
-    return RecipeParser().parse(sys.argv[1:] if argv is None else argv)
 
 
 def _plain(value: Any) -> Any:

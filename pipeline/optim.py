@@ -8,7 +8,6 @@ numbers, and return parameter groups any `torch.optim` optimizer takes. The Trai
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from torch import nn
 
@@ -68,15 +67,6 @@ def no_decay_names(model: nn.Module) -> set[str]:
 
     decay = set(get_parameter_names(model, [nn.LayerNorm], NO_DECAY_NAME_PATTERNS))
     return {name for name, _ in model.named_parameters() if name not in decay}
-
-
-@dataclass
-class GroupSpec:
-    """How one parameter group was chosen (kept on the group as `name`, for logs and tests)."""
-
-    name: str
-    lr: float
-    weight_decay: float
 
 
 def param_groups(model: nn.Module, learning_rate: float, weight_decay: float = 0.0,

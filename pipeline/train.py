@@ -10,6 +10,7 @@ import torch
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 
 from pipeline import PipelineError
+from pipeline.optim import base_model
 from pipeline.transforms import PixelNormalizer, collate, image_spec
 
 
@@ -118,7 +119,7 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
     from pipeline.ema import EMACallback
     from pipeline.finetune import training_extras
 
-    extras = training_extras(args, train_dataset, _num_labels(model))
+    extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels))
     callbacks = list(callbacks or [])
     if extras.ema is not None:
         callbacks.append(EMACallback(extras.ema))
