@@ -1,0 +1,80 @@
+"""`vit-pipeline push OUTPUT_DIR --hub_model_id ORG/NAME`: publish a finished output folder (no torch needed)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pipeline import PipelineError
+from pipeline.publish.push import (
+    STRATEGIES,
+    PushResult,
+    files_to_push,
+    push_later_command,
+    push_or_explain,
+)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # noqa: D102 (argparse hook)
+        raise PipelineError(f"{message} (see `{self.prog} --help`)")
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+
+
+def push_parser() -> argparse.ArgumentParser:
+    """The parser of `vit-pipeline push` (option names as in `vit-pipeline train`)."""
+    parser = _ArgumentParser(prog="vit-pipeline push",
+                             description="Push a finished output folder to the Hugging Face Hub (one commit).")
+    parser.add_argument("output_dir", help="Output folder of a `vit-pipeline train` run.")
+    parser.add_argument("--hub_model_id", help="Repo to push to, ORG/NAME (default: hub_model_id of the folder's "
+                        "recipe.yaml).")
+    parser.add_argument("--hub_token", help="Token with write access (default: HF_TOKEN, else `hf auth login`).")
+    parser.add_argument("--hub_private_repo", nargs="?", const=True, default=False, type=_bool,
+                        help="Create the repo private (applies when the push creates it).")
+    parser.add_argument("--hub_revision", help="Branch to push to; created from main when it does not exist.")
+    parser.add_argument("--hub_strategy", default="end", choices=STRATEGIES,
+                        help="end / every_save: the model only; checkpoint: also the last checkpoint as "
+                        "last-checkpoint/; all_checkpoints: also every checkpoint-N/.")
+    parser.add_argument("--commit_message", help="Commit message (default: 'Upload NAME with vit-pipeline').")
+    return parser
+
+
+def _recipe_repo_id(output_dir: str) -> str | None:
+    import yaml
+
+    path = Path(output_dir) / "recipe.yaml"
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return recipe.get("hub_model_id") if isinstance(recipe, dict) else None
+
+
+def main(argv: list[str]) -> PushResult:
+    """`vit-pipeline push OUTPUT_DIR --hub_model_id ORG/NAME [--hub_token T] [--hub_private_repo]
+    [--hub_revision BRANCH] [--hub_strategy S] [--commit_message M]`: publish a finished output folder."""
+    args = push_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("pipeline").setLevel(logging.INFO)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per HTTP request otherwise
+    files_to_push(args.output_dir, args.hub_strategy)  # a missing or unfinished folder is the first thing to say
+    repo_id = args.hub_model_id or _recipe_repo_id(args.output_dir)
+    if not repo_id:
+        example = push_later_command(args.output_dir, None)
+        raise PipelineError(f"no repo to push to: pass --hub_model_id ORG/NAME ({example})")
+    result = push_or_explain(args.output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo,
+                             revision=args.hub_revision, commit_message=args.commit_message,
+                             strategy=args.hub_strategy)
+    print(f"Pushed {args.output_dir} to {result.commit_url}")
+    return result
+
+

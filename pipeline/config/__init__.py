@@ -1,0 +1,25 @@
+"""Typed configuration: the argument dataclasses, the strict recipe parser and the resolved recipe."""
+
+from pipeline.config.arguments import (
+    DATACLASSES,
+    RECIPE_FILE,
+    DataArguments,
+    ModelArguments,
+    PipelineTrainingArguments,
+    speed_summary,
+)
+from pipeline.config.parser import RecipeParser, check_combination
+from pipeline.config.recipe import resolved_recipe, save_recipe
+
+__all__ = [
+    "DATACLASSES",
+    "RECIPE_FILE",
+    "DataArguments",
+    "ModelArguments",
+    "PipelineTrainingArguments",
+    "RecipeParser",
+    "check_combination",
+    "resolved_recipe",
+    "save_recipe",
+    "speed_summary",
+]

@@ -1,0 +1,1 @@
+"""Evaluation: metrics through offline `evaluate` modules. Never imports training."""

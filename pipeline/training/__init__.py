@@ -1,0 +1,1 @@
+"""Training: the Trainer backend, the Accelerate backend, what both share, optimizer groups, loss, EMA."""

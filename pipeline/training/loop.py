@@ -1,0 +1,613 @@
+"""The Accelerate backend: a plain PyTorch loop driven by `accelerate.Accelerator`.
+
+Shaped like a torchtune recipe: `setup` builds the loaders, optimizer and scheduler from the arguments (and restores a
+checkpoint), `train` runs the loop, `save_checkpoint` writes a resumable `checkpoint-<step>` folder, `save_outputs`
+writes the final model and metrics, `cleanup` closes the trackers. It reads the same `PipelineTrainingArguments` as the
+Trainer backend and leaves the same files in `output_dir` (`trainer_state.json` with a Trainer-like `log_history`,
+`train_results.json`, `eval_results.json`, `all_results.json`), so the card, push and resume code serve both.
+
+Accelerate does the device work: DDP, FSDP or DeepSpeed as `accelerate launch` configures them, mixed precision,
+gradient accumulation (`accelerator.accumulate`), sharded loaders, and metrics gathered from every process without the
+padded duplicates of the last uneven batch (`gather_for_metrics`).
+
+The fine-tuning techniques come from the same helpers as in the Trainer backend (`training.shared.training_extras`,
+`training.optim`): the loss (soft targets, class weights, label smoothing), the MixUp / CutMix collator for training
+batches, per-part learning rates, an EMA of the weights (evaluated, kept with the best checkpoint, saved, resumed),
+and early stopping through transformers' own `EarlyStoppingCallback`, called where the Trainer calls it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
+from torch.utils.data import DataLoader
+from transformers import EarlyStoppingCallback, EvalPrediction, TrainerControl, TrainerState, get_scheduler, set_seed
+from transformers.trainer_utils import (
+    PREFIX_CHECKPOINT_DIR,
+    IntervalStrategy,
+    SaveStrategy,
+    enable_full_determinism,
+    rotate_checkpoints,
+    speed_metrics,
+)
+
+from pipeline import PipelineError
+from pipeline.data.transforms import PixelNormalizer, collate, image_spec
+from pipeline.model.inspect import base_model
+from pipeline.training.ema import EMA_FILE
+from pipeline.training.loss import ClassificationLoss
+from pipeline.training.optim import no_decay_names, param_groups_for, wants_param_groups
+from pipeline.training.shared import TrainResult, training_extras
+
+logger = logging.getLogger(__name__)
+
+TRAINER_STATE = "trainer_state.json"
+# Written by `accelerator.save_state` in every checkpoint (the Trainer writes optimizer.pt instead).
+ACCELERATE_OPTIMIZER_FILE = "optimizer.bin"
+TRAINER_OPTIMIZER_FILE = "optimizer.pt"
+WEIGHTS_FILE = "model.safetensors"
+EARLY_STOPPING = "EarlyStoppingCallback"  # its key in `TrainerState.stateful_callbacks`, as the Trainer saves it
+
+
+def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
+    """AdamW with weight decay on weights only (not on biases and norms), as the Trainer builds it.
+
+    With `layer_decay` or `backbone_learning_rate`, the parameter groups of `training.optim.param_groups_for` (each
+    with its own learning rate), as the Trainer backend's `PipelineTrainer.create_optimizer`. Frozen weights are left
+    out. `optim: adamw_torch_fused` uses torch's fused kernel, `adamw_torch` the multi-tensor (foreach) one.
+    """
+    if wants_param_groups(args):
+        groups = param_groups_for(model, args)
+    else:
+        skip_decay = no_decay_names(model)
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if n not in skip_decay], "weight_decay": args.weight_decay},
+            {"params": [p for n, p in params if n in skip_decay], "weight_decay": 0.0},
+        ]
+    optim = str(getattr(args.optim, "value", args.optim))
+    kernel = {"fused": True} if optim == "adamw_torch_fused" else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                             eps=args.adam_epsilon, **kernel)
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    """Make the loader shuffle as in `epoch` (a seeded sampler: a resumed run sees the same order)."""
+    loader.set_epoch(epoch)
+    # accelerate's set_epoch does not reach a sampler under a skip or shard wrapper: walk down to it.
+    node = loader
+    for _ in range(6):
+        node = getattr(node, "batch_sampler", None)
+        if node is None:
+            break
+        sampler = getattr(node, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+
+def check_checkpoint(path: str | os.PathLike) -> None:
+    """Raise a `PipelineError` unless `path` is a checkpoint written by this backend."""
+    path = Path(path)
+    if (path / TRAINER_OPTIMIZER_FILE).exists() and not (path / ACCELERATE_OPTIMIZER_FILE).exists():
+        raise PipelineError(f"{path} was written by the trainer backend: resume it with --backend trainer, or pick "
+                            "a new output_dir to start over with --backend accelerate")
+    if not (path / TRAINER_STATE).exists():
+        raise PipelineError(f"{path} is not a complete checkpoint (no {TRAINER_STATE}): delete it to resume from the "
+                            "one before, or pick a new output_dir")
+
+
+class AccelerateRecipe:
+    """Fine-tune an image classifier with an `accelerate.Accelerator` loop: setup / train / save / cleanup.
+
+    Args:
+        args: the `PipelineTrainingArguments` of the run (the same object the Trainer backend reads).
+    """
+
+    def __init__(self, args):
+        self.args = args
+        if args.full_determinism:
+            enable_full_determinism(args.seed)
+        else:
+            set_seed(args.seed)
+        trackers = [name for name in (args.report_to or []) if name != "none"]
+        self.accelerator = Accelerator(
+            # bf16 / fp16 from the recipe, else what `accelerate launch` configured (TrainingArguments reads both).
+            mixed_precision=getattr(args, "mixed_precision", None) or None,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            # The scheduler is stepped once per optimizer step by this loop, as the Trainer does.
+            step_scheduler_with_optimizer=False,
+            # A seeded sampler shuffles each epoch the same way on every process and after a resume.
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.data_seed),
+            log_with=trackers or None,
+            project_config=ProjectConfiguration(
+                project_dir=args.output_dir,
+                logging_dir=os.environ.get("TENSORBOARD_LOGGING_DIR", os.path.join(args.output_dir, "runs")),
+                save_on_each_node=args.save_on_each_node,
+            ),
+        )
+        self.trackers = trackers
+        # accelerate logs every file of every checkpoint at INFO: keep its warnings only.
+        logging.getLogger("accelerate").setLevel(logging.WARNING)
+        self.state = TrainerState(is_local_process_zero=args.local_process_index == 0,
+                                  is_world_process_zero=args.process_index == 0)
+        self.is_world_zero = self.accelerator.is_main_process
+        self._flos = 0.0
+        # Early stopping: transformers' own callback, driven by this loop (see `_maybe_log_evaluate_save`).
+        self.control = TrainerControl()
+        self.early_stopping = None
+        if args.early_stopping_patience is not None:
+            self.early_stopping = EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold)
+
+    # ---- setup ----------------------------------------------------------------------------------------------------
+
+    def setup(self, model, image_processor, train_dataset, eval_dataset, compute_metrics,
+              resume_from_checkpoint: str | None = None) -> None:
+        """Build loaders, optimizer and scheduler, prepare them with the accelerator, and restore a checkpoint."""
+        args, acc = self.args, self.accelerator
+        self.image_processor = image_processor
+        self.compute_metrics = compute_metrics
+        # Fast-path batches arrive as uint8: the processor's rescale + normalize run once per batch on the device.
+        self.normalizer = PixelNormalizer(image_spec(image_processor)).to(self.accelerator.device)
+        self.num_train_rows = len(train_dataset)
+        # Loss, training collator and EMA: built as the Trainer backend builds them.
+        extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels))
+        # Without a technique that needs it, plain cross-entropy: what the model's own loss computes.
+        self.loss_fn = extras.loss or ClassificationLoss()
+        self.ema = extras.ema
+        if self.ema is not None and _sharded(acc):
+            raise PipelineError("ema_decay needs the full weights on every process: use DDP or DeepSpeed ZeRO-2, or "
+                                "set ema_decay: 0")
+        if args.activation_checkpointing:  # `gradient_checkpointing` is its (deprecated) alias
+            # As the Trainer calls it: `every_n_layers` and `offload` are the method's own, the rest go to torch.
+            kwargs = dict(args.activation_checkpointing_kwargs or {})
+            every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None,
+                                                  every_n_layers=every_n_layers, offload=offload)
+        # MixUp / CutMix act on training batches only; evaluation batches keep their hard labels.
+        train_loader = self._loader(train_dataset, args.per_device_train_batch_size, shuffle=True,
+                                    collate_fn=extras.train_collator)
+        eval_loader = self._loader(eval_dataset, args.per_device_eval_batch_size, shuffle=False)
+        self.train_loader, self.eval_loader = acc.prepare(train_loader, eval_loader)
+        self._count_steps(self.num_train_rows)
+        if acc.distributed_type == DistributedType.DEEPSPEED:
+            # DeepSpeed reads the micro batch from the loaders it is prepared with (ours were prepared above), and
+            # would clip at 1.0 where its config says "auto": both come from the recipe.
+            ds_config = acc.state.deepspeed_plugin.deepspeed_config
+            ds_config["train_micro_batch_size_per_gpu"] = args.per_device_train_batch_size
+            if ds_config.get("gradient_clipping", "auto") == "auto":
+                ds_config["gradient_clipping"] = args.max_grad_norm
+        optimizer = build_optimizer(model, args)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        scheduler = get_scheduler(args.lr_scheduler_type, self.optimizer,
+                                  num_warmup_steps=args.get_warmup_steps(self.state.max_steps),
+                                  num_training_steps=self.state.max_steps,
+                                  scheduler_specific_kwargs=args.lr_scheduler_kwargs or {})
+        self.scheduler = acc.prepare(scheduler)
+        acc.register_save_state_pre_hook(self._save_weights_unwrapped)
+        acc.register_load_state_pre_hook(self._load_weights_unwrapped)
+        if resume_from_checkpoint:
+            self._resume(resume_from_checkpoint)
+        if self.ema is not None:
+            # After the resume: the average starts from the checkpoint's (or else the resumed) weights.
+            self.ema.attach(acc.unwrap_model(self.model))
+        if self.trackers:
+            acc.init_trackers(args.run_name or Path(args.output_dir).name, config=args.to_sanitized_dict())
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool, collate_fn=collate) -> DataLoader:
+        args = self.args
+        workers = args.dataloader_num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=collate_fn,
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+            drop_last=args.dataloader_drop_last and shuffle,
+        )
+
+    def _count_steps(self, num_train_samples: int) -> None:
+        """Optimizer steps per epoch and in all, from the per-process loader (the Trainer's arithmetic)."""
+        args, state = self.args, self.state
+        self.batches_per_epoch = len(self.train_loader)
+        accumulation = args.gradient_accumulation_steps
+        self.steps_per_epoch = max(math.ceil(self.batches_per_epoch / accumulation), 1)
+        if args.max_steps > 0:
+            state.max_steps = args.max_steps
+            self.num_epochs = math.ceil(args.max_steps / self.steps_per_epoch)
+            self.num_train_samples = args.max_steps * self.total_batch_size
+        else:
+            state.max_steps = math.ceil(args.num_train_epochs * self.steps_per_epoch)
+            self.num_epochs = math.ceil(args.num_train_epochs)
+            self.num_train_samples = num_train_samples * args.num_train_epochs
+        state.num_train_epochs = self.num_epochs
+        state.train_batch_size = args.per_device_train_batch_size
+        state.compute_steps(args, state.max_steps)
+
+    @property
+    def total_batch_size(self) -> int:
+        """Images per optimizer step, over all processes."""
+        return (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+                * self.accelerator.num_processes)
+
+    def _save_weights_unwrapped(self, models, weights, output_dir) -> None:
+        # save_state stores the wrapped model's keys (`module.` under DDP): store the plain model's, so a checkpoint
+        # resumes with any number of processes. FSDP and DeepSpeed save their own way (no entries in `weights`).
+        for i, model in enumerate(models[: len(weights)]):
+            weights[i] = self.accelerator.unwrap_model(model).state_dict()
+
+    def _load_weights_unwrapped(self, models, input_dir) -> None:
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            return
+        from safetensors.torch import load_model
+
+        for model in models:
+            # Read on the CPU (as accelerate does); load_state_dict copies onto the parameters' own device.
+            load_model(self.accelerator.unwrap_model(model), os.path.join(input_dir, WEIGHTS_FILE), device="cpu")
+        models.clear()  # loaded: accelerate skips them
+
+    def _resume(self, checkpoint: str) -> None:
+        check_checkpoint(checkpoint)
+        self.accelerator.load_state(checkpoint)
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE))
+        self.state.is_local_process_zero = self.args.local_process_index == 0
+        self.state.is_world_process_zero = self.args.process_index == 0
+        if self.state.best_model_checkpoint and not os.path.isdir(self.state.best_model_checkpoint):
+            self.state.best_model_checkpoint = None
+        if self.ema is not None and not self.ema.load(checkpoint):
+            logger.warning("%s has no %s: the weight average starts again from the resumed weights", checkpoint,
+                           EMA_FILE)
+        saved = self.state.stateful_callbacks.get(EARLY_STOPPING)
+        if self.early_stopping is not None and saved and self.args.restore_callback_states_from_checkpoint:
+            # As the Trainer: the patience counter comes back only when asked (otherwise it starts again at 0).
+            for attribute, value in saved.get("attributes", {}).items():
+                setattr(self.early_stopping, attribute, value)
+        max_steps = self.state.max_steps
+        self._count_steps(self.num_train_rows)  # the current run's schedule wins over the saved one
+        if max_steps != self.state.max_steps:
+            logger.info("Resumed run now has %d steps in all (was %d)", self.state.max_steps, max_steps)
+        logger.info("Resuming from %s at step %d (epoch %.2f)", checkpoint, self.state.global_step, self.state.epoch)
+
+    # ---- train ----------------------------------------------------------------------------------------------------
+
+    def train(self) -> dict:
+        """Run the loop to `max_steps`: log, evaluate and checkpoint as the arguments say. Returns train metrics."""
+        args, acc, state = self.args, self.accelerator, self.state
+        start, first_step = time.time(), state.global_step
+        first_epoch = state.global_step // self.steps_per_epoch
+        skip = 0 if args.ignore_data_skip else (state.global_step % self.steps_per_epoch) * \
+            args.gradient_accumulation_steps
+        logger.info("Training: %d optimizer steps (%d per epoch), %d images per step, %d process(es) (%s, %s)",
+                    state.max_steps, self.steps_per_epoch, self.total_batch_size, acc.num_processes,
+                    acc.distributed_type.value, acc.mixed_precision)
+        if first_step:
+            logger.info("Skipping %d epochs and %d batches to resume at step %d", first_epoch, skip, first_step)
+        self._running_loss = torch.zeros((), device=acc.device)
+        self._total_loss = 0.0
+        self._last_logged = state.global_step
+        self._grad_norm = None
+        if args.eval_on_start and not first_step:
+            self._log(self.evaluate())
+        self.model.train()
+        for epoch in range(first_epoch, self.num_epochs):
+            if state.global_step >= state.max_steps or self.control.should_training_stop:
+                break
+            self._train_epoch(epoch, skip if epoch == first_epoch else 0)
+            self._maybe_log_evaluate_save(epoch_end=True)
+        if self.control.should_training_stop:
+            logger.info("Early stopping at step %d of %d: %s did not improve by more than %g in %d evaluations",
+                        state.global_step, state.max_steps, args.metric_for_best_model,
+                        args.early_stopping_threshold, args.early_stopping_patience)
+        self._total_loss += acc.reduce(self._running_loss, "mean").item()
+        steps = state.global_step - first_step
+        metrics = speed_metrics("train", start, num_samples=self.num_train_samples * steps / max(state.max_steps, 1),
+                                num_steps=steps)
+        self._flos = acc.reduce(torch.tensor(self._flos, device=acc.device, dtype=torch.float64), "sum").item()
+        state.total_flos += self._flos
+        metrics["total_flos"] = state.total_flos
+        metrics["train_loss"] = self._total_loss / max(steps, 1)
+        self._log(dict(metrics))
+        # As the Trainer's results: total_flos is in the log history, not in train_results.json.
+        metrics.pop("total_flos")
+        metrics["epoch"] = state.epoch
+        self._load_best_model()
+        return metrics
+
+    def _train_epoch(self, epoch: int, skip_batches: int) -> None:
+        args, acc, state = self.args, self.accelerator, self.state
+        loader = self.train_loader
+        _set_epoch(loader, epoch)
+        if skip_batches:
+            loader = acc.skip_first_batches(loader, skip_batches)
+            _set_epoch(loader, epoch)
+        # The Trainer's estimate: 6 x input values x parameters, per forward + backward.
+        flos_per_value = 6 * acc.unwrap_model(self.model).num_parameters(exclude_embeddings=True)
+        batch_index = skip_batches - 1
+        for batch in loader:
+            batch_index += 1
+            with acc.accumulate(self.model):
+                outputs = self.model(pixel_values=self.normalizer(batch["pixel_values"]))
+                # Hard labels, or the soft targets of MixUp / CutMix.
+                loss = self.loss_fn(outputs, batch["labels"])
+                acc.backward(loss)
+                if acc.sync_gradients and args.max_grad_norm and args.max_grad_norm > 0:
+                    self._grad_norm = acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            self._running_loss += loss.detach() / args.gradient_accumulation_steps
+            self._flos += float(flos_per_value * batch["pixel_values"].numel())
+            if not acc.sync_gradients:
+                continue
+            # The learning rate this step used, before the scheduler moves it on.
+            self._learning_rate = self.scheduler.get_last_lr()[0]
+            if not acc.optimizer_step_was_skipped:  # fp16 overflow: the step did not happen
+                self.scheduler.step()
+            state.global_step += 1
+            state.epoch = epoch + (batch_index + 1) / self.batches_per_epoch
+            if self.ema is not None:
+                # Where the Trainer backend's EMACallback updates it: on_step_end, after every optimizer step.
+                self.ema.update(acc.unwrap_model(self.model))
+            self._maybe_log_evaluate_save(epoch_end=False)
+            if state.global_step >= state.max_steps or self.control.should_training_stop:
+                break
+
+    def _maybe_log_evaluate_save(self, epoch_end: bool) -> None:
+        """What `DefaultFlowCallback` decides for the Trainer: log, evaluate, save, every N steps or every epoch."""
+        args, state = self.args, self.state
+        step, last = state.global_step, state.global_step >= state.max_steps
+        if epoch_end:
+            log = args.logging_strategy == IntervalStrategy.EPOCH
+            evaluate = args.eval_strategy == IntervalStrategy.EPOCH and args.eval_delay <= state.epoch
+            save = args.save_strategy == SaveStrategy.EPOCH
+        else:
+            log = (args.logging_strategy == IntervalStrategy.STEPS and step % state.logging_steps == 0) or (
+                step == 1 and args.logging_first_step)
+            evaluate = args.eval_strategy == IntervalStrategy.STEPS and args.eval_delay <= step and (
+                step % state.eval_steps == 0 or last)
+            save = args.save_strategy == SaveStrategy.STEPS and state.save_steps > 0 and (
+                step % state.save_steps == 0 or last)
+        if log and step > self._last_logged:
+            self._log_training()
+        if evaluate:
+            metrics = self.evaluate()
+            self._log(dict(metrics))
+            if self.early_stopping is not None:
+                # Where the Trainer calls it (on_evaluate, before the best metric moves on), with its semantics:
+                # stop after `patience` evaluations that do not beat the best by more than the threshold.
+                self.early_stopping.on_evaluate(args, state, self.control, metrics=metrics)
+            is_best = self._update_best(metrics)
+            if args.save_strategy == SaveStrategy.BEST:
+                save = is_best
+        if save:
+            self.save_checkpoint()
+
+    def _log_training(self) -> None:
+        state, acc = self.state, self.accelerator
+        loss = acc.reduce(self._running_loss, "mean").item()  # mean over processes
+        self._running_loss.zero_()
+        self._total_loss += loss
+        logs = {"loss": loss / (state.global_step - self._last_logged)}
+        if self._grad_norm is not None:
+            norm = self._grad_norm
+            # FSDP2 returns the norm as a DTensor: its full value is the same on every process.
+            logs["grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        logs["learning_rate"] = getattr(self, "_learning_rate", self.scheduler.get_last_lr()[0])
+        self._last_logged = state.global_step
+        self._log(logs)
+
+    def _log(self, logs: dict) -> None:
+        """Append to `log_history` as the Trainer does (epoch and step added), print, and send to the trackers."""
+        state = self.state
+        logs["epoch"] = state.epoch
+        state.log_history.append({**logs, "step": state.global_step})
+        if self.is_world_zero:
+            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
+            logger.info("step %d/%d: %s", state.global_step, state.max_steps, shown)
+        if self.trackers:
+            self.accelerator.log({_tracker_key(k): v for k, v in logs.items() if isinstance(v, (int, float))},
+                                 step=state.global_step)
+
+    def _update_best(self, metrics: dict) -> bool:
+        """Track the best metric as `Trainer._determine_best_metric` does; True when this evaluation is the best."""
+        args, state = self.args, self.state
+        if args.metric_for_best_model is None:
+            return False
+        key = args.metric_for_best_model
+        key = key if key.startswith("eval_") else f"eval_{key}"
+        if key not in metrics:
+            raise PipelineError(f"metric_for_best_model {args.metric_for_best_model} is not an eval metric: use one "
+                                f"of {', '.join(k[5:] for k in metrics if k.startswith('eval_'))}")
+        better = np.greater if args.greater_is_better else np.less
+        if state.best_metric is None:
+            state.best_metric = float("-inf") if args.greater_is_better else float("inf")
+        if better(metrics[key], state.best_metric):
+            state.best_metric = metrics[key]
+            state.best_global_step = state.global_step
+            return True
+        return False
+
+    def _load_best_model(self) -> None:
+        args, state = self.args, self.state
+        if not (args.load_best_model_at_end and state.best_model_checkpoint):
+            return
+        logger.info("Loading the best model from %s (%s %.4f)", state.best_model_checkpoint,
+                    args.metric_for_best_model, state.best_metric)
+        self.accelerator.load_state(state.best_model_checkpoint)
+        if self.ema is not None:
+            self.ema.load(state.best_model_checkpoint)
+        if args.save_total_limit == 1 and args.should_save:
+            # As the Trainer: with one checkpoint allowed, keep the best and drop the last.
+            for folder in Path(args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+                if folder.resolve() != Path(state.best_model_checkpoint).resolve():
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    # ---- evaluate -------------------------------------------------------------------------------------------------
+
+    def evaluate(self) -> dict:
+        """Evaluate on the eval loader, gathering predictions from every process; returns `eval_`-prefixed metrics."""
+        acc = self.accelerator
+        start = time.time()
+        self.model.eval()
+        logits_all, labels_all, losses_all = [], [], []
+        # With EMA, the averaged weights are what is evaluated (and so what picks the best checkpoint).
+        averaged = self.ema.applied(acc.unwrap_model(self.model)) if self.ema is not None and self.ema.attached \
+            else contextlib.nullcontext()
+        with averaged, torch.no_grad():
+            for batch in self.eval_loader:
+                outputs = self.model(pixel_values=self.normalizer(batch["pixel_values"]))
+                logits = outputs.logits.float()
+                # The training loss (class weights, label smoothing) on hard labels, per sample: exact means below.
+                losses = self.loss_fn.per_sample(outputs, batch["labels"])
+                # gather_for_metrics drops the samples repeated to fill the last batch of every process.
+                logits, labels, losses = acc.gather_for_metrics((logits, batch["labels"], losses))
+                logits_all.append(logits.cpu())
+                labels_all.append(labels.cpu())
+                losses_all.append(losses.cpu())
+        self.model.train()
+        logits, labels = torch.cat(logits_all).numpy(), torch.cat(labels_all).numpy()
+        metrics = {"eval_loss": float(torch.cat(losses_all).mean())}
+        computed = self.compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
+        metrics.update({k if k.startswith("eval_") else f"eval_{k}": v for k, v in computed.items()})
+        metrics.update(speed_metrics("eval", start, num_samples=len(labels), num_steps=len(self.eval_loader)))
+        metrics["epoch"] = self.state.epoch
+        return metrics
+
+    # ---- save -----------------------------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write `checkpoint-<step>`: model, optimizer, scheduler, RNG and sampler states, and `trainer_state.json`.
+
+        The folder is written under a temporary name and renamed when complete, so a run killed while saving leaves
+        no half-written checkpoint for the next run to resume from.
+        """
+        args, acc, state = self.args, self.accelerator, self.state
+        output_dir = Path(args.output_dir)
+        final = output_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        partial = output_dir / f"tmp-{final.name}"
+        if args.should_save and partial.exists():
+            shutil.rmtree(partial)
+        acc.wait_for_everyone()
+        acc.save_state(str(partial))
+        if state.best_global_step:
+            best = output_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}"
+            if best.exists() or best == final:
+                state.best_model_checkpoint = str(best)
+        if self.early_stopping is not None:
+            state.stateful_callbacks[EARLY_STOPPING] = self.early_stopping.state()
+        acc.wait_for_everyone()
+        if args.should_save:
+            if self.ema is not None:
+                self.ema.save(partial)
+            state.save_to_json(str(partial / TRAINER_STATE))
+            if final.exists():
+                shutil.rmtree(final)
+            partial.rename(final)
+            rotate_checkpoints(str(output_dir), save_total_limit=args.save_total_limit,
+                               best_model_checkpoint=state.best_model_checkpoint)
+        acc.wait_for_everyone()
+        logger.info("Saved %s", final)
+        return final
+
+    def save_outputs(self, train_metrics: dict) -> TrainResult:
+        """Save the (best) model, image processor, metrics and state to `output_dir`, then evaluate it once more."""
+        args, acc = self.args, self.accelerator
+        output_dir = Path(args.output_dir)
+        acc.wait_for_everyone()
+        if self.ema is not None:
+            # The average (of the best checkpoint, with load_best_model_at_end) becomes the saved model.
+            self.ema.copy_to(acc.unwrap_model(self.model))
+        # Every process takes part: FSDP and DeepSpeed gather the full weights here.
+        state_dict = acc.get_state_dict(self.model)
+        model = acc.unwrap_model(self.model)
+        model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=args.should_save)
+        if args.should_save:
+            self.image_processor.save_pretrained(output_dir)
+            torch.save(args, output_dir / "training_args.bin")
+            _save_metrics(output_dir, "train", train_metrics)
+            self.state.save_to_json(str(output_dir / TRAINER_STATE))
+        eval_metrics = self.evaluate()
+        self._log(dict(eval_metrics))
+        if args.should_save:
+            _save_metrics(output_dir, "eval", eval_metrics)
+        for split, metrics in (("train", train_metrics), ("eval", eval_metrics)):
+            if self.is_world_zero:
+                logger.info("***** %s metrics *****\n%s", split, "\n".join(
+                    f"  {k:<28}= {v:.4g}" if isinstance(v, float) else f"  {k:<28}= {v}" for k, v in
+                    sorted(metrics.items())))
+        acc.wait_for_everyone()
+        return TrainResult(train_metrics=dict(train_metrics), eval_metrics=dict(eval_metrics),
+                           log_history=list(self.state.log_history), global_step=self.state.global_step)
+
+    def cleanup(self) -> None:
+        """Close the trackers (also after an error: no collective call here, another process may be gone)."""
+        # Not accelerator.end_training(): it also destroys the process group, which the command still needs.
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+
+
+def _sharded(accelerator) -> bool:
+    """True when each process holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3)."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+    return plugin is not None and plugin.zero_stage == 3
+
+
+def _tracker_key(key: str) -> str:
+    # The Trainer's tracker names: eval_accuracy -> eval/accuracy, loss -> train/loss.
+    if key.startswith("eval_"):
+        return "eval/" + key[len("eval_"):]
+    return key.replace("train_", "train/", 1) if key.startswith("train_") else "train/" + key
+
+
+def _save_metrics(output_dir: Path, split: str, metrics: dict) -> None:
+    """Write `<split>_results.json` and merge into `all_results.json`, as `Trainer.save_metrics` does."""
+    import json
+
+    (output_dir / f"{split}_results.json").write_text(json.dumps(metrics, indent=4, sort_keys=True))
+    combined = output_dir / "all_results.json"
+    merged = json.loads(combined.read_text()) if combined.exists() else {}
+    merged.update(metrics)
+    combined.write_text(json.dumps(merged, indent=4, sort_keys=True))
+
+
+def train_with_accelerate(model, image_processor, train_dataset, eval_dataset, compute_metrics, args,
+                          resume_from_checkpoint: str | None = None, callbacks: list | None = None) -> TrainResult:
+    """Fine-tune with a plain Accelerate loop, then save the best model and its metrics to `args.output_dir`.
+
+    Same contract as `training.trainer.train_with_trainer`: evaluates and checkpoints as `args` says (every epoch by
+    default), keeps the best model by `args.metric_for_best_model`, resumes from `resume_from_checkpoint` when given
+    (model, optimizer, scheduler, RNG, position in the data, EMA), honours the fine-tuning options of `args` (loss,
+    MixUp / CutMix, EMA, per-part learning rates, early stopping), and only the main process writes files.
+
+    `callbacks` takes the same place as in `train_with_trainer`, but the loop calls no `TrainerCallback`: the Hub
+    pre-checks refuse the checkpoint hub strategies (the only callbacks the command builds) with this backend, so
+    the command passes none, and any given are refused rather than silently skipped.
+
+    Raises:
+        PipelineError: `resume_from_checkpoint` is not a checkpoint of this backend.
+        ValueError: `callbacks` is not empty.
+    """
+    if callbacks:
+        raise ValueError(f"train_with_accelerate calls no Trainer callbacks (got {len(callbacks)}): use "
+                         "train_with_trainer for them")
+    recipe = AccelerateRecipe(args)
+    recipe.setup(model, image_processor, train_dataset, eval_dataset, compute_metrics,
+                 resume_from_checkpoint=resume_from_checkpoint)
+    try:
+        train_metrics = recipe.train()
+        return recipe.save_outputs(train_metrics)
+    finally:
+        recipe.cleanup()

@@ -1,0 +1,433 @@
+"""Throughput measurements for `vit-pipeline benchmark`: data-only, model-only and end-to-end images/s, peak
+memory, FLOPs per image and the device's peak, on the Trainer backend's own `PipelineTrainer`."""
+
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import logging
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipeline import PipelineError
+
+logger = logging.getLogger("pipeline")
+
+REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "reference.yaml"
+# Keys of a reference file that are the benchmark's own, not recipe options.
+TRANSFORM_KINDS = ("example_script", "pipeline")
+
+USAGE = """usage: vit-pipeline benchmark RECIPE.yaml [--steps N] [--warmup N] [--reference FILE | --no_reference]
+                              [--json FILE] [--field value ...]
+
+Measures data-only, model-only and end-to-end images/s, peak memory and MFU for the recipe on this machine, and the
+same figures for the reference configuration (default: benchmarks/reference.yaml, the transformers example script's
+way) in the same run. Any recipe field can be overridden with a flag, for both configurations.
+
+  --steps N          timed steps per measurement (default 20)
+  --warmup N         untimed steps first (default 3; 10 with torch_compile)
+  --repeats N        measure everything N times, alternating the configurations, and keep the best of each
+                     figure (default 1; more on a busy machine)
+  --reference FILE   reference configuration: recipe keys applied on top of the recipe, and `transforms`
+  --no_reference     measure the recipe only
+  --json FILE        also write the figures as JSON"""
+
+# Dense (no sparsity) bf16 / fp16 tensor-core peaks from NVIDIA's datasheets, TFLOP/s; the first name that is part of
+# the device's name wins, so the PCIe and NVL variants come before the SXM H100.
+GPU_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("H200", 989.4),
+    ("H800", 989.4),
+    ("A100", 312.0),
+)
+
+
+@dataclass
+class Options:
+    """The benchmark's own flags (everything else is a recipe field)."""
+
+    steps: int = 20
+    warmup: int | None = None
+    repeats: int = 1
+    reference: str | None = str(REFERENCE_FILE)
+    json: str | None = None
+
+
+@dataclass
+class Figures:
+    """What one configuration measured."""
+
+    settings: str
+    data_images_per_s: float = 0.0
+    model_images_per_s: float = 0.0
+    end_to_end_images_per_s: float = 0.0
+    peak_memory_mib: float = 0.0
+    mfu_model: float = 0.0
+    mfu_end_to_end: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _split_options(argv: list[str]) -> tuple[Options, list[str]]:
+    options, rest = Options(), []
+    values = {"--steps": "steps", "--warmup": "warmup", "--repeats": "repeats", "--reference": "reference",
+              "--json": "json"}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, _, inline = arg.partition("=")
+        if arg in ("-h", "--help"):
+            print(USAGE)
+            raise SystemExit(0)
+        if arg == "--no_reference":
+            options.reference = None
+        elif name in values:
+            if inline:
+                value = inline
+            elif i + 1 < len(argv):
+                value, i = argv[i + 1], i + 1
+            else:
+                raise PipelineError(f"{name} needs a value (see `vit-pipeline benchmark --help`)")
+            if name in ("--steps", "--warmup", "--repeats"):
+                try:
+                    number = int(value)
+                except ValueError:
+                    raise PipelineError(f"{name} takes a whole number, got '{value}'") from None
+                least = 0 if name == "--warmup" else 1
+                if number < least:
+                    raise PipelineError(f"{name} must be at least {least}, got {number}")
+                setattr(options, values[name], number)
+            else:
+                setattr(options, values[name], value)
+        else:
+            rest.append(arg)
+        i += 1
+    return options, rest
+
+
+def read_reference(path: str) -> tuple[str, list[str]]:
+    """Read a reference file: its transform kind and its other keys as command-line flags.
+
+    Raises:
+        PipelineError: the file cannot be read, is not a mapping, or names an unknown transform kind.
+    """
+    from pipeline.config.parser import _scalar
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise PipelineError(f"cannot read the reference configuration {path}: {err}; pass --reference FILE or "
+                            "--no_reference") from err
+    if not isinstance(data, dict):
+        raise PipelineError(f"reference configuration {path} must be a mapping of key: value")
+    kind = data.pop("transforms", "pipeline")
+    if kind not in TRANSFORM_KINDS:
+        raise PipelineError(f"transforms: {kind} in {path} is not one of {', '.join(TRANSFORM_KINDS)}")
+    flags = [f"--{key}={_scalar(value)}" for key, value in data.items()]
+    return kind, flags
+
+
+# --- What the reference does: transformers' example script (run_image_classification.py), as users run it.
+
+
+class ExampleScriptTransform:
+    """The example script's `train_transforms` for `set_transform`: per image, on PIL, float out of every row.
+
+    `RandomResizedCrop`, `RandomHorizontalFlip`, `ToTensor`, `Normalize` (torchvision v1 on PIL images), applied to
+    `image.convert("RGB")` of each decoded PIL image.
+    """
+
+    def __init__(self, image_processor):
+        from torchvision.transforms import Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop, ToTensor
+
+        from pipeline.data.transforms import image_spec
+
+        spec = image_spec(image_processor)
+        self.transform = Compose([RandomResizedCrop(spec.output_size), RandomHorizontalFlip(), ToTensor(),
+                                  Normalize(mean=spec.mean, std=spec.std)])
+
+    def __call__(self, batch: dict) -> dict:
+        return {"pixel_values": [self.transform(image.convert("RGB")) for image in batch["image"]],
+                "label": batch["label"]}
+
+
+# --- FLOPs and the device's peak.
+
+
+def vit_macs_per_image(config, image_size: tuple[int, int]) -> float | None:
+    """Multiply-accumulates of one forward pass of a ViT-family classifier, from its config (None if not ViT-shaped).
+
+    Patch embedding, then per layer the q/k/v and output projections (4·N·D²), attention scores and weighted sum
+    (2·N²·D) and the MLP (2·N·D·I), then the classifier on the [CLS] token; N counts the [CLS] token.
+    """
+    names = ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size")
+    if not all(isinstance(getattr(config, n, None), int) for n in names):
+        return None
+    d, layers, inner, patch = (getattr(config, n) for n in names)
+    channels = getattr(config, "num_channels", 3)
+    patches = (image_size[0] // patch) * (image_size[1] // patch)
+    tokens = patches + 1
+    embed = patches * channels * patch * patch * d
+    per_layer = 4 * tokens * d * d + 2 * tokens * tokens * d + 2 * tokens * d * inner
+    head = d * max(1, getattr(config, "num_labels", 1))
+    return float(embed + layers * per_layer + head)
+
+
+def counted_flops_per_image(model, image_size: tuple[int, int]) -> float:
+    """Training FLOPs per image counted by `torch.utils.flop_counter` on one forward pass (x3 for the backward)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model).to("cpu").eval()
+    try:
+        # The counter sees the matmuls of eager attention; fused SDPA kernels on CPU are not counted.
+        model.set_attn_implementation("eager")
+    except (AttributeError, ValueError):
+        pass
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(pixel_values=torch.zeros(1, 3, *image_size))
+    return 3.0 * counter.get_total_flops()
+
+
+def training_flops_per_image(model, image_size: tuple[int, int]) -> tuple[float, str]:
+    """FLOPs of one training step per image: 3 x 2 x forward MACs (forward, and a backward twice its cost)."""
+    macs = vit_macs_per_image(model.config, image_size)
+    if macs is not None:
+        return 6.0 * macs, f"3 x 2 x {_si(macs)}MAC per forward, from the config"
+    return counted_flops_per_image(model, image_size), "3 x the forward FLOPs counted by torch's FlopCounterMode"
+
+
+def measured_matmul_flops(device, dtype, size: int = 1024, seconds: float = 1.0) -> float:
+    """Best FLOP/s of square matmuls on `device` over about `seconds` (the practical peak of this machine)."""
+    import torch
+
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best, start = 0.0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        _synchronize(device)
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - t0))
+    return best
+
+
+def device_peak(device) -> tuple[float, str]:
+    """The device's peak FLOP/s for MFU, and where it comes from (datasheet table or measurement)."""
+    import torch
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in GPU_PEAK_TFLOPS:
+            if key in name:
+                return tflops * 1e12, f"bf16 dense, datasheet, {name}"
+        return measured_matmul_flops(device, torch.bfloat16, size=8192), f"measured: bf16 8192² matmul, {name}"
+    threads = torch.get_num_threads()
+    return (measured_matmul_flops(device, torch.float32),
+            f"measured: best fp32 1024² matmul rate on {threads} thread{'s' if threads != 1 else ''}")
+
+
+# --- Timing helpers.
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak_memory(device) -> None:
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        # Linux: writing 5 resets the process's peak RSS (VmHWM) to its current RSS.
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_memory_mib(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    # ru_maxrss is in KiB on Linux, bytes on macOS; it never resets.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 1024)
+
+
+def _step_timer(device, warmup: int, steps: int):
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        """Clock the optimizer steps after the warm-up (synchronized, so queued GPU work is counted)."""
+
+        def __init__(self):
+            self.marks: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in (warmup, warmup + steps):
+                _synchronize(device)
+                self.marks.append(time.perf_counter())
+
+    return StepTimer()
+
+
+class _Indices:
+    """A map-style dataset of `length` rows whose collated batch is always the same synthetic batch."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class _SameBatch:
+    def __init__(self, batch: dict):
+        self.batch = batch
+
+    def __call__(self, rows: list) -> dict:
+        return self.batch
+
+
+# --- The three measurements.
+
+
+def _make_trainer(model, args, dataset, collator, image_processor, callbacks=()):
+    from transformers.trainer_callback import PrinterCallback
+
+    from pipeline.training.trainer import PipelineTrainer
+
+    trainer = PipelineTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                              processing_class=image_processor, callbacks=list(callbacks))
+    # Keep the output to the benchmark's table (the printer would print every run's train metrics).
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def measure_data(model, args, dataset, image_processor, warmup: int, steps: int) -> float:
+    """Images/s of the Trainer's training DataLoader alone, up to finished `pixel_values` on the model's device."""
+    from pipeline.data.transforms import collate
+
+    trainer = _make_trainer(copy.deepcopy(model), args, dataset, collate, image_processor)
+    device = args.device
+    loader = trainer.get_train_dataloader()
+    batches, start = 0, None
+    while batches < warmup + steps:
+        for batch in loader:
+            inputs = trainer._prepare_inputs(batch)
+            batches += 1
+            if batches == max(warmup, 1) and start is None:
+                _synchronize(device)
+                start, first = time.perf_counter(), batches
+            if batches >= warmup + steps:
+                break
+    _synchronize(device)
+    elapsed = time.perf_counter() - start
+    images = (batches - first) * inputs["pixel_values"].shape[0]
+    del loader, trainer, inputs
+    gc.collect()
+    return images / elapsed if images else float("nan")
+
+
+def measure_model(model, args, image_size, num_labels: int, image_processor, warmup: int, steps: int) -> float:
+    """Images/s of Trainer steps on one synthetic batch that is already on the device (no data cost at all)."""
+    import torch
+
+    args = dataclasses.replace(args, dataloader_num_workers=0, dataloader_pin_memory=False,
+                               dataloader_persistent_workers=False)
+    device = args.device
+    batch_size = args.train_batch_size
+    batch = {"pixel_values": torch.randn(batch_size, 3, *image_size, device=device),
+             "labels": torch.randint(0, num_labels, (batch_size,), device=device)}
+    timer = _step_timer(device, warmup, steps)
+    length = (warmup + steps) * batch_size * args.gradient_accumulation_steps
+    trainer = _make_trainer(copy.deepcopy(model), args, _Indices(length), _SameBatch(batch), image_processor, [timer])
+    trainer.train()
+    del trainer
+    gc.collect()
+    return _rate(timer, steps, args)
+
+
+def measure_end_to_end(model, args, dataset, image_processor, warmup: int, steps: int) -> tuple[float, float]:
+    """Images/s of Trainer steps on the real data, and the peak memory (MiB) while training."""
+    from pipeline.data.transforms import collate
+
+    device = args.device
+    timer = _step_timer(device, warmup, steps)
+    trainer = _make_trainer(copy.deepcopy(model), args, dataset, collate, image_processor, [timer])
+    _reset_peak_memory(device)
+    trainer.train()
+    _synchronize(device)
+    peak = _peak_memory_mib(device)
+    del trainer
+    gc.collect()
+    return _rate(timer, steps, args), peak
+
+
+def _rate(timer, steps: int, args) -> float:
+    if len(timer.marks) != 2:
+        raise PipelineError("the benchmark ran fewer steps than asked: check max_steps and the dataset size")
+    images = steps * args.train_batch_size * args.gradient_accumulation_steps
+    return images / (timer.marks[1] - timer.marks[0])
+
+
+# --- Report.
+
+
+def _si(value: float) -> str:
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.3g} {prefix}"
+    return f"{value:.3g} "
+
+
+def _row(label: str, values: list[float], unit_format: str, ratio: bool = True) -> str:
+    cells = [format(v, unit_format) for v in values]
+    text = f"{label:<26}" + "".join(f"{c:>14}" for c in cells)
+    if ratio and len(values) == 2 and values[1] > 0:
+        text += f"{values[0] / values[1]:>11.2f}x"
+    return text
+
+
+def report(results: dict[str, Figures], header: list[str]) -> str:
+    """The printed table: one column per configuration, the ratio pipeline / reference last."""
+    names = list(results)
+    lines = [*header, "", f"{'':<26}" + "".join(f"{n:>14}" for n in names) + (f"{'ratio':>12}" if len(names) == 2
+                                                                                else "")]
+    figures = list(results.values())
+    lines.append(_row("data only (images/s)", [f.data_images_per_s for f in figures], ",.1f"))
+    lines.append(_row("model only (images/s)", [f.model_images_per_s for f in figures], ",.1f"))
+    lines.append(_row("end to end (images/s)", [f.end_to_end_images_per_s for f in figures], ",.1f"))
+    lines.append(_row("peak memory (MiB)", [f.peak_memory_mib for f in figures], ",.0f"))
+    lines.append(_row("MFU model only (%)", [100 * f.mfu_model for f in figures], ".3g"))
+    lines.append(_row("MFU end to end (%)", [100 * f.mfu_end_to_end for f in figures], ".3g"))
+    lines.append("")
+    lines += [f"{name}: {f.settings}" for name, f in results.items()]
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""The Trainer backend: `transformers.Trainer` owns the loop; this module only wires it up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
+
+from pipeline import PipelineError
+from pipeline.data.transforms import PixelNormalizer, collate, image_spec
+from pipeline.model.inspect import base_model
+from pipeline.training.shared import TrainResult
+
+
+class PipelineTrainer(Trainer):
+    """A Trainer whose checkpoint reloads go through `from_pretrained`, so key conversions apply.
+
+    transformers 5 saves checkpoints in the Hub's original key names (`save_original_format=True`) but the
+    Trainer reloads them with a bare `load_state_dict(strict=False)`: for ViT every key mismatches, so resuming
+    silently restarts from the initial weights and `load_best_model_at_end` keeps the last weights
+    (huggingface/transformers#48805, fix open in #48822). Loading through `from_pretrained` applies the same
+    renaming as any other load; a strict `load_state_dict` then proves every weight arrived.
+
+    It also carries the fine-tuning techniques that need the loop (pipeline/finetune.py builds them; each is None
+    when unused): an EMA of the weights and a training-only collator (MixUp / CutMix).
+    """
+
+    ema = None
+    train_collator = None
+
+    def _load_converted(self, checkpoint: str, model=None) -> bool:
+        model = self.model if model is None else model
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(model, PreTrainedModel):
+            return False
+        loaded = type(model).from_pretrained(checkpoint, config=model.config)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        return True
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if not self._load_converted(resume_from_checkpoint, model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.ema is not None:
+            self.ema.load(resume_from_checkpoint)
+
+    def _load_best_model(self):
+        if not self._load_converted(self.state.best_model_checkpoint):
+            super()._load_best_model()
+        if self.ema is not None:
+            self.ema.load(self.state.best_model_checkpoint)
+
+    def create_optimizer(self, model=None):
+        """Per-part learning rates (layer_decay, backbone_learning_rate) when asked; else the Trainer's optimizer."""
+        from pipeline.training.optim import param_groups_for, wants_param_groups
+
+        if self.optimizer is not None or not wants_param_groups(self.args):
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(param_groups_for(opt_model, self.args), **optimizer_kwargs)
+        return self.optimizer
+
+    def get_train_dataloader(self):
+        # MixUp / CutMix apply to training batches only: swap the collator in while the train loader is built.
+        if self.train_collator is None:
+            return super().get_train_dataloader()
+        collator, self.data_collator = self.data_collator, self.train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = collator
+
+    def evaluate(self, *args, **kwargs):
+        # With EMA, the averaged weights are what is evaluated (and so what picks the best checkpoint).
+        if self.ema is None or not self.ema.attached:
+            return super().evaluate(*args, **kwargs)
+        with self.ema.applied(self.model):
+            return super().evaluate(*args, **kwargs)
+
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        pixel_values = inputs.get("pixel_values")
+        if isinstance(pixel_values, torch.Tensor) and pixel_values.dtype == torch.uint8:
+            # Fast-path batches arrive as uint8 pixels: the image processor's rescale + normalize run here, once per
+            # batch on the model's device, for training and evaluation alike.
+            if getattr(self, "_pixel_normalizer", None) is None:
+                self._pixel_normalizer = PixelNormalizer(image_spec(self.processing_class)).to(pixel_values.device)
+            inputs["pixel_values"] = self._pixel_normalizer(pixel_values)
+        return inputs
+
+def train_with_trainer(model, image_processor, train_dataset, eval_dataset, compute_metrics, args,
+                       resume_from_checkpoint: str | None = None, callbacks: list | None = None) -> TrainResult:
+    """Fine-tune with the transformers Trainer, then save the best model and its metrics to `args.output_dir`.
+
+    Evaluates and checkpoints as `args` says (every epoch by default), keeps the best model by
+    `args.metric_for_best_model`, and resumes from `resume_from_checkpoint` when given. `callbacks` are extra
+    `TrainerCallback`s (the Hub checkpoint pushes of `pipeline.publish.push`). Honours the fine-tuning
+    options of `args` (see `training.shared.training_extras`): loss, MixUp / CutMix, EMA, per-part learning rates,
+    early stopping.
+    """
+    if resume_from_checkpoint and not (Path(resume_from_checkpoint) / "optimizer.pt").exists() and (
+            Path(resume_from_checkpoint) / "optimizer.bin").exists():
+        raise PipelineError(f"{resume_from_checkpoint} was written by the accelerate backend: resume it with "
+                            "--backend accelerate, or pick a new output_dir to start over with --backend trainer")
+    from pipeline.training.ema import EMACallback
+    from pipeline.training.shared import training_extras
+
+    extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels))
+    callbacks = list(callbacks or [])
+    if extras.ema is not None:
+        callbacks.append(EMACallback(extras.ema))
+    if args.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
+    trainer = PipelineTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collate,
+        processing_class=image_processor,
+        compute_metrics=compute_metrics,
+        compute_loss_func=extras.loss,
+        callbacks=callbacks,
+    )
+    trainer.ema, trainer.train_collator = extras.ema, extras.train_collator
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    if extras.ema is not None:
+        # The average (of the best checkpoint, with load_best_model_at_end) becomes the saved model.
+        extras.ema.copy_to(trainer.model)
+    # The best checkpoint's weights are loaded at the end (load_best_model_at_end): save those.
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    # The history of the run itself: the final evaluation below re-scores the saved model and is not an epoch.
+    log_history = list(trainer.state.log_history)
+    eval_metrics = trainer.evaluate()
+    trainer.log_metrics("eval", eval_metrics)
+    trainer.save_metrics("eval", eval_metrics)
+    return TrainResult(
+        train_metrics=dict(result.metrics),
+        eval_metrics=dict(eval_metrics),
+        log_history=log_history,
+        global_step=trainer.state.global_step,
+    )

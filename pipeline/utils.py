@@ -1,0 +1,99 @@
+"""Helpers every layer shares: no import from the rest of the package, no torch at module level.
+
+Each helper lives here once: CPU-core counting, enum unwrapping, results-JSON merging, logging setup, checkpoint
+discovery, the "is this a Hub id" rule, the weight-file names, one-line error text.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+# What a transformers checkpoint folder holds its weights in (a LoRA run's adapter counts for pushes).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+CHECKPOINT_PREFIX = "checkpoint"
+CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
+# Written last into a checkpoint by both backends: a checkpoint without it is incomplete.
+TRAINER_STATE = "trainer_state.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def cpu_count() -> int:
+    """Cores this process may use (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def plain(value: Any) -> Any:
+    """The value of an enum member (TrainingArguments turns strings into enums), else the value itself."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def one_line(err: BaseException | str) -> str:
+    """An error's text on one line (whitespace folded)."""
+    return " ".join(str(err).split())
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's text, or its type name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def is_hub_id(name: str | None) -> bool:
+    """True for an `org/name` Hub id that is not a local path (nor a `builtin:` dataset)."""
+    return bool(name) and not name.startswith("builtin:") and not Path(name).exists() and bool(_HUB_ID.match(name))
+
+
+def merge_json(path: str | os.PathLike, extra: dict) -> None:
+    """Merge `extra` into the JSON object in `path` (created when missing), as `Trainer.save_metrics` writes it."""
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(extra)
+    path.write_text(json.dumps(data, indent=4, sort_keys=True) + "\n")
+
+
+def save_metrics(output_dir: str | os.PathLike, split: str, metrics: dict) -> None:
+    """Write `<split>_results.json` and merge into `all_results.json`, as `Trainer.save_metrics` does."""
+    output_dir = Path(output_dir)
+    (output_dir / f"{split}_results.json").write_text(json.dumps(metrics, indent=4, sort_keys=True))
+    merge_json(output_dir / "all_results.json", metrics)
+
+
+def checkpoints(output_dir: str | os.PathLike, complete_only: bool = False) -> list[Path]:
+    """The `checkpoint-<step>` folders of `output_dir`, by step; with `complete_only`, those holding their state."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)]
+    if complete_only:
+        found = [p for p in found if (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: int(CHECKPOINT_RE.match(p.name).group(1)))
+
+
+def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The last complete checkpoint of `output_dir` (one killed while saving has no state file yet), or None."""
+    found = checkpoints(output_dir, complete_only=True)
+    return found[-1] if found else None
+
+
+def setup_logging(is_main: bool = True) -> None:
+    """One log format for every command: INFO on the main process, warnings elsewhere; chatty libraries quieted."""
+    level = logging.INFO if is_main else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    logging.getLogger("pipeline").setLevel(level)
+    # The Hub client's HTTP library logs every request at INFO.
+    for name in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_warning()
+    if not is_main:
+        # The datasets progress bars flood multi-process logs; the main process keeps them.
+        import datasets
+
+        datasets.disable_progress_bars()
