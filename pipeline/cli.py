@@ -8,6 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
 from pipeline import PipelineError
 
@@ -50,12 +54,52 @@ def main(argv: list[str] | None = None) -> None:
         importlib.import_module(f"pipeline.commands.{COMMANDS[command]}").main(rest)
     except PipelineError as err:
         print(f"vit-pipeline: error: {err}", file=sys.stderr)
-        sys.exit(2 if os.environ.get("VIT_PIPELINE_TRACEBACK") is None else _reraise(err))
+        sys.exit(err.exit_code if not _show_traceback() else _reraise(err))
     except KeyboardInterrupt:
         print("vit-pipeline: interrupted; checkpoints already written are kept (the next run resumes from them)",
               file=sys.stderr)
         sys.exit(130)
+    except Exception as err:
+        # Nobody foresaw this one: one line, and the whole traceback in a file for the bug report.
+        if _show_traceback():
+            raise
+        from pipeline.utils import write_failure
+
+        known = write_failure(err)
+        if known is not None:
+            # A full disk, a read-only folder, no permission: foreseeable, with its own line.
+            print(f"vit-pipeline: error: {known}", file=sys.stderr)
+            sys.exit(2)
+        where = _save_traceback(err)
+        print(f"vit-pipeline: error: unexpected {type(err).__name__}: {_short(err)} "
+              f"({where}; VIT_PIPELINE_TRACEBACK=1 prints it)", file=sys.stderr)
+        sys.exit(1)
+
+
+def _show_traceback() -> bool:
+    return os.environ.get("VIT_PIPELINE_TRACEBACK", "") not in ("", "0")
 
 
 def _reraise(err: Exception):
     raise err
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    from pipeline.utils import one_line
+
+    text = one_line(err) or "(no message)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _save_traceback(err: BaseException) -> str:
+    """Write the full traceback to a file in the temp folder; return where it is (or that it could not be written)."""
+    text = "".join(traceback.format_exception(err))
+    folder = Path(tempfile.gettempdir()) / "vit-pipeline"
+    path = folder / f"traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"vit-pipeline {' '.join(sys.argv[1:])}\n\n{text}")
+    except OSError as write_err:
+        print(text, file=sys.stderr, end="")
+        return f"the traceback is printed above: it could not be written to {path} ({write_err.strerror})"
+    return f"full traceback in {path}"

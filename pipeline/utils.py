@@ -7,10 +7,12 @@ discovery, the "is this a Hub id" rule, the weight-file names, one-line error te
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +99,57 @@ def setup_logging(is_main: bool = True) -> None:
         import datasets
 
         datasets.disable_progress_bars()
+
+
+# What a failed write says: the OS error numbers, and the text torch / safetensors give them when they wrap them.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+_WRITE_TEXT = re.compile(r"no space left|storagefull|quota exceeded|read-only file system|permission denied|"
+                         r"file too large|failed writing|file write failed|write failed", re.IGNORECASE)
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """'3.2 MB free on <folder>' for the disk that holds `path` (its nearest existing folder)."""
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return f"free space on {folder} unknown"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if free < 1024 or unit == "GB":
+            break
+        free /= 1024
+    shown = f"{free:.0f} bytes" if unit == "bytes" else f"{free:.1f} {unit}"
+    return f"{shown} free on {folder}"
+
+
+def write_failure(err: BaseException, path: str | os.PathLike | None = None) -> str | None:
+    """One line for an error that is a failed write (no space, no permission, read-only path, file too large).
+
+    Looks through the error and its causes (torch and safetensors wrap the OS error in their own). Returns None for
+    any other error.
+
+    Args:
+        err: the exception.
+        path: what was being written, when the caller knows it better than the error does.
+    """
+    seen = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+            where = path or cause.filename or "the output folder"
+            reason = cause.strerror or os.strerror(cause.errno)
+            return f"cannot write {where}: {reason} ({free_space(where)}); {_write_hint(cause.errno)}"
+        if _WRITE_TEXT.search(str(cause)) and path is not None:
+            return (f"cannot write {path}: {first_line(cause)} ({free_space(path)}); "
+                    f"{_write_hint(errno.ENOSPC)}")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _write_hint(code: int) -> str:
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "pick an output_dir you can write to"
+    return "free some space or pick an output_dir on a bigger disk; the last complete checkpoint is kept"

@@ -7,6 +7,7 @@ Every field is a recipe key and a command-line flag. Single-field range checks a
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,7 @@ class ModelArguments:
                                 "set freeze_backbone: false")
         if self.lora_r < 1:
             raise PipelineError(f"lora_r must be at least 1 (got {self.lora_r})")
+        check_range(self, "lora_alpha", 0, low_open=True)
         if not 0.0 <= self.lora_dropout < 1.0:
             raise PipelineError(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         if self.use_peft and not self.lora_target_modules:
@@ -189,6 +191,48 @@ class DataArguments:
             raise PipelineError(f"rand_augment_magnitude must be in 0-30 (got {self.rand_augment_magnitude})")
         if self.rand_augment_num_ops < 1:
             raise PipelineError(f"rand_augment_num_ops must be at least 1 (got {self.rand_augment_num_ops})")
+        check_range(self, "preprocessing_num_workers", 1, allow_none=True)
+
+
+def check_range(args, name: str, low: float, high: float = math.inf, *, low_open: bool = False,
+                high_open: bool = False, allow_none: bool = False, hint: str = "") -> None:
+    """Raise a one-line `PipelineError` naming `name` unless `args.<name>` is a finite number in the range.
+
+    Args:
+        args: the dataclass holding the field.
+        name: the field (recipe key).
+        low, high: the bounds; `low_open` / `high_open` exclude them.
+        allow_none: None (unset) passes.
+        hint: appended to the message (what the value means, what to set).
+    """
+    value = getattr(args, name)
+    if value is None and allow_none:
+        return
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
+    if ok:
+        return
+    def show(bound: float) -> str:
+        return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+    if high == math.inf:
+        wanted = f"{'>' if low_open else '>='} {show(low)}"
+    else:
+        wanted = f"in {'(' if low_open else '['}{show(low)}, {show(high)}{')' if high_open else ']'}"
+    raise PipelineError(f"{name} must be {wanted} (got {value}){hint}")
+
+
+def check_output_dir(output_dir: str | None) -> None:
+    """Refuse an output_dir that is, or sits inside, an existing file (before anything loads)."""
+    if not output_dir:
+        return
+    path = Path(output_dir)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                where = "is" if folder == path else f"is inside {folder}, which is"
+                raise PipelineError(f"output_dir {output_dir} {where} an existing file: pick a folder path")
+            return
 
 
 def _default_workers() -> int:
@@ -309,6 +353,7 @@ class PipelineTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        self._check_numbers()
         # Fields set here from the machine rather than by the user: left out of the resolved recipe, so the recipe
         # picks the right precision again on the next machine.
         self._machine_fields: set[str] = set()
@@ -359,6 +404,35 @@ class PipelineTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.backend == "accelerate":
             _check_accelerate_options(self)
+
+    def _check_numbers(self) -> None:
+        """Range-check every number the user sets (the Trainer's own ones too), before anything loads."""
+        check_output_dir(self.output_dir)
+        check_range(self, "learning_rate", 0, low_open=True, hint=": try 5e-5 for fine-tuning")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            check_range(self, name, 1)
+        check_range(self, "eval_accumulation_steps", 1, allow_none=True)
+        if self.max_steps != -1:
+            check_range(self, "max_steps", 1, hint=": -1 trains num_train_epochs instead")
+        else:
+            check_range(self, "num_train_epochs", 0, low_open=True, hint=" (or set max_steps)")
+        check_range(self, "warmup_steps", 0, hint=" (a value below 1 is a fraction of the run)")
+        check_range(self, "weight_decay", 0)
+        check_range(self, "max_grad_norm", 0, hint=" (0 turns clipping off)")
+        check_range(self, "adam_beta1", 0, 1, high_open=True)
+        check_range(self, "adam_beta2", 0, 1, high_open=True)
+        check_range(self, "adam_epsilon", 0, low_open=True)
+        check_range(self, "label_smoothing_factor", 0, 1, high_open=True)
+        check_range(self, "save_total_limit", 1, allow_none=True, hint=" (null keeps every checkpoint)")
+        for name in ("logging_steps", "save_steps", "eval_steps"):
+            check_range(self, name, 0, low_open=True, allow_none=True, hint=" (a value below 1 is a fraction of "
+                        "the run)")
+        check_range(self, "seed", 0, 2**32 - 1)
+        check_range(self, "data_seed", 0, 2**32 - 1, allow_none=True)
+        check_range(self, "dataloader_num_workers", -1, hint=" (-1 sizes it to the machine)")
+        check_range(self, "dataloader_prefetch_factor", 1, allow_none=True)
+        check_range(self, "eval_delay", 0)
+        check_range(self, "early_stopping_threshold", 0)
 
     def _check_techniques(self) -> None:
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:

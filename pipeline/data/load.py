@@ -145,6 +145,9 @@ def encode_labels(train: Dataset, evals: Dataset, eval_name: str) -> tuple[Datas
     if unknown:
         raise PipelineError(f"split '{eval_name}' has labels that train never has: {unknown}; "
                             "add training images for them or remove those rows")
+    if len(set(train_values)) < 2:
+        raise PipelineError(f"split 'train' has a single class ({', '.join(sorted(set(train_values))) or 'none'}): "
+                            "a classifier needs at least two; add images of another class")
     index = {name: i for i, name in enumerate(names)}
     class_label = ClassLabel(names=names)
 
@@ -234,6 +237,10 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         raise PipelineError(f"no '{data_args.train_split}' split (splits: {', '.join(raw)}); set train_split")
     train = raw[data_args.train_split]
     image_col = find_column(train, data_args.image_column_name, IMAGE_COLUMNS, datasets.Image, "image")
+    if data_args.label_column_name is None and train.column_names == [image_col]:
+        # An imagefolder with a single class folder: datasets reads no label at all from it.
+        raise PipelineError("the images have no labels: the data has a single class folder (or none); an image "
+                            "folder needs one sub-folder per class, at least two (train/cat/1.png, train/dog/2.png)")
     label_col = find_column(train, data_args.label_column_name, LABEL_COLUMNS, ClassLabel, "label")
 
     def canonical(ds: Dataset) -> Dataset:

@@ -131,3 +131,17 @@ def test_missing_dataset_is_one_line(tmp_path):
         ds = to_dataset(photos(n_per_class=2))
         datasets.DatasetDict({"fit": ds}).save_to_disk(str(tmp_path / "saved"))
         load(dataset_name=str(tmp_path / "saved"))
+
+
+def test_imagefolder_with_a_single_class_says_so(tmp_path):
+    write_imagefolder(tmp_path / "one", {"train": digits(n_per_class=6, classes=1)})
+    with pytest.raises(PipelineError, match="single class folder") as err:
+        load(train_dir=str(tmp_path / "one" / "train"))
+    assert "no label column" not in str(err.value)
+
+
+def test_labelled_data_with_a_single_class_says_so(tmp_path):
+    ds = to_dataset([(im, "cat") for im, _ in digits(n_per_class=6, classes=1)])
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(PipelineError, match=r"single class \(cat\): a classifier needs at least two"):
+        load(dataset_name=str(tmp_path / "saved"))
