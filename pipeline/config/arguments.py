@@ -398,12 +398,17 @@ class PipelineTrainingArguments(TrainingArguments):
             self.use_cpu = True
             self._machine_fields.add("use_cpu")
         self._check_techniques()
+        if isinstance(self.report_to, str) and "," in self.report_to:
+            # `--report_to tensorboard,trackio` on the command line; a recipe can give a YAML list.
+            self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
         if self.accelerator_config is None and self.dataloader_pin_memory and _has_accelerator():
             # Copies from pinned memory then overlap with the previous step's compute instead of waiting for it.
             self.accelerator_config = {"non_blocking": True}
         super().__post_init__()
         if self.backend == "accelerate":
             _check_accelerate_options(self)
+        else:
+            _check_trainer_trackers(self.report_to)
 
     def _check_numbers(self) -> None:
         """Range-check every number the user sets (the Trainer's own ones too), before anything loads."""
@@ -483,8 +488,42 @@ def _check_accelerate_options(args) -> None:
         if name not in LOGGER_TYPE_TO_CLASS:
             raise PipelineError(f"report_to {name} has no Accelerate tracker: use one of "
                                 f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}, or --backend trainer")
-        if name in missing:
-            raise PipelineError(f"report_to {name}: the {name} package is not installed (pip install {name})")
+        if name in missing or (name in TRACK_EXTRA and not _tracker_installed(name)):
+            raise PipelineError(_missing_tracker(name))
+
+
+# The trackers the `track` extra installs, and the modules each can write with.
+TRACK_EXTRA = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",)}
+
+
+def _tracker_installed(name: str) -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(module) is not None for module in TRACK_EXTRA[name])
+
+
+def _missing_tracker(name: str) -> str:
+    if name in TRACK_EXTRA:
+        return f"report_to {name} needs the track extra: pip install 'vit-pipeline[track]'"
+    return f"report_to {name}: the {name} package is not installed (pip install {name})"
+
+
+def _check_trainer_trackers(report_to: list[str]) -> None:
+    """Reject a `report_to` the Trainer has no integration for, or whose package is missing, before any loading."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    available = None
+    for name in report_to or []:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise PipelineError(f"report_to {name} is not a Trainer integration: use one of "
+                                f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))} (or none)")
+        if name in TRACK_EXTRA:
+            if not _tracker_installed(name):
+                raise PipelineError(_missing_tracker(name))
+            continue
+        available = get_available_reporting_integrations() if available is None else available
+        if name not in available:
+            raise PipelineError(_missing_tracker(name))
 
 
 def speed_summary(training_args, data_args) -> str:

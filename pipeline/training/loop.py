@@ -32,6 +32,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, EvalPrediction, TrainerControl, TrainerState, get_scheduler, set_seed
+from transformers.integrations.integration_utils import rewrite_logs
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     IntervalStrategy,
@@ -120,6 +121,7 @@ class AccelerateRecipe:
         else:
             set_seed(args.seed)
         trackers = [name for name in (args.report_to or []) if name != "none"]
+        logging_dir = os.environ.get("TENSORBOARD_LOGGING_DIR", os.path.join(args.output_dir, "runs"))
         self.accelerator = Accelerator(
             # bf16 / fp16 from the recipe, else what `accelerate launch` configured (TrainingArguments reads both).
             mixed_precision=getattr(args, "mixed_precision", None) or None,
@@ -128,10 +130,10 @@ class AccelerateRecipe:
             step_scheduler_with_optimizer=False,
             # A seeded sampler shuffles each epoch the same way on every process and after a resume.
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.data_seed),
-            log_with=trackers or None,
+            log_with=[_tracker(name, args, logging_dir) for name in trackers] or None,
             project_config=ProjectConfiguration(
                 project_dir=args.output_dir,
-                logging_dir=os.environ.get("TENSORBOARD_LOGGING_DIR", os.path.join(args.output_dir, "runs")),
+                logging_dir=logging_dir,
                 save_on_each_node=args.save_on_each_node,
             ),
         )
@@ -416,7 +418,8 @@ class AccelerateRecipe:
             shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
             logger.info("step %d/%d: %s", state.global_step, state.max_steps, shown)
         if self.trackers:
-            self.accelerator.log({_tracker_key(k): v for k, v in logs.items() if isinstance(v, (int, float))},
+            # The Trainer's tracker names (eval_accuracy -> eval/accuracy, loss -> train/loss), from its own helper.
+            self.accelerator.log(rewrite_logs({k: v for k, v in logs.items() if isinstance(v, (int, float))}),
                                  step=state.global_step)
 
     def _update_best(self, metrics: dict) -> bool:
@@ -557,19 +560,30 @@ class AccelerateRecipe:
             tracker.finish()
 
 
+def _tracker(name: str, args, logging_dir: str):
+    """The Accelerate tracker for `report_to` entry `name`, writing where the Trainer's integration writes.
+
+    TensorBoard: an event folder per run under `output_dir/runs` (named like the Trainer's, date and host); trackio:
+    the run `run_name` of the project `project` (the Trainer's fields). Other trackers: accelerate's defaults.
+    """
+    if name == "tensorboard":
+        from accelerate.tracking import TensorBoardTracker
+        from transformers.integrations.integration_utils import default_logdir
+
+        return TensorBoardTracker(Path(default_logdir()).name, logging_dir)
+    if name == "trackio":
+        from accelerate.tracking import TrackioTracker
+
+        return TrackioTracker(args.project, name=args.run_name, space_id=args.trackio_space_id)
+    return name
+
+
 def _sharded(accelerator) -> bool:
     """True when each process holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3)."""
     if accelerator.distributed_type == DistributedType.FSDP:
         return True
     plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
     return plugin is not None and plugin.zero_stage == 3
-
-
-def _tracker_key(key: str) -> str:
-    # The Trainer's tracker names: eval_accuracy -> eval/accuracy, loss -> train/loss.
-    if key.startswith("eval_"):
-        return "eval/" + key[len("eval_"):]
-    return key.replace("train_", "train/", 1) if key.startswith("train_") else "train/" + key
 
 
 def _save_metrics(output_dir: Path, split: str, metrics: dict) -> None:
