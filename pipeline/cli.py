@@ -23,12 +23,17 @@ commands:
   train RECIPE.yaml [--field value ...]   fine-tune a ViT checkpoint as the recipe says
   push OUTPUT_DIR --hub_model_id ORG/NAME  push a finished output folder to the Hub
   benchmark RECIPE.yaml [--steps N]       measure data, model and end-to-end throughput
+  evaluate MODEL --output_dir R [data]    evaluation report: metrics, per class, confusion matrix, calibration
+  predict MODEL INPUT... --output F       predictions for image files, folders or globs (.csv/.jsonl/.parquet)
+  export MODEL --output_dir E             ONNX export with a parity check on real images (--quantize dynamic)
+  explain MODEL IMAGE... --output_dir X   attention rollout maps (ViT-family models)
 
 `vit-pipeline COMMAND --help` lists a command's options."""
 
 
 # Each command is `pipeline.commands.<name>.main(argv)`, imported only when it runs (start-up stays fast).
-COMMANDS = {"train": "train", "push": "push", "benchmark": "benchmark"}
+COMMANDS = {"train": "train", "push": "push", "benchmark": "benchmark", "evaluate": "evaluate", "predict": "predict",
+            "export": "export", "explain": "explain"}
 
 
 def train_main(argv: list[str]) -> dict:

@@ -167,3 +167,22 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int 
 # Overrides that make any recipe a few-second CPU run on a tiny model.
 FAST = ("--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32",
         "--dataloader_num_workers", "0", "--disable_tqdm", "true", "--report_to", "none")
+
+
+def save_tiny_classifier(path: Path, labels: list[str], image_size: int = 32, seed: int = 0) -> Path:
+    """Save a random tiny ViTForImageClassification whose `id2label` names `labels` (an output folder stand-in)."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(seed)
+    config = ViTConfig(**{**TINY_VIT, "image_size": image_size}, num_labels=len(labels),
+                       id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_classifier(tmp_path_factory) -> Path:
+    """A random tiny ViT classifier for the ten digits ("0".."9"), saved like a training output folder."""
+    return save_tiny_classifier(tmp_path_factory.mktemp("digits-classifier"), [str(d) for d in range(10)])

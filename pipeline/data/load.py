@@ -26,6 +26,13 @@ logger = logging.getLogger(__name__)
 IMAGE_COLUMNS = ("image", "img")
 LABEL_COLUMNS = ("label", "labels")
 EVAL_SPLITS = ("validation", "valid", "val", "test")
+# File endings read as images in plain folders (what `imagefolder` and `vit-pipeline predict` pick up).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def has_images(folder: str | os.PathLike) -> bool:
+    """Whether `folder` (searched recursively) holds at least one file with an image ending."""
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in Path(folder).rglob("*") if p.is_file())
 
 
 @dataclass
@@ -58,6 +65,9 @@ def load_raw(data_args, cache_dir: str | None = None, token: str | None = None) 
             for folder in filter(None, (data_args.train_dir, data_args.validation_dir)):
                 if not Path(folder).is_dir():
                     raise PipelineError(f"image folder {folder} does not exist: check train_dir / validation_dir")
+                if not has_images(folder):
+                    raise PipelineError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} files, "
+                                        "in one subfolder per class): check train_dir / validation_dir")
             return datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
         if name.startswith(BUILTIN_PREFIX):
             name = str(resolve_builtin(name))

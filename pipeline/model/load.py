@@ -91,3 +91,19 @@ def load_model(model_args, labels: list[str], token: str | None = None):
     if fresh:
         logger.info("Fresh (randomly initialised) weights: %s", ", ".join(fresh))
     return model
+
+
+def load_classifier(name: str, token: str | None = None, revision: str = "main",
+                    attn_implementation: str | None = None):
+    """Load a trained image classifier as saved (its own head and `id2label`), in eval mode.
+
+    Raises:
+        PipelineError: the checkpoint cannot be loaded (with what to check).
+    """
+    kwargs = {"revision": revision, "token": token}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        return AutoModelForImageClassification.from_pretrained(name, **kwargs).eval()
+    except Exception as err:
+        raise _load_error("model", name, err) from err

@@ -1,0 +1,92 @@
+"""`vit-pipeline evaluate MODEL --output_dir R [data options]`: the evaluation report of a trained model.
+
+MODEL is a training output folder or a Hub id; the data options are the train command's (`--dataset_name`,
+`--train_dir` / `--validation_dir`, `--eval_split`, column names, `--max_eval_samples`, `--bad_images`, ...).
+Writes R/eval_report.json, R/eval_report.md, R/predictions.csv and the figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pipeline.utils import setup_logging
+
+logger = logging.getLogger("pipeline")
+
+PROG = "vit-pipeline evaluate"
+
+
+def data_arguments(argv: list[str]) -> list[str]:
+    """A lone `--validation_dir D` is the data to evaluate: it is read as the labelled folder, nothing trains on it."""
+    flags = {a.split("=", 1)[0] for a in argv}
+    if "--validation_dir" in flags and not flags & {"--train_dir", "--dataset_name"}:
+        at = next(i for i, a in enumerate(argv) if a.split("=", 1)[0] == "--validation_dir")
+        value = argv[at].split("=", 1)[1] if "=" in argv[at] else (argv[at + 1] if at + 1 < len(argv) else "")
+        return [*argv, "--train_dir", value]
+    return argv
+
+
+def evaluate_model(model, image_processor, dataset, dataset_labels: list[str], out_dir, *, model_name: str,
+                   dataset_name: str, split: str, seed: int = 0, batch_size: int = 32, progress: bool = False):
+    """Predict over `dataset` (canonical image/label columns), build the report and write it into `out_dir`.
+
+    Dataset labels are matched by name to the model's `id2label`. Returns the report dict.
+    """
+    import numpy as np
+
+    from pipeline.data.transforms import to_rgb
+    from pipeline.evaluation.inference import image_ids, match_labels, model_labels, predict_logits
+    from pipeline.evaluation.report import build_report, prediction_rows, write_report
+
+    to_model = np.asarray(match_labels(dataset_labels, model))
+    logits, labels = predict_logits(model, dataset, image_processor, batch_size=batch_size, progress=progress)
+    labels = to_model[labels]
+    names = model_labels(model)
+    report = build_report(logits, labels, names, model=model_name, dataset=dataset_name, split=split, seed=seed)
+    ids, id_column = image_ids(dataset)
+    write_report(report, out_dir, predictions=prediction_rows(logits, labels, names, ids),
+                 images=lambda i: to_rgb(dataset[int(i)]["image"]), id_column=id_column)
+    return report
+
+
+def main(argv: list[str]) -> dict:
+    """`vit-pipeline evaluate`: load the model and the eval split, predict, write the report. Returns the report."""
+    from pipeline.config.arguments import DataArguments
+    from pipeline.config.commands import CommandParser, EvaluateArguments
+
+    parser = CommandParser((EvaluateArguments, DataArguments), PROG, "MODEL --output_dir R")
+    if any(a in ("-h", "--help") for a in argv):
+        parser.print_help()
+        sys.exit(0)
+    positionals, (args, data_args) = parser.parse_command(data_arguments(argv))
+    from pipeline import PipelineError
+
+    if len(positionals) != 1:
+        raise PipelineError(f"evaluate takes one MODEL (an output folder or a Hub id), got {len(positionals)}: "
+                            f"{' '.join(positionals) or 'none'}")
+    name = positionals[0]
+    setup_logging()
+
+    # Model first: a wrong name fails before any data is read.
+    from huggingface_hub import get_token
+
+    from pipeline.evaluation.inference import load_trained
+
+    token = get_token()
+    model, image_processor = load_trained(name, token=token, revision=args.model_revision)
+
+    # Data: the eval split, as training picked it (same seed, same held-out share).
+    from pipeline.data.load import load_splits
+
+    splits = load_splits(data_args, seed=args.seed, token=token)
+    dataset_name = data_args.dataset_name or data_args.validation_dir or data_args.train_dir
+    logger.info("Evaluating %s on %d images (%s of %s)", name, len(splits.eval), splits.eval_split_name,
+                dataset_name)
+    report = evaluate_model(model, image_processor, splits.eval, splits.labels, args.output_dir, model_name=name,
+                            dataset_name=dataset_name, split=splits.eval_split_name, seed=args.seed,
+                            batch_size=args.batch_size, progress=True)
+    low, high = report["accuracy_ci95"]
+    print(f"accuracy {report['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}), f1 {report['f1']:.4f}, "
+          f"ece {report['ece']:.4f} on {report['num_samples']} images; report in {args.output_dir}")
+    return report

@@ -1,0 +1,134 @@
+"""Attention rollout (Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers"): where a ViT looks.
+
+Each layer's attention is fused over heads (mean or max), its weakest links dropped (`discard_ratio`), the residual
+connection added (A + I, renormalised), and the layers multiplied from the input up; the row of the [CLS] token over
+the patch tokens is the map. The attentions need the eager kernel (SDPA and flash attention return none,
+transformers#30978), so the model runs that one pass with eager attention and goes back to its kernel afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline import PipelineError
+
+HEAD_FUSIONS = ("mean", "max", "min")
+
+
+def _patch_grid(model, pixel_values: torch.Tensor) -> tuple[int, int]:
+    patch = getattr(model.config, "patch_size", None)
+    if patch is None:
+        raise PipelineError(f"{type(model).__name__} has no patch tokens: attention rollout is for ViT-family models")
+    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    return pixel_values.shape[-2] // ph, pixel_values.shape[-1] // pw
+
+
+def has_attentions(model) -> bool:
+    """Whether the model is a ViT-family transformer whose global self-attention rollout can read."""
+    config = model.config
+    return bool(getattr(config, "num_attention_heads", None)) and getattr(config, "patch_size", None) is not None \
+        and isinstance(getattr(config, "num_attention_heads", None), int)
+
+
+@torch.no_grad()
+def attentions_of(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The per-layer attention probabilities [B, heads, tokens, tokens] of one forward pass, with eager attention.
+
+    Raises:
+        PipelineError: the model has no (global) self-attention to read, e.g. a CNN.
+    """
+    name = type(model).__name__
+    if not has_attentions(model):
+        raise PipelineError(f"{name} has no self-attention maps (a CNN or a model without ViT-style attention): "
+                            "explain works for ViT-family models")
+    previous = model.config._attn_implementation
+    switch = previous != "eager" and hasattr(model, "set_attn_implementation")
+    if switch:
+        model.set_attn_implementation("eager")
+    try:
+        outputs = model(pixel_values=pixel_values, output_attentions=True)
+    except TypeError as err:
+        raise PipelineError(f"{name} cannot return its attentions ({err}): explain works for ViT-family "
+                            "models") from err
+    finally:
+        if switch:
+            model.set_attn_implementation(previous)
+    attentions = getattr(outputs, "attentions", None)
+    if not attentions or any(a is None or a.dim() != 4 or a.shape[-1] != a.shape[-2] for a in attentions):
+        raise PipelineError(f"{name} returned no global self-attention maps: explain works for ViT-family models")
+    return tuple(attentions)
+
+
+def attention_rollout(model, pixel_values: torch.Tensor, head_fusion: str = "mean",
+                      discard_ratio: float = 0.9) -> torch.Tensor:
+    """The attention rollout map of each image.
+
+    Args:
+        model: a ViT-family image classifier (ViT, DeiT, BEiT, DINOv2, ...).
+        pixel_values: [B, 3, H, W] normalised input (what the image processor gives).
+        head_fusion: how the heads of a layer are combined: mean, max or min.
+        discard_ratio: share of the weakest attention links dropped in each layer (the [CLS] self-link is kept).
+
+    Returns:
+        [B, H/patch, W/patch] float tensor in [0, 1] (1 = most attended), on the CPU.
+
+    Raises:
+        PipelineError: the model has no self-attention maps (a CNN), or a bad head_fusion / discard_ratio.
+    """
+    if head_fusion not in HEAD_FUSIONS:
+        raise PipelineError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)} (got {head_fusion})")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise PipelineError(f"discard_ratio must be in [0, 1) (got {discard_ratio})")
+    was_training = model.training
+    model.eval()
+    try:
+        attentions = attentions_of(model, pixel_values)
+    finally:
+        model.train(was_training)
+    grid_h, grid_w = _patch_grid(model, pixel_values)
+    tokens = attentions[0].shape[-1]
+    extra = tokens - grid_h * grid_w  # [CLS], plus DeiT's distillation token or registers
+    if extra < 1:
+        raise PipelineError(f"{type(model).__name__} has no [CLS] token to roll attention out from")
+    batch = pixel_values.shape[0]
+    identity = torch.eye(tokens)
+    result = identity.expand(batch, tokens, tokens).clone()
+    for attention in attentions:
+        attention = attention.float().cpu()
+        fused = {"mean": attention.mean(1), "max": attention.amax(1), "min": attention.amin(1)}[head_fusion]
+        if discard_ratio > 0:
+            flat = fused.reshape(batch, -1)
+            drop = int(flat.shape[-1] * discard_ratio)
+            if drop:
+                lowest = flat.topk(drop, dim=-1, largest=False).indices
+                keep_cls = flat[:, 0].clone()
+                flat = flat.scatter(1, lowest, 0.0)
+                flat[:, 0] = keep_cls
+                fused = flat.reshape(batch, tokens, tokens)
+        step = (fused + identity) / 2
+        step = step / step.sum(dim=-1, keepdim=True)
+        result = step @ result
+    maps = result[:, 0, extra:].reshape(batch, grid_h, grid_w)
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = maps.amax(dim=(1, 2), keepdim=True)
+    return ((maps - low) / (high - low).clamp_min(1e-12)).clamp(0.0, 1.0)
+
+
+def overlay(image: Image.Image, mask, alpha: float = 0.5, colormap: str = "jet") -> Image.Image:
+    """The image with the map laid over it as a heat map (the map is resized to the image).
+
+    Args:
+        image: the picture (the model's input view of it, ideally: resized and cropped as the processor does).
+        mask: [h, w] values in [0, 1] (tensor or array).
+        alpha: opacity of the heat map.
+    """
+    import matplotlib
+
+    values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    rgb = image.convert("RGB")
+    resized = Image.fromarray(np.uint8(np.clip(values, 0, 1) * 255)).resize(rgb.size, Image.Resampling.BILINEAR)
+    heat = matplotlib.colormaps[colormap](np.asarray(resized) / 255.0)[..., :3]
+    blended = (1 - alpha) * np.asarray(rgb, dtype=np.float64) / 255.0 + alpha * heat
+    return Image.fromarray(np.uint8(np.clip(blended, 0, 1) * 255))
