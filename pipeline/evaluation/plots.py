@@ -17,7 +17,7 @@ MAX_MATRIX_CLASSES = 30
 DPI = 110
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -26,10 +26,11 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Write `fig` as a PNG and close it."""
     path = Path(path)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -41,7 +42,7 @@ def plot_confusion_matrix(confusion: Sequence[Sequence[int]], labels: Sequence[s
     With more than `max_classes` classes, a bar chart of the most-confused pairs (`pairs`, from
     `report.most_confused`) instead, which stays readable with hundreds of classes.
     """
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(confusion, dtype=np.int64)
     n = len(labels)
     if n > max_classes:
@@ -57,7 +58,7 @@ def plot_confusion_matrix(confusion: Sequence[Sequence[int]], labels: Sequence[s
         ax.set_title(f"Most confused pairs (true \u2192 predicted), {n} classes")
         if not pairs:
             ax.text(0.5, 0.5, "no errors", ha="center", va="center", transform=ax.transAxes)
-        return _save(fig, path)
+        return save_figure(fig, path)
     totals = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
     size = max(4.0, 0.45 * n + 2)
@@ -75,12 +76,12 @@ def plot_confusion_matrix(confusion: Sequence[Sequence[int]], labels: Sequence[s
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Confusion matrix ({int(matrix.sum())} images)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(bins: list[tuple[float, float, float, int]], ece: float, path: str | Path) -> Path:
     """Reliability diagram: accuracy per confidence bin against the diagonal, with the bin counts below."""
-    plt = _pyplot()
+    plt = pyplot()
     width = 1.0 / len(bins)
     fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     lefts = [b[0] for b in bins]
@@ -97,12 +98,12 @@ def plot_reliability(bins: list[tuple[float, float, float, int]], ece: float, pa
     counts_ax.set_xlabel("confidence (top-1 softmax score)")
     counts_ax.set_ylabel("images")
     counts_ax.set_xlim(0, 1)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_misclassified(items: list[tuple[Any, dict]], path: str | Path, columns: int = 4) -> Path:
     """A grid of errors: each image with its true label, predicted label and score (most confident first)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, -(-len(items) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.4, rows * 2.6), squeeze=False)
     for ax in axes.flat:
@@ -111,7 +112,7 @@ def plot_misclassified(items: list[tuple[Any, dict]], path: str | Path, columns:
         ax.imshow(np.asarray(image.convert("RGB")))
         ax.set_title(f"true {row['true_label']}\npred {row['predicted_label']} ({row['score']:.2f})", fontsize=8)
     fig.suptitle("Most confident errors")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(log_history: list[dict[str, Any]], metric: str | None) -> dict[str, list[tuple[float, float]]]:
@@ -138,7 +139,7 @@ def plot_training_curves(log_history: list[dict[str, Any]], metric: str | None, 
     series = training_curves(log_history, metric)
     if not series:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     metric_names = [name for name in series if not name.endswith("loss")]
     fig, axes = plt.subplots(1, 1 + bool(metric_names), figsize=(5 * (1 + bool(metric_names)), 3.6), squeeze=False)
     loss_ax = axes[0, 0]
@@ -157,4 +158,17 @@ def plot_training_curves(log_history: list[dict[str, Any]], metric: str | None, 
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.set_title(f"Eval {name}")
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def plot_rollouts(items: list[tuple[Any, Any, str]], path: str | Path) -> Path:
+    """Attention rollout figures: for each (model's view of the image, rollout overlay, title), the two side by side;
+    several items are stacked in rows."""
+    plt = pyplot()
+    fig, axes = plt.subplots(len(items), 2, figsize=(6, 3.1 * len(items)), squeeze=False)
+    for row, (view, heat, title) in zip(axes, items, strict=True):
+        for ax, picture, caption in zip(row, (view, heat), (title, "attention rollout"), strict=True):
+            ax.imshow(picture)
+            ax.set_title(caption, fontsize=9)
+            ax.axis("off")
+    return save_figure(fig, path)

@@ -132,3 +132,27 @@ def overlay(image: Image.Image, mask, alpha: float = 0.5, colormap: str = "jet")
     heat = matplotlib.colormaps[colormap](np.asarray(resized) / 255.0)[..., :3]
     blended = (1 - alpha) * np.asarray(rgb, dtype=np.float64) / 255.0 + alpha * heat
     return Image.fromarray(np.uint8(np.clip(blended, 0, 1) * 255))
+
+
+def model_view(image, image_processor):
+    """(the uint8 picture the model sees, as PIL, and its normalised [1, 3, H, W] pixel_values)."""
+    from pipeline.data.transforms import PixelNormalizer, build_fast_transforms, decode_rgb, image_spec
+
+    pixels = build_fast_transforms(image_processor)[1](decode_rgb(image)).contiguous()
+    normalized = PixelNormalizer(image_spec(image_processor))(pixels.unsqueeze(0))
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy()), normalized
+
+
+def rollout_images(model, image_processor, images, head_fusion: str = "mean", discard_ratio: float = 0.9):
+    """Rollout maps for images (PIL images, file paths or encoded bytes): (the model's view, the rollout overlay,
+    predicted label, score) for each."""
+    out = []
+    for image in images:
+        view, pixel_values = model_view(image, image_processor)
+        pixel_values = pixel_values.to(next(model.parameters()).device)
+        with torch.no_grad():
+            probs = model(pixel_values=pixel_values).logits.float().softmax(-1)[0]
+        mask = attention_rollout(model, pixel_values, head_fusion=head_fusion, discard_ratio=discard_ratio)[0]
+        best = int(probs.argmax())
+        out.append((view, overlay(view, mask), model.config.id2label[best], float(probs[best])))
+    return out
