@@ -49,6 +49,64 @@ def save_tiny_vit(path: Path, num_labels: int = 3, image_size: int = 32, head: b
     return path
 
 
+# One tiny random configuration per model family, with an image processor of that family's own kind and rules
+# (ConvNeXt / ResNet: shortest_edge with crop_pct; DINOv2: shortest edge then crop; BEiT / DeiT: resize then crop;
+# EfficientNet: include_top), scaled down to a few dozen pixels.
+FAMILIES = ("vit", "deit", "beit", "swin", "dinov2", "convnext", "resnet", "efficientnet")
+
+
+def tiny_family(family: str, num_labels: int = 3, image_size: int = 32):
+    """(config, image processor) of a random tiny classifier of `family` (one of FAMILIES), about 5-35k weights."""
+    import transformers as T
+
+    size, crop = {"height": image_size, "width": image_size}, {"height": image_size, "width": image_size}
+    larger = {"height": image_size + 4, "width": image_size + 4}
+    vit_like = dict(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
+    if family == "vit":
+        config = T.ViTConfig(**TINY_VIT)
+        processor = T.ViTImageProcessor(size=size)
+    elif family == "deit":
+        config = T.DeiTConfig(**vit_like, intermediate_size=64, architectures=["DeiTForImageClassification"])
+        processor = T.DeiTImageProcessor(size=larger, crop_size=crop)
+    elif family == "beit":
+        config = T.BeitConfig(**vit_like, intermediate_size=64, use_relative_position_bias=True)
+        processor = T.BeitImageProcessor(size=larger, crop_size=crop)
+    elif family == "swin":
+        config = T.SwinConfig(image_size=image_size, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2],
+                              window_size=4)
+        processor = T.ViTImageProcessor(size=size)
+    elif family == "dinov2":
+        config = T.Dinov2Config(**vit_like, mlp_ratio=2)
+        processor = T.BitImageProcessor(size={"shortest_edge": image_size + 4}, crop_size=crop)
+    elif family == "convnext":
+        config = T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)
+        processor = T.ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=0.875)
+    elif family == "resnet":
+        config = T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+        processor = T.ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=0.875, resample=3)
+    elif family == "efficientnet":
+        # hidden_dim must equal the top convolution's width (round_filters(1280) at this width_coefficient).
+        config = T.EfficientNetConfig(image_size=image_size, width_coefficient=0.1, depth_coefficient=0.1,
+                                      hidden_dim=128)
+        processor = T.EfficientNetImageProcessor(size=size)
+    else:
+        raise ValueError(f"unknown family {family}")
+    config.num_labels = num_labels
+    return config, processor
+
+
+def save_tiny_model(path: Path, family: str, num_labels: int = 3, seed: int = 0) -> Path:
+    """Save a random tiny classifier of `family` and its image processor to `path` (a local stand-in checkpoint)."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    torch.manual_seed(seed)
+    config, processor = tiny_family(family, num_labels)
+    AutoModelForImageClassification.from_config(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_vit(tmp_path_factory) -> Path:
     """A random tiny ViTForImageClassification with a 3-label head (another label set than the data's)."""

@@ -67,6 +67,11 @@ def main(argv: list[str]) -> dict:
     recipe = resolved_recipe(model_args, data_args, training_args)
     recipe["push_to_hub"] = push_requested
     resume_from = _resume_checkpoint(training_args)
+    # Options that assume a ViT, checked on the checkpoint's config (one small file) before data or weights load.
+    from pipeline.model.inspect import check_model_options
+    from pipeline.model.load import load_config
+
+    check_model_options(load_config(model_args, token), model_args, training_args)
 
     # Data.
     from pipeline.data.load import load_splits
@@ -86,6 +91,10 @@ def main(argv: list[str]) -> dict:
     from pipeline.model.prepare import finalize_model, prepare_model
 
     model = prepare_model(model, image_processor, model_args)
+    if training_args.layer_decay is not None:
+        from pipeline.model.inspect import check_layer_decay
+
+        check_layer_decay(model)
     # Fast path (default): uint8 rows from the loader workers; the backend normalizes whole batches on the device.
     with training_args.main_process_first(desc="preparing the datasets"):
         train_dataset, eval_dataset = prepare_datasets(splits.train, splits.eval, image_processor, data_args,

@@ -26,7 +26,8 @@ class ModelArguments:
 
     model_name_or_path: str = field(
         default=None,
-        metadata={"help": "Hub model id (org/name) or local folder of a ViT-family checkpoint."},
+        metadata={"help": "Hub model id (org/name) or local folder of an image classifier or backbone: any "
+                  "AutoModelForImageClassification (ViT, DeiT, BEiT, Swin, DINOv2, ConvNeXt, ResNet, EfficientNet)."},
     )
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the checkpoint."})
     from_scratch: bool = field(
@@ -47,8 +48,9 @@ class ModelArguments:
     image_size: int | None = field(
         default=None,
         metadata={
-            "help": "Fine-tune at this resolution (pixels per side) instead of the checkpoint's: the position "
-            "embeddings are interpolated once, and the saved model and image processor use the new size."
+            "help": "Fine-tune at this resolution (pixels per side) instead of the checkpoint's: ViT-style position "
+            "embeddings are interpolated once (CNNs and Swin need no change), and the saved model and image processor "
+            "use the new size."
         },
     )
     freeze_backbone: bool = field(
@@ -64,10 +66,11 @@ class ModelArguments:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha/r)."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "v_proj"],
-        metadata={"help": "Module names that get LoRA adapters (ViT in transformers 5: q_proj, k_proj, v_proj, "
-                  "o_proj, fc1, fc2)."},
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names that get LoRA adapters; default: the family's (ViT, DeiT, BEiT, Swin, DINOv2: "
+                  "q_proj v_proj; ConvNeXt: pwconv1 pwconv2). Other ViT modules in transformers 5: k_proj, o_proj, "
+                  "fc1, fc2."},
     )
     lora_save_adapter: bool = field(
         default=True, metadata={"help": "Also keep the unmerged adapter in OUTPUT_DIR/adapter (a few MB)."}
@@ -87,8 +90,6 @@ class ModelArguments:
         check_range(self, "lora_alpha", 0, low_open=True)
         if not 0.0 <= self.lora_dropout < 1.0:
             raise PipelineError(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
-        if self.use_peft and not self.lora_target_modules:
-            raise PipelineError("use_peft needs lora_target_modules (for ViT: q_proj v_proj)")
 
 
 @dataclass

@@ -56,7 +56,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 @dataclass
 class ImageSpec:
-    """What the checkpoint's image processor asks for, in torchvision terms."""
+    """What the checkpoint's image processor asks for, in torchvision terms.
+
+    Eval preprocessing is: resize, `pre_crop` (ConvNeXt's `crop_pct` crop), `crop`, then
+    `((x * rescale + offset) - mean) / std`, and a second division by `std` when `std_again` (EfficientNet's
+    `include_top`).
+    """
 
     resize: tuple[int, int] | int  # (h, w), or the shortest edge
     crop: tuple[int, int] | None  # center crop after resizing, when the processor does one
@@ -65,12 +70,17 @@ class ImageSpec:
     std: tuple[float, ...]
     rescale: float
     normalize: bool
+    pre_crop: tuple[int, int] | None = None  # ConvNeXt / ResNet: resize to shortest_edge / crop_pct, crop shortest_edge
+    offset: float = 0.0  # EfficientNet's rescale_offset: x * rescale - 1
+    std_again: bool = False  # EfficientNet's include_top: divide by std a second time
 
     @property
     def output_size(self) -> tuple[int, int]:
         """The (height, width) the model receives."""
         if self.crop is not None:
             return self.crop
+        if self.pre_crop is not None:
+            return self.pre_crop
         return self.resize if isinstance(self.resize, tuple) else (self.resize, self.resize)
 
 
@@ -85,11 +95,40 @@ def _size_of(size) -> tuple[int, int] | int | None:
     return None
 
 
+# Processor classes whose preprocessing `image_spec` reproduces exactly (tests/data/test_model_families.py proves it on
+# real photos): resize (square or shortest edge), ConvNeXt's crop_pct, center crop, rescale (EfficientNet's offset),
+# normalize (EfficientNet's second division by std). The *Pil twins do the same steps.
+KNOWN_PROCESSORS = ("ViTImageProcessor", "DeiTImageProcessor", "BeitImageProcessor", "BitImageProcessor",
+                    "ConvNextImageProcessor", "EfficientNetImageProcessor", "CLIPImageProcessor")
+_warned: set[str] = set()
+
+
 def image_spec(image_processor) -> ImageSpec:
-    """Read size, crop, resampling, mean and std from an image processor (never hard-coded)."""
+    """Read size, crop, resampling, mean and std from an image processor (never hard-coded).
+
+    Follows each family's own rule: ConvNeXt and ResNet (`ConvNextImageProcessor`) resize the shortest edge to
+    `shortest_edge / crop_pct` and crop `shortest_edge` below 384 px, and warp to a square from 384 px up;
+    EfficientNet may rescale to [-1, 1] (`rescale_offset`) and divide by std twice (`include_top`).
+    """
+    name = type(image_processor).__name__.removesuffix("Pil")
+    if name not in KNOWN_PROCESSORS and name not in _warned:
+        _warned.add(name)
+        import logging
+
+        logging.getLogger("pipeline").warning(
+            "%s: preprocessing is rebuilt from its size, crop, mean and std only; steps of its own are not "
+            "reproduced (set fast_transforms: false does not change that)", name)
     resize = _size_of(getattr(image_processor, "size", None))
     if resize is None:
         raise ValueError(f"image processor {type(image_processor).__name__} has no usable size: {image_processor.size}")
+    crop_pct = getattr(image_processor, "crop_pct", None) if name == "ConvNextImageProcessor" else None
+    pre_crop = None
+    if crop_pct is not None and isinstance(resize, int):
+        if resize < 384:
+            # ConvNextImageProcessor.resize: shortest edge to int(shortest_edge / crop_pct), then crop shortest_edge.
+            resize, pre_crop = int(resize / crop_pct), (resize, resize)
+        else:
+            resize = (resize, resize)  # warped, no crop, from 384 px up
     crop = _size_of(getattr(image_processor, "crop_size", None)) if getattr(
         image_processor, "do_center_crop", False) else None
     if isinstance(crop, int):
@@ -97,6 +136,7 @@ def image_spec(image_processor) -> ImageSpec:
     resample = getattr(image_processor, "resample", Image.Resampling.BILINEAR)
     interpolation = _INTERPOLATION.get(resample, resample if isinstance(resample, InterpolationMode) else
                                        InterpolationMode.BILINEAR)
+    do_rescale = getattr(image_processor, "do_rescale", True)
     return ImageSpec(
         resize=resize,
         crop=crop,
@@ -104,9 +144,11 @@ def image_spec(image_processor) -> ImageSpec:
         mean=tuple(image_processor.image_mean),
         std=tuple(image_processor.image_std),
         # A processor that does not rescale divides by nothing: its mean and std are in 0..255 units.
-        rescale=float(getattr(image_processor, "rescale_factor", 1 / 255))
-        if getattr(image_processor, "do_rescale", True) else 1.0,
+        rescale=float(getattr(image_processor, "rescale_factor", 1 / 255)) if do_rescale else 1.0,
         normalize=bool(getattr(image_processor, "do_normalize", True)),
+        pre_crop=pre_crop,
+        offset=-1.0 if do_rescale and getattr(image_processor, "rescale_offset", False) else 0.0,
+        std_again=bool(getattr(image_processor, "include_top", False)),
     )
 
 
@@ -139,10 +181,49 @@ class ProcessorCenterCrop(torch.nn.Module):
         return TF.crop(image, int((height - crop_h) / 2.0), int((width - crop_w) / 2.0), crop_h, crop_w)
 
 
+class Finish(torch.nn.Module):
+    """The image processor's float end on uint8 or float pixels: rescale (+ offset), normalize (and EfficientNet's
+    second division by std), in the order and fusion transformers' torchvision processors use, so results are equal.
+
+    Fused like those processors: without an offset, mean and std are divided by the rescale factor and one
+    `normalize` does both steps.
+    """
+
+    def __init__(self, spec: ImageSpec):
+        super().__init__()
+        self.spec = spec
+        fused = spec.normalize and not spec.offset
+        scale = 1.0 / spec.rescale if fused else 1.0
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32) * scale, persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32) * scale, persistent=False)
+        self.register_buffer("std_again", torch.tensor(spec.std, dtype=torch.float32), persistent=False)
+        self.fused = fused
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        device = pixels.device
+        pixels = pixels.to(torch.float32, copy=True)
+        if not self.fused:
+            pixels = pixels * spec.rescale
+            if spec.offset:
+                pixels -= -spec.offset
+        if spec.normalize:
+            pixels = TF.normalize(pixels, self.mean.to(device), self.std.to(device), inplace=True)
+        if spec.std_again:
+            pixels = TF.normalize(pixels, [0.0] * len(spec.std), self.std_again.to(device), inplace=True)
+        return pixels
+
+
 def _finish(spec: ImageSpec) -> list:
-    steps: list = [Rescale(spec.rescale)]
-    if spec.normalize:
-        steps.append(T.Normalize(mean=spec.mean, std=spec.std))
+    return [Finish(spec)]
+
+
+def _resize_steps(spec: ImageSpec) -> list:
+    steps: list = [T.Resize(spec.resize, interpolation=spec.interpolation, antialias=True)]
+    if spec.pre_crop is not None:
+        steps.append(ProcessorCenterCrop(spec.pre_crop))
+    if spec.crop is not None:
+        steps.append(ProcessorCenterCrop(spec.crop))
     return steps
 
 
@@ -156,9 +237,7 @@ def build_transforms(image_processor, data_args=None) -> tuple[Callable, Callabl
         (train_transform, eval_transform), each taking a PIL image and returning a float CHW tensor.
     """
     spec = image_spec(image_processor)
-    eval_steps: list = [T.ToImage(), T.Resize(spec.resize, interpolation=spec.interpolation, antialias=True)]
-    if spec.crop is not None:
-        eval_steps.append(ProcessorCenterCrop(spec.crop))
+    eval_steps: list = [T.ToImage(), *_resize_steps(spec)]
     eval_transform = T.Compose(eval_steps + _finish(spec))
 
     crop_scale_min = getattr(data_args, "crop_scale_min", 0.08)
@@ -281,7 +360,7 @@ def decode_rgb(item) -> torch.Tensor:
 def _uint8_steps(transform: T.Compose) -> T.Compose:
     # The steps of a `build_transforms` transform that work on pixels, without the conversion to a tensor and the
     # float finish: augmentations added there apply to the fast path as well.
-    return T.Compose([t for t in transform.transforms if not isinstance(t, (T.ToImage, Rescale, T.Normalize))])
+    return T.Compose([t for t in transform.transforms if not isinstance(t, (T.ToImage, Rescale, T.Normalize, Finish))])
 
 
 def build_fast_transforms(image_processor, data_args=None) -> tuple[Callable, Callable]:
@@ -329,26 +408,19 @@ def fast_dataset(dataset, transform: Callable):
 class PixelNormalizer(torch.nn.Module):
     """uint8 batches (Bx3xHxW) in, the image processor's float `pixel_values` out, on the batch's device.
 
-    Rescale and normalize are fused the way transformers' torchvision image processors fuse them (mean and std
-    divided by the rescale factor, then one `normalize`), so eval batches equal the saved processor's output.
+    The float end is `Finish`: rescale and normalize fused the way transformers' torchvision image processors fuse
+    them, so eval batches equal the saved processor's output.
     """
 
     def __init__(self, spec: ImageSpec):
         super().__init__()
         self.spec = spec
-        if spec.normalize:
-            self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32) * (1.0 / spec.rescale),
-                                 persistent=False)
-            self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32) * (1.0 / spec.rescale),
-                                 persistent=False)
+        self.finish = Finish(spec)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.dtype != torch.uint8:
             return pixel_values  # already finished (the per-image path)
-        if not self.spec.normalize:
-            return pixel_values.to(torch.float32) * self.spec.rescale
-        mean, std = self.mean.to(pixel_values.device), self.std.to(pixel_values.device)
-        return TF.normalize(pixel_values.to(torch.float32), mean, std, inplace=True)
+        return self.finish(pixel_values)
 
 
 # The pixel cache (`pixel_cache`): decode every image once, before training, and keep its uint8 pixels in the datasets

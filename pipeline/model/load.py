@@ -38,6 +38,48 @@ def load_image_processor(model_args):
         raise _load_error("image processor", model_args.model_name_or_path, err) from err
 
 
+def check_image_classifier(config, name: str, trust_remote_code: bool = False) -> None:
+    """Refuse a checkpoint whose type has no `AutoModelForImageClassification` class (a text model, a detector...)."""
+    if config.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES and not trust_remote_code:
+        raise PipelineError(f"'{name}' is a {config.model_type} checkpoint, which AutoModelForImageClassification "
+                            "cannot build: pick an image classifier or backbone (ViT, DeiT, BEiT, Swin, DINOv2, "
+                            "ConvNeXt, ResNet, EfficientNet, ...)")
+
+
+def load_config(model_args, token: str | None = None):
+    """The checkpoint's config alone (a small file): what the option checks need before data or weights load."""
+    try:
+        return AutoConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
+                                          cache_dir=model_args.cache_dir, token=token,
+                                          trust_remote_code=model_args.trust_remote_code)
+    except Exception as err:
+        raise _load_error("config", model_args.model_name_or_path, err) from err
+
+
+def _pick_trainable_class(config) -> None:
+    # DeiT and LeViT map to two classes; the distilled one ("WithTeacher") has no loss and cannot be fine-tuned, and
+    # a config without architectures (a bare backbone) leaves AutoModel unable to choose.
+    classes = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.get(config.model_type)
+    if isinstance(classes, tuple):
+        named = [a for a in (config.architectures or []) if a in classes and "WithTeacher" not in a]
+        config.architectures = named[:1] or [classes[0]]
+
+
+def _attention(config, requested: str | None) -> str | None:
+    # CNNs have no attention: asking them for sdpa is an error in transformers, so they keep their default.
+    from transformers import AutoModelForImageClassification as Auto
+
+    try:
+        cls = Auto._model_mapping[type(config)]
+    except KeyError:
+        return requested
+    if isinstance(cls, (tuple, list)):
+        cls = next((c for c in cls if c.__name__ in (config.architectures or [])), cls[0])
+    if requested == "sdpa" and not getattr(cls, "_supports_sdpa", False):
+        return None
+    return requested
+
+
 def load_model(model_args, labels: list[str], token: str | None = None):
     """Load an image classifier with one output per label.
 
@@ -50,8 +92,8 @@ def load_model(model_args, labels: list[str], token: str | None = None):
         token: Hub token for private checkpoints.
 
     Raises:
-        PipelineError: the checkpoint cannot be found, is not an image classifier or ViT-family backbone, or has
-            no weights (and `from_scratch` is off).
+        PipelineError: the checkpoint cannot be found, is of a type `AutoModelForImageClassification` has no
+            class for, or has no weights (and `from_scratch` is off).
     """
     name = model_args.model_name_or_path
     common = dict(revision=model_args.model_revision, cache_dir=model_args.cache_dir,
@@ -67,10 +109,9 @@ def load_model(model_args, labels: list[str], token: str | None = None):
         )
     except Exception as err:
         raise _load_error("config", name, err) from err
-    if config.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES and not model_args.trust_remote_code:
-        raise PipelineError(f"'{name}' is a {config.model_type} checkpoint, not an image classifier or ViT-family "
-                            "backbone: pick one such as google/vit-base-patch16-224-in21k")
-    config._attn_implementation = model_args.attn_implementation
+    check_image_classifier(config, name, model_args.trust_remote_code)
+    _pick_trainable_class(config)
+    config._attn_implementation = _attention(config, model_args.attn_implementation)
 
     if model_args.from_scratch:
         logger.info("Building %s from its config with random weights (from_scratch)", name)

@@ -1,5 +1,6 @@
-"""LoRA through `peft`: adapters on the attention projections, the classifier trained in full, and a merged model at
-the end so that `pipeline("image-classification")` loads the output with no peft installed.
+"""LoRA through `peft`: adapters on the attention projections (ConvNeXt: its pointwise linear layers), the
+classifier trained in full, and a merged model at the end so that `pipeline("image-classification")` loads the
+output with no peft installed.
 
 ViT's attention projections are `q_proj`, `k_proj`, `v_proj` and `o_proj` in transformers 5 (they were
 `query` / `key` / `value` / `output.dense` before).
@@ -38,13 +39,15 @@ def apply_lora(model: nn.Module, model_args) -> nn.Module:
         from peft import LoraConfig, get_peft_model
     except ImportError as err:
         raise PipelineError("use_peft needs the peft package: pip install 'vit-pipeline[lora]'") from err
-    targets = list(model_args.lora_target_modules)
+    from pipeline.model.inspect import lora_targets
+
+    targets = lora_targets(model.config.model_type, model_args.lora_target_modules)
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in names]
     if missing:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise PipelineError(f"lora_target_modules {missing} are not modules of {type(model).__name__} "
-                            f"(its linear layers: {', '.join(linear)})")
+                            f"({model.config.model_type}; its linear layers: {', '.join(linear)})")
     config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
                         target_modules=targets, modules_to_save=head_module_names(model), bias="none")
     peft_model = get_peft_model(model, config)

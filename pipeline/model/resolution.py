@@ -18,7 +18,8 @@ def _pair(value) -> tuple[int, int]:
 
 
 def resize_position_embeddings(model: nn.Module, image_size: int) -> bool:
-    """Resize a ViT-family model's position embeddings to `image_size` x `image_size` inputs.
+    """Resize a ViT-family model's position embeddings to `image_size` x `image_size` inputs (CNNs and Swin: nothing
+    to resize, only `config.image_size` follows).
 
     Returns:
         False when the model is already at that size (nothing changed), True otherwise.
@@ -26,14 +27,20 @@ def resize_position_embeddings(model: nn.Module, image_size: int) -> bool:
     Raises:
         PipelineError: the size is not a multiple of the patch size, or the model has no ViT-style embeddings.
     """
-    from pipeline.model.inspect import backbone
+    from pipeline.model.inspect import CONVOLUTIONAL, backbone, base_model
 
+    config = base_model(model).config
+    if config.model_type in CONVOLUTIONAL or config.model_type in ("swin", "swinv2"):
+        # Convolutions with global pooling (and Swin's windows, padded as needed) take any size: no weight changes.
+        if hasattr(config, "image_size"):
+            config.image_size = image_size
+        return False
     embeddings = getattr(backbone(model), "embeddings", None)
     patches = getattr(embeddings, "patch_embeddings", None)
     position = getattr(embeddings, "position_embeddings", None)
     if patches is None or not isinstance(position, nn.Parameter):
-        raise PipelineError(f"image_size is supported for ViT-style models with learned position embeddings, not "
-                            f"{type(model).__name__}: remove image_size")
+        raise PipelineError(f"image_size is supported for ViT-style models with learned position embeddings and for "
+                            f"CNNs, not {type(model).__name__} ({config.model_type}): remove image_size")
     patch_h, patch_w = _pair(patches.patch_size)
     if image_size % patch_h or image_size % patch_w:
         raise PipelineError(f"image_size {image_size} is not a multiple of the patch size {patch_h}: use "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pipeline.model.inspect import backbone, layer_id, num_layers
+from pipeline.model.inspect import backbone, check_layer_decay, depth_pattern, layer_id, num_layers
 
 # The Trainer's own rule for parameters without weight decay (Trainer.get_decay_parameter_names), so the groups
 # built here decay exactly what the default optimizer would.
@@ -30,7 +30,8 @@ def param_groups(model: nn.Module, learning_rate: float, weight_decay: float = 0
 
     The head (every trainable weight outside the backbone) gets `learning_rate`. Backbone weights get
     `backbone_learning_rate` (default: `learning_rate`), multiplied by `layer_decay ** (L + 1 - layer_id)` when
-    `layer_decay` is set, so the embeddings move least and the last block most. Biases and norms get no weight
+    `layer_decay` is set, so the embeddings (stem) move least and the last block
+    (or stage, for CNNs and Swin) most. Biases and norms get no weight
     decay. Frozen weights (`requires_grad=False`) are left out.
 
     Returns:
@@ -38,7 +39,10 @@ def param_groups(model: nn.Module, learning_rate: float, weight_decay: float = 0
         `head`, `layer_<id>` or `backbone`, with `_no_decay` for the biases and norms.
     """
     backbone_ids = {id(p) for p in backbone(model).parameters()}
+    if layer_decay is not None:
+        check_layer_decay(model)
     layers = num_layers(model)
+    pattern = depth_pattern(model)
     skip_decay = no_decay_names(model)
     base_lr = backbone_learning_rate if backbone_learning_rate is not None else learning_rate
     groups: dict[str, dict] = {}
@@ -48,7 +52,7 @@ def param_groups(model: nn.Module, learning_rate: float, weight_decay: float = 0
         if id(parameter) not in backbone_ids:
             key, lr = "head", learning_rate
         elif layer_decay is not None:
-            depth = layer_id(name, layers)
+            depth = layer_id(name, layers, pattern)
             key, lr = f"layer_{depth}", base_lr * layer_decay ** (layers + 1 - depth)
         else:
             key, lr = "backbone", base_lr

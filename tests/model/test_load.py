@@ -56,7 +56,7 @@ def test_not_an_image_classifier(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 32,
                                                       "num_hidden_layers": 1, "num_attention_heads": 2,
                                                       "intermediate_size": 37, "vocab_size": 100}))
-    with pytest.raises(PipelineError, match="is a bert checkpoint, not an image classifier"):
+    with pytest.raises(PipelineError, match="is a bert checkpoint, which AutoModelForImageClassification cannot build"):
         load_model(ModelArguments(model_name_or_path=str(tmp_path)), LABELS)
 
 

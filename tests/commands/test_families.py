@@ -1,0 +1,37 @@
+"""Tiny random checkpoints of several model families trained through the real `train` command with the same recipe
+keys, each output reloaded with `transformers.pipeline("image-classification")`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.cli import main
+from tests.conftest import FAMILIES, FAST, photos, save_tiny_model
+
+
+def train(*args: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *args])
+        raise SystemExit(0)
+    assert exit_info.value.code == 0
+
+
+# ResNet and ConvNeXt take about 6 s; the others 10-25 s on 2 CPU cores (slow tier).
+@pytest.mark.parametrize("family", [f if f in ("resnet", "convnext") else pytest.param(f, marks=pytest.mark.slow)
+                                    for f in FAMILIES if f != "vit"])
+def test_family_trains_with_the_same_recipe_and_reloads_in_pipeline(family, photos_parquet, tmp_path):
+    from transformers import pipeline
+
+    checkpoint = save_tiny_model(tmp_path / "ckpt", family, num_labels=5)
+    out = tmp_path / "out"
+    # The same keys for every family, layer-wise decay included (blocks for ViTs, stages for CNNs and Swin).
+    train("--model_name_or_path", str(checkpoint), "--dataset_name", str(photos_parquet), "--output_dir", str(out),
+          *FAST, "--num_train_epochs", "1", "--learning_rate", "1e-3", "--layer_decay", "0.8")
+    results = json.loads((out / "eval_results.json").read_text())
+    assert 0.0 <= results["eval_accuracy"] <= 1.0 and "eval_f1" in results
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == family and len(config["id2label"]) == 3
+    predictions = pipeline("image-classification", model=str(out))([im for im, _ in photos(n_per_class=1)])
+    assert {p[0]["label"] for p in predictions} <= {"astronaut", "coffee", "chelsea"}
