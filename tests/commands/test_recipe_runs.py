@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from tests import standins
+from tests.commands.test_train import check_output, train
 from tests.conftest import save_tiny_vit
-from tests.test_e2e import check_output, train
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 TEST_IMAGE_SIZE = 48  # for recipes that change the resolution: 6 x 6 patches of the tiny ViT's 8 px

@@ -242,8 +242,8 @@ def test_train_with_pixel_cache_and_reload_with_pipeline(tiny_vit, photos_parque
     """The real command with the pixel cache: it trains, evaluates on cached pixels, and pipeline() reloads it."""
     import json
 
+    from tests.commands.test_train import check_output, train
     from tests.conftest import FAST
-    from tests.test_e2e import check_output, train
 
     out = tmp_path / "out"
     train("--model_name_or_path", str(tiny_vit), "--dataset_name", str(photos_parquet), "--output_dir", str(out),

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from pipeline import PipelineError
 from pipeline.config import RecipeParser
+from tests.commands.test_train import check_output, train
 from tests.conftest import digits, photos, save_tiny_vit, to_dataset, write_parquet_repo
-from tests.test_e2e import check_output, train
 
 QUICK = ("--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "32", "--dataloader_num_workers", "0",
          "--disable_tqdm", "true", "--report_to", "none", "--horizontal_flip", "false")

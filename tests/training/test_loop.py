@@ -22,9 +22,9 @@ from pipeline.cli import train_main
 from pipeline.config import RecipeParser
 from pipeline.publish.card import epoch_results
 from pipeline.training.loop import check_checkpoint
+from tests.commands.test_train import check_output
 from tests.conftest import FAST, REPO, photos, run_cli, to_dataset
-from tests.test_e2e import check_output
-from tests.test_finetune import PHOTO_LABELS, tiny_model
+from tests.training.test_finetune import PHOTO_LABELS, tiny_model
 
 # One torch thread per run: on 2 shared cores two OpenMP threads per process spin against each other (measured: 25x
 # slower per step under load), and identical thread counts make the resumed and uninterrupted runs comparable.
