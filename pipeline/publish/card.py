@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from pipeline.utils import plain
+
 TEMPLATE = "image_classification.md"
 CARD_FILE = "README.md"
 FRAMEWORKS = ("vit-pipeline", "transformers", "torch", "torchvision", "datasets", "accelerate", "evaluate",
@@ -24,6 +26,14 @@ HYPERPARAMETERS = ("learning_rate", "per_device_train_batch_size", "per_device_e
                    "gradient_accumulation_steps", "total_train_batch_size", "num_train_epochs", "max_steps",
                    "optim", "weight_decay", "lr_scheduler_type", "warmup_steps", "max_grad_norm",
                    "label_smoothing_factor", "seed", "bf16", "fp16", "num_processes")
+# Training arguments the card always lists, then the fine-tuning techniques it lists only when they are used.
+TRAINING_HYPERPARAMETERS = ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
+                            "gradient_accumulation_steps", "num_train_epochs", "max_steps", "weight_decay",
+                            "lr_scheduler_type", "warmup_steps", "max_grad_norm", "label_smoothing_factor", "seed",
+                            "bf16", "fp16")
+MODEL_TECHNIQUES = ("image_size", "freeze_backbone", "use_peft", "lora_r", "lora_alpha")
+TRAINING_TECHNIQUES = ("layer_decay", "backbone_learning_rate", "mixup_alpha", "cutmix_alpha", "class_weighted_loss",
+                       "ema_decay", "early_stopping_patience", "activation_checkpointing")
 
 
 @dataclass
@@ -54,6 +64,87 @@ class CardInputs:
     skipped_images: dict[str, int] = field(default_factory=dict)
     hub_model_id: str | None = None
     tags: list[str] = field(default_factory=list)
+
+
+def hyperparameters(model_args, training_args) -> dict[str, Any]:
+    """The card's hyperparameters: the training arguments that change results, and the techniques that were used."""
+    values = {name: getattr(training_args, name) for name in TRAINING_HYPERPARAMETERS}
+    values["optim"] = str(plain(training_args.optim))
+    values["lr_scheduler_type"] = str(plain(training_args.lr_scheduler_type))
+    values["num_processes"] = training_args.world_size
+    for args, names in ((model_args, MODEL_TECHNIQUES), (training_args, TRAINING_TECHNIQUES)):
+        for name in names:
+            if getattr(args, name) and (model_args.use_peft or not name.startswith("lora_")):
+                values[name] = getattr(args, name)
+    values["total_train_batch_size"] = (training_args.per_device_train_batch_size
+                                        * training_args.gradient_accumulation_steps * training_args.world_size)
+    return values
+
+
+def dataset_display(data_args, splits) -> str:
+    """How the card names the dataset in prose: its Hub id, the embedded digits, or the local folder's name."""
+    if splits.hub_id:
+        return splits.hub_id
+    if (data_args.dataset_name or "").startswith("builtin:"):
+        return "scikit-learn's handwritten digits (embedded)"
+    return f"a local dataset ({Path(data_args.dataset_name or data_args.train_dir).name})"
+
+
+def augmentation(data_args) -> str:
+    """The training augmentation in words: crop, flip, then the extra steps of `pipeline.data.augment`."""
+    from pipeline.data.augment import describe  # torchvision: imported only when a card is assembled
+
+    steps = []
+    if data_args.random_resized_crop:
+        steps.append(f"random resized crop (scale {data_args.crop_scale_min:g}-1)")
+    if data_args.horizontal_flip:
+        steps.append("horizontal flip")
+    steps += describe(data_args)
+    return ", ".join(steps) or "none"
+
+
+def card_inputs(model_args, data_args, training_args, *, splits, result, recipe: dict[str, Any], architecture: str,
+                image_processor, push_requested: bool) -> CardInputs:
+    """Gather what the card says about a finished `train` run.
+
+    Args:
+        model_args, data_args, training_args: the run's parsed arguments.
+        splits: the `pipeline.data.load.Splits` it trained and evaluated on.
+        result: the backend's `TrainResult`: its `scores` (the final evaluation) and `log_history` (the per-epoch
+            table).
+        recipe: the resolved recipe (shown in the card).
+        architecture: the model's class name.
+        image_processor: the saved image processor (size, mean and std in the card).
+        push_requested: whether the run pushes to `training_args.hub_model_id` (the card's usage snippet names it).
+    """
+    from pipeline.data.transforms import image_spec  # torch: imported only when a card is assembled
+
+    spec = image_spec(image_processor)
+    return CardInputs(
+        model_name=(training_args.hub_model_id or Path(training_args.output_dir).name),
+        model_source=model_args.model_name_or_path,
+        from_scratch=model_args.from_scratch,
+        architecture=architecture,
+        labels=splits.labels,
+        eval_metrics=result.scores,
+        eval_split=splits.eval_split_name,
+        train_samples=len(splits.train),
+        eval_samples=len(splits.eval),
+        dataset_id=splits.hub_id,
+        dataset_display=dataset_display(data_args, splits),
+        dataset_config=splits.config_name,
+        license=training_args.license,
+        hyperparameters=hyperparameters(model_args, training_args),
+        epoch_results=epoch_results(result.log_history),
+        recipe=recipe,
+        image_size=list(spec.output_size),
+        image_mean=list(spec.mean),
+        image_std=list(spec.std),
+        augmentation=augmentation(data_args),
+        backend=training_args.backend,
+        skipped_images=splits.skipped_images,
+        hub_model_id=training_args.hub_model_id if push_requested else None,
+    )
 
 
 def template_path(name: str = TEMPLATE) -> Path:

@@ -163,7 +163,7 @@ def prepare_push(training_args, token: str | None) -> tuple[str, list]:
         The token to push with, and the Trainer callbacks of the hub strategy.
     """
     strategy = str(plain(training_args.hub_strategy))
-    token = check_push_options(training_args.hub_model_id, token, strategy=strategy, backend=training_args.backend,
+    token = check_push_options(training_args.hub_model_id, token, strategy=strategy,
                                output_dir=training_args.output_dir, private=bool(training_args.hub_private_repo),
                                revision=training_args.hub_revision)
     return token, checkpoint_callbacks(training_args, token)

@@ -127,7 +127,7 @@ def _offline() -> bool:
     return constants.is_offline_mode()
 
 
-def check_push_options(repo_id: str | None, token: str | None, *, strategy: str = "end", backend: str = "trainer",
+def check_push_options(repo_id: str | None, token: str | None, *, strategy: str = "end",
                        output_dir: str | os.PathLike = "OUTPUT_DIR", private: bool = False,
                        revision: str | None = None) -> str:
     """Local checks of a push asked for on the `train` command, run before any data or weights are loaded.
@@ -142,9 +142,6 @@ def check_push_options(repo_id: str | None, token: str | None, *, strategy: str 
     check_repo_id(repo_id)
     if strategy not in STRATEGIES:
         raise PipelineError(f"unknown hub_strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
-    if strategy != "end" and backend != "trainer":
-        raise PipelineError(f"hub_strategy {strategy} pushes checkpoints through a Trainer callback: use it with "
-                            "--backend trainer, or --hub_strategy end")
     if _offline():
         raise PipelineError("--push_to_hub needs the Hub but HF_HUB_OFFLINE=1 is set: unset it, or drop "
                             f"--push_to_hub and push the finished folder later with: {later}")

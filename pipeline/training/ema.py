@@ -2,7 +2,10 @@
 `get_ema_multi_avg_fn` (PyTorch's maintained implementation).
 
 `ModelEMA` is backend-agnostic (attach, update after each optimizer step, swap in to evaluate, copy in to save,
-save / load with a checkpoint). `EMACallback` drives it from the transformers Trainer.
+save / load with a checkpoint). `EMACallback` drives it from either backend (both call `TrainerCallback` events):
+attach when training begins, update after every optimizer step. Saving the average with a checkpoint, and loading it
+on resume or with the best checkpoint, is each backend's own checkpoint code (before the state file that marks the
+checkpoint complete, so a run killed while saving never leaves a checkpoint without its average).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 EMA_FILE = "ema.safetensors"
 
@@ -94,7 +96,7 @@ class ModelEMA:
 
 
 class EMACallback(TrainerCallback):
-    """Trainer hooks for `ModelEMA`: attach at the start, update after every optimizer step, save with checkpoints."""
+    """`TrainerCallback` hooks for `ModelEMA` (both backends): attach at the start, update after each optimizer step."""
 
     def __init__(self, ema: ModelEMA):
         self.ema = ema
@@ -105,9 +107,3 @@ class EMACallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.ema.update(model)
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            if folder.is_dir():
-                self.ema.save(folder)

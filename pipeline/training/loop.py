@@ -10,10 +10,15 @@ Accelerate does the device work: DDP, FSDP or DeepSpeed as `accelerate launch` c
 gradient accumulation (`accelerator.accumulate`), sharded loaders, and metrics gathered from every process without the
 padded duplicates of the last uneven batch (`gather_for_metrics`).
 
+The flow (when to log, evaluate and save; early stopping; the best checkpoint) is the Trainer's: the loop keeps a
+`TrainerState` and a `TrainerControl`, calls a `CallbackHandler` holding `DefaultFlowCallback` and every
+`TrainerCallback` of the run at the points the Trainer calls them, and acts on `control.should_*` (see `training.flow`
+for how to add a callback that works on both backends).
+
 The fine-tuning techniques come from the same helpers as in the Trainer backend (`training.shared.training_extras`,
-`training.optim`): the loss (soft targets, class weights, label smoothing), the MixUp / CutMix collator for training
-batches, per-part learning rates, an EMA of the weights (evaluated, kept with the best checkpoint, saved, resumed),
-and early stopping through transformers' own `EarlyStoppingCallback`, called where the Trainer calls it.
+`training.flow.technique_callbacks`, `training.optim`): the loss (soft targets, class weights, label smoothing), the
+MixUp / CutMix collator for training batches, per-part learning rates, an EMA of the weights (`EMACallback`; evaluated,
+kept with the best checkpoint, saved, resumed), and early stopping (transformers' `EarlyStoppingCallback`).
 """
 
 from __future__ import annotations
@@ -26,19 +31,18 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from torch.utils.data import DataLoader
-from transformers import EarlyStoppingCallback, EvalPrediction, TrainerControl, TrainerState, get_scheduler, set_seed
+from transformers import EvalPrediction, TrainerCallback, TrainerControl, TrainerState, get_scheduler, set_seed
 from transformers.integrations.integration_utils import rewrite_logs
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
-    IntervalStrategy,
     SaveStrategy,
     enable_full_determinism,
     rotate_checkpoints,
+    sort_checkpoints,
     speed_metrics,
 )
 
@@ -46,9 +50,18 @@ from pipeline import PipelineError
 from pipeline.data.transforms import PixelNormalizer, collate, image_spec
 from pipeline.model.inspect import base_model
 from pipeline.training.ema import EMA_FILE
+from pipeline.training.flow import (
+    callback_handler,
+    export_callback_states,
+    is_new_best,
+    new_state,
+    restore_callback_states,
+    technique_callbacks,
+)
 from pipeline.training.loss import ClassificationLoss
 from pipeline.training.optim import no_decay_names, param_groups_for, wants_param_groups
 from pipeline.training.shared import TrainResult, training_extras
+from pipeline.utils import plain, save_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +70,6 @@ TRAINER_STATE = "trainer_state.json"
 ACCELERATE_OPTIMIZER_FILE = "optimizer.bin"
 TRAINER_OPTIMIZER_FILE = "optimizer.pt"
 WEIGHTS_FILE = "model.safetensors"
-EARLY_STOPPING = "EarlyStoppingCallback"  # its key in `TrainerState.stateful_callbacks`, as the Trainer saves it
 
 
 def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
@@ -76,7 +88,7 @@ def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
             {"params": [p for n, p in params if n not in skip_decay], "weight_decay": args.weight_decay},
             {"params": [p for n, p in params if n in skip_decay], "weight_decay": 0.0},
         ]
-    optim = str(getattr(args.optim, "value", args.optim))
+    optim = str(plain(args.optim))
     kernel = {"fused": True} if optim == "adamw_torch_fused" else {"foreach": True}
     return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                              eps=args.adam_epsilon, **kernel)
@@ -112,10 +124,12 @@ class AccelerateRecipe:
 
     Args:
         args: the `PipelineTrainingArguments` of the run (the same object the Trainer backend reads).
+        callbacks: extra `TrainerCallback`s (called as the Trainer calls them; see `training.flow`).
     """
 
-    def __init__(self, args):
+    def __init__(self, args, callbacks: list[TrainerCallback] | None = None):
         self.args = args
+        self.callbacks = list(callbacks or [])
         if args.full_determinism:
             enable_full_determinism(args.seed)
         else:
@@ -140,15 +154,9 @@ class AccelerateRecipe:
         self.trackers = trackers
         # accelerate logs every file of every checkpoint at INFO: keep its warnings only.
         logging.getLogger("accelerate").setLevel(logging.WARNING)
-        self.state = TrainerState(is_local_process_zero=args.local_process_index == 0,
-                                  is_world_process_zero=args.process_index == 0)
         self.is_world_zero = self.accelerator.is_main_process
         self._flos = 0.0
-        # Early stopping: transformers' own callback, driven by this loop (see `_maybe_log_evaluate_save`).
         self.control = TrainerControl()
-        self.early_stopping = None
-        if args.early_stopping_patience is not None:
-            self.early_stopping = EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold)
 
     # ---- setup ----------------------------------------------------------------------------------------------------
 
@@ -169,6 +177,10 @@ class AccelerateRecipe:
         if self.ema is not None and _sharded(acc):
             raise PipelineError("ema_decay needs the full weights on every process: use DDP or DeepSpeed ZeRO-2, or "
                                 "set ema_decay: 0")
+        # The Trainer's flow policy and every callback of the run (EMA, early stopping, Hub pushes, ...).
+        self.callback_handler = callback_handler([*technique_callbacks(args, self.ema), *self.callbacks], model,
+                                                 image_processor, None, None)
+        self.state = new_state(args, self.callback_handler, self.control)
         if args.activation_checkpointing:  # `gradient_checkpointing` is its (deprecated) alias
             # As the Trainer calls it: `every_n_layers` and `offload` are the method's own, the rest go to torch.
             kwargs = dict(args.activation_checkpointing_kwargs or {})
@@ -195,13 +207,14 @@ class AccelerateRecipe:
                                   num_training_steps=self.state.max_steps,
                                   scheduler_specific_kwargs=args.lr_scheduler_kwargs or {})
         self.scheduler = acc.prepare(scheduler)
+        handler = self.callback_handler
+        handler.model = acc.unwrap_model(self.model)
+        handler.optimizer, handler.lr_scheduler = self.optimizer, self.scheduler
+        handler.train_dataloader, handler.eval_dataloader = self.train_loader, self.eval_loader
         acc.register_save_state_pre_hook(self._save_weights_unwrapped)
         acc.register_load_state_pre_hook(self._load_weights_unwrapped)
         if resume_from_checkpoint:
             self._resume(resume_from_checkpoint)
-        if self.ema is not None:
-            # After the resume: the average starts from the checkpoint's (or else the resumed) weights.
-            self.ema.attach(acc.unwrap_model(self.model))
         if self.trackers:
             acc.init_trackers(args.run_name or Path(args.output_dir).name, config=args.to_sanitized_dict())
 
@@ -266,16 +279,12 @@ class AccelerateRecipe:
         self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE))
         self.state.is_local_process_zero = self.args.local_process_index == 0
         self.state.is_world_process_zero = self.args.process_index == 0
+        restore_callback_states(self.args, self.state, self.callback_handler, self.control)
         if self.state.best_model_checkpoint and not os.path.isdir(self.state.best_model_checkpoint):
             self.state.best_model_checkpoint = None
         if self.ema is not None and not self.ema.load(checkpoint):
             logger.warning("%s has no %s: the weight average starts again from the resumed weights", checkpoint,
                            EMA_FILE)
-        saved = self.state.stateful_callbacks.get(EARLY_STOPPING)
-        if self.early_stopping is not None and saved and self.args.restore_callback_states_from_checkpoint:
-            # As the Trainer: the patience counter comes back only when asked (otherwise it starts again at 0).
-            for attribute, value in saved.get("attributes", {}).items():
-                setattr(self.early_stopping, attribute, value)
         max_steps = self.state.max_steps
         self._count_steps(self.num_train_rows)  # the current run's schedule wins over the saved one
         if max_steps != self.state.max_steps:
@@ -285,7 +294,12 @@ class AccelerateRecipe:
     # ---- train ----------------------------------------------------------------------------------------------------
 
     def train(self) -> dict:
-        """Run the loop to `max_steps`: log, evaluate and checkpoint as the arguments say. Returns train metrics."""
+        """Run the loop to `max_steps`: log, evaluate and checkpoint as the arguments say. Returns train metrics.
+
+        The events and decisions are the Trainer's (`Trainer._inner_training_loop`): on_train_begin, then per epoch
+        on_epoch_begin, per optimizer step on_step_begin / on_pre_optimizer_step / on_optimizer_step / on_step_end
+        (on_substep_end between accumulated batches), on_epoch_end, and on_train_end after the best model is loaded.
+        """
         args, acc, state = self.args, self.accelerator, self.state
         start, first_step = time.time(), state.global_step
         first_epoch = state.global_step // self.steps_per_epoch
@@ -300,17 +314,20 @@ class AccelerateRecipe:
         self._total_loss = 0.0
         self._last_logged = state.global_step
         self._grad_norm = None
+        self._event("on_train_begin")
         if args.eval_on_start and not first_step:
-            self._log(self.evaluate())
+            self._evaluate_and_report()
         self.model.train()
         for epoch in range(first_epoch, self.num_epochs):
-            if state.global_step >= state.max_steps or self.control.should_training_stop:
-                break
+            self._event("on_epoch_begin")
             self._train_epoch(epoch, skip if epoch == first_epoch else 0)
-            self._maybe_log_evaluate_save(epoch_end=True)
-        if self.control.should_training_stop:
-            logger.info("Early stopping at step %d of %d: %s did not improve by more than %g in %d evaluations",
-                        state.global_step, state.max_steps, args.metric_for_best_model,
+            self._event("on_epoch_end")
+            self._maybe_log_save_evaluate()
+            if self.control.should_training_stop:
+                break
+        if state.global_step < state.max_steps and self.control.should_training_stop:
+            logger.info("Training stopped at step %d of %d by a callback (early stopping: %s did not improve by more "
+                        "than %g in %s evaluations)", state.global_step, state.max_steps, args.metric_for_best_model,
                         args.early_stopping_threshold, args.early_stopping_patience)
         self._total_loss += acc.reduce(self._running_loss, "mean").item()
         steps = state.global_step - first_step
@@ -325,7 +342,12 @@ class AccelerateRecipe:
         metrics.pop("total_flos")
         metrics["epoch"] = state.epoch
         self._load_best_model()
+        self._event("on_train_end")
         return metrics
+
+    def _event(self, name: str, **kwargs) -> None:
+        """Call a `TrainerCallback` event on every callback, as the Trainer does (the control they return wins)."""
+        self.control = getattr(self.callback_handler, name)(self.args, self.state, self.control, **kwargs)
 
     def _train_epoch(self, epoch: int, skip_batches: int) -> None:
         args, acc, state = self.args, self.accelerator, self.state
@@ -339,18 +361,25 @@ class AccelerateRecipe:
         batch_index = skip_batches - 1
         for batch in loader:
             batch_index += 1
+            if batch_index % args.gradient_accumulation_steps == 0:
+                self._event("on_step_begin")
             with acc.accumulate(self.model):
                 outputs = self.model(pixel_values=self.normalizer(batch["pixel_values"]))
                 # Hard labels, or the soft targets of MixUp / CutMix.
                 loss = self.loss_fn(outputs, batch["labels"])
                 acc.backward(loss)
-                if acc.sync_gradients and args.max_grad_norm and args.max_grad_norm > 0:
-                    self._grad_norm = acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                self.optimizer.step()
+                if acc.sync_gradients:
+                    if args.max_grad_norm and args.max_grad_norm > 0:
+                        self._grad_norm = acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                    self._event("on_pre_optimizer_step")
+                self.optimizer.step()  # accelerate's wrapper steps only when gradients are synced
+                if acc.sync_gradients:
+                    self._event("on_optimizer_step")
                 self.optimizer.zero_grad()
             self._running_loss += loss.detach() / args.gradient_accumulation_steps
             self._flos += float(flos_per_value * batch["pixel_values"].numel())
             if not acc.sync_gradients:
+                self._event("on_substep_end")
                 continue
             # The learning rate this step used, before the scheduler moves it on.
             self._learning_rate = self.scheduler.get_last_lr()[0]
@@ -358,42 +387,32 @@ class AccelerateRecipe:
                 self.scheduler.step()
             state.global_step += 1
             state.epoch = epoch + (batch_index + 1) / self.batches_per_epoch
-            if self.ema is not None:
-                # Where the Trainer backend's EMACallback updates it: on_step_end, after every optimizer step.
-                self.ema.update(acc.unwrap_model(self.model))
-            self._maybe_log_evaluate_save(epoch_end=False)
-            if state.global_step >= state.max_steps or self.control.should_training_stop:
+            # DefaultFlowCallback decides here what this step does (log, evaluate, save, stop at max_steps).
+            self._event("on_step_end")
+            self._maybe_log_save_evaluate()
+            if self.control.should_epoch_stop or self.control.should_training_stop:
                 break
 
-    def _maybe_log_evaluate_save(self, epoch_end: bool) -> None:
-        """What `DefaultFlowCallback` decides for the Trainer: log, evaluate, save, every N steps or every epoch."""
-        args, state = self.args, self.state
-        step, last = state.global_step, state.global_step >= state.max_steps
-        if epoch_end:
-            log = args.logging_strategy == IntervalStrategy.EPOCH
-            evaluate = args.eval_strategy == IntervalStrategy.EPOCH and args.eval_delay <= state.epoch
-            save = args.save_strategy == SaveStrategy.EPOCH
-        else:
-            log = (args.logging_strategy == IntervalStrategy.STEPS and step % state.logging_steps == 0) or (
-                step == 1 and args.logging_first_step)
-            evaluate = args.eval_strategy == IntervalStrategy.STEPS and args.eval_delay <= step and (
-                step % state.eval_steps == 0 or last)
-            save = args.save_strategy == SaveStrategy.STEPS and state.save_steps > 0 and (
-                step % state.save_steps == 0 or last)
-        if log and step > self._last_logged:
+    def _maybe_log_save_evaluate(self) -> None:
+        """Act on what the callbacks decided, as `Trainer._maybe_log_save_evaluate`: log, evaluate, save."""
+        args, state, control = self.args, self.state, self.control
+        if control.should_log and state.global_step > self._last_logged:
             self._log_training()
-        if evaluate:
-            metrics = self.evaluate()
-            self._log(dict(metrics))
-            if self.early_stopping is not None:
-                # Where the Trainer calls it (on_evaluate, before the best metric moves on), with its semantics:
-                # stop after `patience` evaluations that do not beat the best by more than the threshold.
-                self.early_stopping.on_evaluate(args, state, self.control, metrics=metrics)
-            is_best = self._update_best(metrics)
+        if control.should_evaluate:
+            metrics = self._evaluate_and_report()
+            is_best = is_new_best(args, state, metrics)
             if args.save_strategy == SaveStrategy.BEST:
-                save = is_best
-        if save:
+                control.should_save = is_best
+        if control.should_save:
             self.save_checkpoint()
+            self._event("on_save")
+
+    def _evaluate_and_report(self) -> dict:
+        """Evaluate, log the metrics and call on_evaluate (where early stopping decides), as `Trainer.evaluate`."""
+        metrics = self.evaluate()
+        self._log(dict(metrics))
+        self._event("on_evaluate", metrics=metrics)
+        return metrics
 
     def _log_training(self) -> None:
         state, acc = self.state, self.accelerator
@@ -410,7 +429,7 @@ class AccelerateRecipe:
         self._log(logs)
 
     def _log(self, logs: dict) -> None:
-        """Append to `log_history` as the Trainer does (epoch and step added), print, and send to the trackers."""
+        """Append to `log_history` as the Trainer does (epoch and step added), print, send to the trackers, on_log."""
         state = self.state
         logs["epoch"] = state.epoch
         state.log_history.append({**logs, "step": state.global_step})
@@ -421,25 +440,7 @@ class AccelerateRecipe:
             # The Trainer's tracker names (eval_accuracy -> eval/accuracy, loss -> train/loss), from its own helper.
             self.accelerator.log(rewrite_logs({k: v for k, v in logs.items() if isinstance(v, (int, float))}),
                                  step=state.global_step)
-
-    def _update_best(self, metrics: dict) -> bool:
-        """Track the best metric as `Trainer._determine_best_metric` does; True when this evaluation is the best."""
-        args, state = self.args, self.state
-        if args.metric_for_best_model is None:
-            return False
-        key = args.metric_for_best_model
-        key = key if key.startswith("eval_") else f"eval_{key}"
-        if key not in metrics:
-            raise PipelineError(f"metric_for_best_model {args.metric_for_best_model} is not an eval metric: use one "
-                                f"of {', '.join(k[5:] for k in metrics if k.startswith('eval_'))}")
-        better = np.greater if args.greater_is_better else np.less
-        if state.best_metric is None:
-            state.best_metric = float("-inf") if args.greater_is_better else float("inf")
-        if better(metrics[key], state.best_metric):
-            state.best_metric = metrics[key]
-            state.best_global_step = state.global_step
-            return True
-        return False
+        self._event("on_log", logs=logs)
 
     def _load_best_model(self) -> None:
         args, state = self.args, self.state
@@ -452,8 +453,8 @@ class AccelerateRecipe:
             self.ema.load(state.best_model_checkpoint)
         if args.save_total_limit == 1 and args.should_save:
             # As the Trainer: with one checkpoint allowed, keep the best and drop the last.
-            for folder in Path(args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-                if folder.resolve() != Path(state.best_model_checkpoint).resolve():
+            for folder in sort_checkpoints(args.output_dir, best_model_checkpoint=state.best_model_checkpoint):
+                if not os.path.samefile(folder, state.best_model_checkpoint):
                     shutil.rmtree(folder, ignore_errors=True)
 
     # ---- evaluate -------------------------------------------------------------------------------------------------
@@ -507,11 +508,15 @@ class AccelerateRecipe:
             best = output_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}"
             if best.exists() or best == final:
                 state.best_model_checkpoint = str(best)
-        if self.early_stopping is not None:
-            state.stateful_callbacks[EARLY_STOPPING] = self.early_stopping.state()
+        export_callback_states(state, self.callback_handler, self.control)
         acc.wait_for_everyone()
         if args.should_save:
+            # As in the Trainer's checkpoints: the config and image processor beside the weights (what the Hub
+            # checkpoint pushes publish, and what `from_pretrained` needs).
+            acc.unwrap_model(self.model).config.save_pretrained(partial)
+            self.image_processor.save_pretrained(partial)
             if self.ema is not None:
+                # Part of the checkpoint (before the state file that marks it complete), as the optimizer is.
                 self.ema.save(partial)
             state.save_to_json(str(partial / TRAINER_STATE))
             if final.exists():
@@ -538,12 +543,12 @@ class AccelerateRecipe:
         if args.should_save:
             self.image_processor.save_pretrained(output_dir)
             torch.save(args, output_dir / "training_args.bin")
-            _save_metrics(output_dir, "train", train_metrics)
+            save_metrics(output_dir, "train", train_metrics)
             self.state.save_to_json(str(output_dir / TRAINER_STATE))
-        eval_metrics = self.evaluate()
-        self._log(dict(eval_metrics))
+        # The final evaluation re-scores the saved model, as the Trainer backend's `trainer.evaluate()` (callbacks too).
+        eval_metrics = self._evaluate_and_report()
         if args.should_save:
-            _save_metrics(output_dir, "eval", eval_metrics)
+            save_metrics(output_dir, "eval", eval_metrics)
         for split, metrics in (("train", train_metrics), ("eval", eval_metrics)):
             if self.is_world_zero:
                 logger.info("***** %s metrics *****\n%s", split, "\n".join(
@@ -586,15 +591,6 @@ def _sharded(accelerator) -> bool:
     return plugin is not None and plugin.zero_stage == 3
 
 
-def _save_metrics(output_dir: Path, split: str, metrics: dict) -> None:
-    """Write `<split>_results.json` and merge into `all_results.json`, as `Trainer.save_metrics` does."""
-    import json
-
-    (output_dir / f"{split}_results.json").write_text(json.dumps(metrics, indent=4, sort_keys=True))
-    combined = output_dir / "all_results.json"
-    merged = json.loads(combined.read_text()) if combined.exists() else {}
-    merged.update(metrics)
-    combined.write_text(json.dumps(merged, indent=4, sort_keys=True))
 
 
 def train_with_accelerate(model, image_processor, train_dataset, eval_dataset, compute_metrics, args,
@@ -606,18 +602,13 @@ def train_with_accelerate(model, image_processor, train_dataset, eval_dataset, c
     (model, optimizer, scheduler, RNG, position in the data, EMA), honours the fine-tuning options of `args` (loss,
     MixUp / CutMix, EMA, per-part learning rates, early stopping), and only the main process writes files.
 
-    `callbacks` takes the same place as in `train_with_trainer`, but the loop calls no `TrainerCallback`: the Hub
-    pre-checks refuse the checkpoint hub strategies (the only callbacks the command builds) with this backend, so
-    the command passes none, and any given are refused rather than silently skipped.
+    `callbacks` are extra `TrainerCallback`s, called where the Trainer calls them (the Hub checkpoint pushes of
+    `pipeline.publish.checkpoints`, or any other; see `training.flow`).
 
     Raises:
         PipelineError: `resume_from_checkpoint` is not a checkpoint of this backend.
-        ValueError: `callbacks` is not empty.
     """
-    if callbacks:
-        raise ValueError(f"train_with_accelerate calls no Trainer callbacks (got {len(callbacks)}): use "
-                         "train_with_trainer for them")
-    recipe = AccelerateRecipe(args)
+    recipe = AccelerateRecipe(args, callbacks)
     recipe.setup(model, image_processor, train_dataset, eval_dataset, compute_metrics,
                  resume_from_checkpoint=resume_from_checkpoint)
     try:

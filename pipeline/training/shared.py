@@ -9,6 +9,9 @@ from pipeline.data.augment import build_train_collator
 from pipeline.training.ema import ModelEMA
 from pipeline.training.loss import build_loss
 
+# Evaluation entries that are not scores of the model.
+SPEED_AND_LOSS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_epoch")
+
 
 @dataclass
 class TrainResult:
@@ -18,6 +21,12 @@ class TrainResult:
     eval_metrics: dict[str, Any]
     log_history: list[dict[str, Any]] = field(default_factory=list)
     global_step: int = 0
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """The final evaluation's metrics without the `eval_` prefix (accuracy, f1, ...), loss and speed left out."""
+        return {k[len("eval_"):]: v for k, v in self.eval_metrics.items()
+                if k.startswith("eval_") and k not in SPEED_AND_LOSS}
 
 
 @dataclass
@@ -41,3 +50,16 @@ def training_extras(args, train_dataset, num_labels: int) -> TrainingExtras:
         train_collator=build_train_collator(args, num_labels),
         ema=ModelEMA(args.ema_decay) if getattr(args, "ema_decay", 0.0) else None,
     )
+
+
+def backend(name: str):
+    """The training function of a backend (`trainer` or `accelerate`); both take the same arguments:
+    `(model, image_processor, train_dataset, eval_dataset, compute_metrics, args, resume_from_checkpoint=None,
+    callbacks=None)` and return a `TrainResult`."""
+    if name == "accelerate":
+        from pipeline.training.loop import train_with_accelerate
+
+        return train_with_accelerate
+    from pipeline.training.trainer import train_with_trainer
+
+    return train_with_trainer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
+from transformers import PreTrainedModel, Trainer
 
 from pipeline import PipelineError
 from pipeline.data.transforms import PixelNormalizer, collate, image_spec
@@ -48,6 +48,13 @@ class PipelineTrainer(Trainer):
             super()._load_best_model()
         if self.ema is not None:
             self.ema.load(self.state.best_model_checkpoint)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        if _internal_call and self.ema is not None and self.args.should_save:
+            # A checkpoint (`_save_checkpoint` calls this first): the average goes in before the state file that
+            # marks the checkpoint complete, as the Accelerate loop writes it.
+            self.ema.save(output_dir)
 
     def create_optimizer(self, model=None):
         """Per-part learning rates (layer_decay, backbone_learning_rate) when asked; else the Trainer's optimizer."""
@@ -94,23 +101,19 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
 
     Evaluates and checkpoints as `args` says (every epoch by default), keeps the best model by
     `args.metric_for_best_model`, and resumes from `resume_from_checkpoint` when given. `callbacks` are extra
-    `TrainerCallback`s (the Hub checkpoint pushes of `pipeline.publish.push`). Honours the fine-tuning
-    options of `args` (see `training.shared.training_extras`): loss, MixUp / CutMix, EMA, per-part learning rates,
-    early stopping.
+    `TrainerCallback`s (the Hub checkpoint pushes of `pipeline.publish.checkpoints`; the Accelerate backend calls the
+    same ones, see `training.flow`). Honours the fine-tuning options of `args` (see `training.shared.training_extras`
+    and `training.flow.technique_callbacks`): loss, MixUp / CutMix, EMA, per-part learning rates, early stopping.
     """
     if resume_from_checkpoint and not (Path(resume_from_checkpoint) / "optimizer.pt").exists() and (
             Path(resume_from_checkpoint) / "optimizer.bin").exists():
         raise PipelineError(f"{resume_from_checkpoint} was written by the accelerate backend: resume it with "
                             "--backend accelerate, or pick a new output_dir to start over with --backend trainer")
-    from pipeline.training.ema import EMACallback
+    from pipeline.training.flow import technique_callbacks
     from pipeline.training.shared import training_extras
 
     extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels))
-    callbacks = list(callbacks or [])
-    if extras.ema is not None:
-        callbacks.append(EMACallback(extras.ema))
-    if args.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
+    callbacks = [*technique_callbacks(args, extras.ema), *(callbacks or [])]
     trainer = PipelineTrainer(
         model=model,
         args=args,

@@ -16,6 +16,7 @@ import pytest
 import torch
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from pipeline import PipelineError
 from pipeline.cli import train_main
@@ -262,16 +263,64 @@ def test_class_weights_change_the_loops_loss(tmp_path, one_thread):
     assert plain.train()["train_loss"] != pytest.approx(weighted.train()["train_loss"], rel=1e-3)
 
 
-def test_accelerate_backend_rejects_ema_on_sharded_weights_and_callbacks(monkeypatch):
-    from pipeline.training.loop import train_with_accelerate
-
+def test_accelerate_backend_rejects_ema_on_sharded_weights(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(PipelineError, match="ema_decay is not available with FSDP or DeepSpeed ZeRO-3"):
         RecipeParser().parse(["--model_name_or_path", "m", "--dataset_name", "d", "--backend", "accelerate",
                               "--ema_decay", "0.99"])
-    # Trainer callbacks would not be called: refused rather than dropped.
-    with pytest.raises(ValueError, match="calls no Trainer callbacks"):
-        train_with_accelerate(None, None, None, None, None, None, callbacks=[object()])
+
+
+class EventRecorder(TrainerCallback):
+    """Records every event a backend calls: (event, step, the keys logged), and the model it was handed."""
+
+    EVENTS = ("on_train_begin", "on_epoch_begin", "on_step_begin", "on_pre_optimizer_step", "on_optimizer_step",
+              "on_substep_end", "on_step_end", "on_evaluate", "on_save", "on_log", "on_epoch_end", "on_train_end")
+
+    def __init__(self):
+        self.events, self.models = [], set()
+
+    def __getattribute__(self, name):
+        if name in EventRecorder.EVENTS:
+            def record(args, state, control, model=None, logs=None, **kwargs):
+                self.events.append((name, state.global_step, tuple(sorted(logs)) if logs else ()))
+                self.models.add(type(model).__name__)
+                if name == "on_save":  # the checkpoint is complete when callbacks hear of it
+                    assert (Path(args.output_dir) / f"checkpoint-{state.global_step}" / "trainer_state.json").is_file()
+            return record
+        return super().__getattribute__(name)
+
+
+def test_both_backends_call_trainer_callbacks_the_same_way(tmp_path, one_thread):
+    """One flow policy: the same TrainerCallback hears the same events at the same steps from either backend."""
+    from transformers import ViTImageProcessor
+
+    from pipeline.config import PipelineTrainingArguments
+    from pipeline.data.transforms import BatchTransform, build_transforms
+    from pipeline.evaluation.metrics import ClassificationMetrics
+    from pipeline.training.shared import backend
+
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    train_transform, eval_transform = build_transforms(processor)
+    data = to_dataset(photos(n_per_class=4)[:16], class_names=PHOTO_LABELS)  # 4 batches of 4, 2 steps per epoch
+    recorded = {}
+    for name in ("trainer", "accelerate"):
+        args = PipelineTrainingArguments(
+            output_dir=str(tmp_path / name), backend=name, report_to="none", use_cpu=True, disable_tqdm=True,
+            per_device_train_batch_size=4, per_device_eval_batch_size=8, gradient_accumulation_steps=2,
+            num_train_epochs=3, dataloader_num_workers=0, logging_strategy="steps", logging_steps=2,
+            eval_strategy="steps", eval_steps=3, save_strategy="steps", save_steps=3, load_best_model_at_end=True,
+            metric_for_best_model="accuracy", early_stopping_patience=5, ema_decay=0.9)
+        recorder = EventRecorder()
+        result = backend(name)(tiny_model(), processor, data.with_transform(BatchTransform(train_transform)),
+                               data.with_transform(BatchTransform(eval_transform)),
+                               ClassificationMetrics(len(PHOTO_LABELS)), args, callbacks=[recorder])
+        assert result.global_step == 6
+        assert recorder.models == {"ViTForImageClassification"}
+        recorded[name] = recorder.events
+    assert recorded["accelerate"] == recorded["trainer"]
+    # The flow DefaultFlowCallback decided: logs at 2, 4, 6; evaluations and checkpoints at 3 and 6.
+    steps = {event: [s for e, s, _ in recorded["trainer"] if e == event] for event in ("on_evaluate", "on_save")}
+    assert steps == {"on_evaluate": [3, 6, 6], "on_save": [3, 6]}  # the last evaluation re-scores the saved model
 
 
 # 96 rows, batch 8: 12 optimizer steps per epoch, 36 in all; a checkpoint every 4 steps.
