@@ -27,13 +27,14 @@ commands:
   predict MODEL INPUT... --output F       predictions for image files, folders or globs (.csv/.jsonl/.parquet)
   export MODEL --output_dir E             ONNX export with a parity check on real images (--quantize dynamic)
   explain MODEL IMAGE... --output_dir X   attention rollout maps (ViT-family models)
+  demo MODEL [--port P] [--write_space DIR] try a model in the browser (Gradio), or write it as a Space
 
 `vit-pipeline COMMAND --help` lists a command's options."""
 
 
 # Each command is `pipeline.commands.<name>.main(argv)`, imported only when it runs (start-up stays fast).
 COMMANDS = {"train": "train", "push": "push", "benchmark": "benchmark", "evaluate": "evaluate", "predict": "predict",
-            "export": "export", "explain": "explain"}
+            "export": "export", "explain": "explain", "demo": "demo"}
 
 
 def train_main(argv: list[str]) -> dict:

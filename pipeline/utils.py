@@ -6,6 +6,7 @@ discovery, the "is this a Hub id" rule, the weight-file names, one-line error te
 
 from __future__ import annotations
 
+import argparse
 import enum
 import errno
 import json
@@ -153,3 +154,21 @@ def _write_hint(code: int) -> str:
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "pick an output_dir you can write to"
     return "free some space or pick an output_dir on a bigger disk; the last complete checkpoint is kept"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argparse parser for a command's flags whose usage errors are one-line `PipelineError`s."""
+
+    def error(self, message: str):  # noqa: D102 (argparse hook)
+        from pipeline import PipelineError
+
+        raise PipelineError(f"{message} (see `{self.prog} --help`)")
+
+
+def parse_bool(value: str) -> bool:
+    """A flag's true / false (1/0, yes/no, on/off), for `type=` of an argparse option."""
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")

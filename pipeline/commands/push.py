@@ -14,30 +14,18 @@ from pipeline.publish.push import (
     push_later_command,
     push_or_explain,
 )
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):  # noqa: D102 (argparse hook)
-        raise PipelineError(f"{message} (see `{self.prog} --help`)")
-
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+from pipeline.utils import CommandParser, parse_bool
 
 
 def push_parser() -> argparse.ArgumentParser:
     """The parser of `vit-pipeline push` (option names as in `vit-pipeline train`)."""
-    parser = _ArgumentParser(prog="vit-pipeline push",
+    parser = CommandParser(prog="vit-pipeline push",
                              description="Push a finished output folder to the Hugging Face Hub (one commit).")
     parser.add_argument("output_dir", help="Output folder of a `vit-pipeline train` run.")
     parser.add_argument("--hub_model_id", help="Repo to push to, ORG/NAME (default: hub_model_id of the folder's "
                         "recipe.yaml).")
     parser.add_argument("--hub_token", help="Token with write access (default: HF_TOKEN, else `hf auth login`).")
-    parser.add_argument("--hub_private_repo", nargs="?", const=True, default=False, type=_bool,
+    parser.add_argument("--hub_private_repo", nargs="?", const=True, default=False, type=parse_bool,
                         help="Create the repo private (applies when the push creates it).")
     parser.add_argument("--hub_revision", help="Branch to push to; created from main when it does not exist.")
     parser.add_argument("--hub_strategy", default="end", choices=STRATEGIES,
