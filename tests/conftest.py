@@ -244,3 +244,32 @@ def save_tiny_classifier(path: Path, labels: list[str], image_size: int = 32, se
 def digits_classifier(tmp_path_factory) -> Path:
     """A random tiny ViT classifier for the ten digits ("0".."9"), saved like a training output folder."""
     return save_tiny_classifier(tmp_path_factory.mktemp("digits-classifier"), [str(d) for d in range(10)])
+
+
+# Multi-label stand-in: real digits, each with the tags its shape has (1 and 3 have none: "no finding" images).
+DIGIT_TAGS = ["even", "greater_than_4", "loop"]
+
+
+def digit_tags(digit: int) -> list[str]:
+    """The tags of a digit: even, greater than 4, drawn with a closed loop (0, 6, 8, 9)."""
+    return [tag for tag, has in zip(DIGIT_TAGS, (digit % 2 == 0, digit > 4, digit in (0, 6, 8, 9)), strict=True)
+            if has]
+
+
+def tagged_digits(n_per_class: int = 20, seed: int = 0, image_column: str = "image", label_column: str = "tags"):
+    """Digits as a `datasets.Dataset` with a `Sequence(ClassLabel(DIGIT_TAGS))` column of tags (the Hub's layout)."""
+    import datasets
+
+    rows = digits(n_per_class=n_per_class, seed=seed)
+    features = datasets.Features({image_column: datasets.Image(),
+                                  label_column: datasets.List(datasets.ClassLabel(names=DIGIT_TAGS))})
+    return datasets.Dataset.from_dict(
+        {image_column: [im for im, _ in rows], label_column: [[DIGIT_TAGS.index(t) for t in digit_tags(d)]
+                                                              for _, d in rows]}, features=features)
+
+
+@pytest.fixture(scope="session")
+def tagged_digits_parquet(tmp_path_factory) -> Path:
+    """Tagged digits as a Hub-like parquet repo: `image`, `tags` (lists of ClassLabel ids), train + validation."""
+    return write_parquet_repo(tmp_path_factory.mktemp("tagged-digits"), {
+        "train": tagged_digits(n_per_class=30, seed=0), "validation": tagged_digits(n_per_class=10, seed=1)})

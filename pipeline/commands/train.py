@@ -46,6 +46,16 @@ def _hub_setup(training_args) -> tuple[str | None, bool, list]:
     return token, True, callbacks
 
 
+def _multi_label_defaults(training_args, recipe: dict) -> None:
+    """Multi-label runs pick the best checkpoint by map unless another metric was chosen (accuracy, the single-label
+    default, is not computed for multi-label data)."""
+    if training_args.metric_for_best_model in ("accuracy", "eval_accuracy"):
+        training_args.metric_for_best_model = "map"
+        training_args.greater_is_better = True
+        recipe["metric_for_best_model"] = "map"
+        logger.info("Multi-label: metric_for_best_model is map (mean average precision over the classes)")
+
+
 def main(argv: list[str]) -> dict:
     """`vit-pipeline train`: recipe -> data -> model -> train -> metrics -> card -> push. Returns eval metrics."""
     from pipeline.config import RecipeParser, resolved_recipe, save_recipe, speed_summary
@@ -73,8 +83,10 @@ def main(argv: list[str]) -> dict:
 
     with training_args.main_process_first(desc="loading the dataset"):
         splits = load_splits(data_args, seed=training_args.seed, cache_dir=None, token=token)
-    logger.info("Data: %d train / %d eval images (%s), %d classes", len(splits.train), len(splits.eval),
-                splits.eval_split_name, len(splits.labels))
+    logger.info("Data: %d train / %d eval images (%s), %d classes%s", len(splits.train), len(splits.eval),
+                splits.eval_split_name, len(splits.labels), " (multi-label)" if splits.multi_label else "")
+    if splits.multi_label:
+        _multi_label_defaults(training_args, recipe)
 
     # Image processor and model; resolution, frozen backbone, LoRA (the processor follows a new resolution).
     from pipeline.data.transforms import prepare_datasets
@@ -82,7 +94,8 @@ def main(argv: list[str]) -> dict:
     from pipeline.model.prepare import finalize_model, prepare_model
 
     image_processor = load_image_processor(model_args)
-    model = prepare_model(load_model(model_args, splits.labels, token=token), image_processor, model_args)
+    model = prepare_model(load_model(model_args, splits.labels, token=token, multi_label=splits.multi_label),
+                          image_processor, model_args)
     if training_args.layer_decay is not None:
         from pipeline.model.inspect import check_layer_decay
 
@@ -97,28 +110,39 @@ def main(argv: list[str]) -> dict:
         save_recipe(recipe, training_args.output_dir)
 
     # Train and evaluate (either backend: same arguments, callbacks and output files).
-    from pipeline.evaluation.metrics import ClassificationMetrics
+    from pipeline.evaluation.metrics import metrics_for
     from pipeline.training.shared import backend
 
-    result = backend(training_args.backend)(model, image_processor, train_dataset, eval_dataset,
-                                            ClassificationMetrics(len(splits.labels)), training_args,
-                                            resume_from_checkpoint=resume_from, callbacks=hub_callbacks)
+    compute_metrics = metrics_for(len(splits.labels), multi_label=splits.multi_label)
+    result = backend(training_args.backend)(model, image_processor, train_dataset, eval_dataset, compute_metrics,
+                                            training_args, resume_from_checkpoint=resume_from,
+                                            callbacks=hub_callbacks)
     if not is_main:
         return result.scores
     # LoRA: the saved model is the merged one, loadable with no peft.
     model = finalize_model(model, training_args.output_dir, model_args)
+    per_class, thresholds = [], None
+    if splits.multi_label:
+        from pipeline.evaluation.multilabel import tune_and_save_thresholds
+
+        # The final evaluation scored the saved model: thresholds.json and the card's per-class table from it.
+        per_class, thresholds = tune_and_save_thresholds(compute_metrics, splits.labels, splits.eval_split_name,
+                                                         training_args.output_dir)
 
     # Model card, metrics, push.
     from pipeline.publish.card import card_inputs, write_card
 
     write_card(card_inputs(model_args, data_args, training_args, splits=splits, result=result,
                            recipe=recipe, architecture=type(model).__name__, image_processor=image_processor,
-                           push_requested=push_requested), training_args.output_dir)
+                           push_requested=push_requested, per_class=per_class, thresholds=thresholds),
+               training_args.output_dir)
     if splits.skipped_images:
         merge_json(Path(training_args.output_dir) / "all_results.json",
                    {f"{k}_skipped_images": v for k, v in splits.skipped_images.items()})
-    logger.info("Done: eval accuracy %.4f; outputs in %s; reuse with pipeline('image-classification', model=%r)",
-                result.scores.get("accuracy", float("nan")), training_args.output_dir, training_args.output_dir)
+    headline = "map" if splits.multi_label else "accuracy"
+    logger.info("Done: eval %s %.4f; outputs in %s; reuse with pipeline('image-classification', model=%r)",
+                headline, result.scores.get(headline, float("nan")), training_args.output_dir,
+                training_args.output_dir)
     if push_requested:
         from pipeline.publish.push import push_or_explain
 

@@ -18,6 +18,8 @@ from transformers import TrainingArguments
 from pipeline import PipelineError
 
 RECIPE_FILE = "recipe.yaml"
+SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"
+PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)
 
 
 @dataclass
@@ -113,6 +115,21 @@ class DataArguments:
     label_column_name: str | None = field(
         default=None, metadata={"help": "Label column; found automatically (label, labels) when not set."}
     )
+    label_columns: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Multi-label from several 0/1 columns, one per class (the CSV layout of CheXpert-like sets): "
+            "the column names become the class names. Instead of label_column_name."
+        },
+    )
+    problem_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "single_label_classification or multi_label_classification; default: found from the data (a "
+            "label column of lists, or label_columns, is multi-label). Multi-label trains sigmoid outputs with "
+            "binary cross-entropy, and the saved model's pipeline() returns one independent score per label."
+        },
+    )
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str | None = field(
         default=None,
@@ -180,6 +197,16 @@ class DataArguments:
             raise PipelineError(f"train_val_split must be between 0 and 1 (got {self.train_val_split})")
         if not 0.0 < self.crop_scale_min <= 1.0:
             raise PipelineError(f"crop_scale_min must be in (0, 1] (got {self.crop_scale_min})")
+        if self.problem_type not in (None, *PROBLEM_TYPES):
+            raise PipelineError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)} (got {self.problem_type})")
+        if self.label_columns is not None:
+            if self.label_column_name is not None:
+                raise PipelineError("set either label_columns (several 0/1 columns) or label_column_name, not both")
+            if not self.label_columns or len(set(self.label_columns)) != len(self.label_columns):
+                raise PipelineError(f"label_columns must name distinct columns (got {self.label_columns})")
+            if self.problem_type == SINGLE_LABEL:
+                raise PipelineError("label_columns is multi-label: set problem_type: multi_label_classification "
+                                    "or leave it unset")
         if self.pixel_cache and not self.fast_transforms:
             raise PipelineError("pixel_cache needs fast_transforms: set fast_transforms: true or pixel_cache: false")
         for name in ("max_train_samples", "max_eval_samples"):
@@ -324,7 +351,11 @@ class PipelineTrainingArguments(TrainingArguments):
     save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no, steps, epoch or best."})
     logging_strategy: str = field(default="epoch", metadata={"help": "When to log: no, steps or epoch."})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the best checkpoint's weights."})
-    metric_for_best_model: str | None = field(default="accuracy", metadata={"help": "Metric that picks the best."})
+    metric_for_best_model: str | None = field(
+        default="accuracy",
+        metadata={"help": "Metric that picks the best. Multi-label runs left at accuracy use map (mean average "
+                  "precision over the classes)."},
+    )
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept on disk (best included)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep False: transforms read raw columns."})
     dataloader_num_workers: int = field(

@@ -19,7 +19,18 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from PIL import Image
 
 from pipeline import PipelineError
+from pipeline.config.arguments import MULTI_LABEL, SINGLE_LABEL
 from pipeline.data.builtin import BUILTIN_PREFIX, resolve_builtin
+from pipeline.data.multilabel import (
+    columns_to_multi_hot,
+    encode_label_lists,
+    is_list_feature,
+    iterative_split,
+    label_matrix,
+    no_positive_count,
+    with_multi_hot,
+)
+from pipeline.utils import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +59,10 @@ class Splits:
     hub_id: str | None = None
     config_name: str | None = None
     skipped_images: dict[str, int] = field(default_factory=dict)
+    # Multi-label: `label` holds multi-hot rows (one 0/1 float per class) instead of a ClassLabel id.
+    multi_label: bool = False
+    # Multi-label: images with no positive label ("no finding") per split, e.g. {"train": 12, "validation": 3}.
+    no_positive: dict[str, int] = field(default_factory=dict)
 
 
 def load_raw(data_args, cache_dir: str | None = None, token: str | None = None) -> DatasetDict:
@@ -91,6 +106,12 @@ def load_raw(data_args, cache_dir: str | None = None, token: str | None = None) 
             if name is None or Path(name).exists()
             else "check the dataset id and config, your network (or HF_HUB_OFFLINE), and HF_TOKEN for gated data"
         )
+        cause = err.__cause__
+        if isinstance(err, datasets.exceptions.DatasetGenerationError) and isinstance(cause, (TypeError, ValueError)):
+            # The real reason is in the cause: usually a split whose column types differ from the first split's.
+            raise PipelineError(f"cannot load dataset '{where}': {type(cause).__name__}: {one_line(cause)}; the "
+                                "splits' columns have different types (lists of labels in one split, single labels "
+                                "in another?): give every split the same types") from err
         raise PipelineError(f"cannot load dataset '{where}': {type(err).__name__}: {_first_line(err)}; {hint}") from err
 
 
@@ -106,7 +127,9 @@ def find_column(ds: Dataset, given: str | None, candidates: tuple[str, ...], fea
         if name in columns:
             return name
     for name, feature in ds.features.items():
-        if isinstance(feature, feature_type):
+        # A list of that type counts too: `Sequence(ClassLabel)` is a multi-label column.
+        if isinstance(feature, feature_type) or (is_list_feature(feature) and isinstance(feature.feature,
+                                                                                          feature_type)):
             return name
     raise PipelineError(f"no {what} column found (columns: {', '.join(columns)}); set {what}_column_name")
 
@@ -237,7 +260,8 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         token: Hub token for private or gated datasets.
 
     Returns:
-        A `Splits` with `image` and `label` (ClassLabel) columns in both splits.
+        A `Splits` with `image` and `label` columns in both splits: a ClassLabel, or for multi-label data (a column
+        of lists, `label_columns`, or `problem_type: multi_label_classification`) multi-hot rows.
 
     Raises:
         PipelineError: for a missing split or column, unknown labels or unreadable images (one line, what to fix).
@@ -251,25 +275,55 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         # An imagefolder with a single class folder: datasets reads no label at all from it.
         raise PipelineError("the images have no labels: the data has a single class folder (or none); an image "
                             "folder needs one sub-folder per class, at least two (train/cat/1.png, train/dog/2.png)")
-    label_col = find_column(train, data_args.label_column_name, LABEL_COLUMNS, ClassLabel, "label")
-
-    def canonical(ds: Dataset) -> Dataset:
-        missing = [c for c in (image_col, label_col) if c not in ds.column_names]
+    if data_args.label_columns:
+        label_cols = list(data_args.label_columns)
+        missing = [c for c in label_cols if c not in train.column_names]
         if missing:
-            raise PipelineError(f"column(s) {missing} missing from a split (columns: {', '.join(ds.column_names)})")
-        ds = ds.select_columns([image_col, label_col])
-        return ds.rename_columns({c: n for c, n in ((image_col, "image"), (label_col, "label")) if c != n})
+            raise PipelineError(f"label_columns {missing} not in the dataset (columns: {', '.join(train.column_names)})"
+                                "; fix label_columns")
+    else:
+        label_cols = [find_column(train, data_args.label_column_name, LABEL_COLUMNS, ClassLabel, "label")]
+    multi_label = bool(data_args.label_columns) or data_args.problem_type == MULTI_LABEL or (
+        data_args.problem_type is None and is_list_feature(train.features[label_cols[0]]))
+    if data_args.problem_type == SINGLE_LABEL and is_list_feature(train.features[label_cols[0]]):
+        raise PipelineError(f"label column '{label_cols[0]}' holds lists of labels: set problem_type: "
+                            "multi_label_classification (or leave problem_type unset)")
 
-    train = canonical(train)
+    def canonical(ds: Dataset, split: str) -> Dataset:
+        missing = [c for c in (image_col, *label_cols) if c not in ds.column_names]
+        if missing:
+            raise PipelineError(f"column(s) {missing} missing from split '{split}' (columns: "
+                                f"{', '.join(ds.column_names)})")
+        ds = ds.select_columns([image_col, *label_cols])
+        if data_args.label_columns:
+            # Several 0/1 columns become one multi-hot `label` column, classes named after the columns.
+            ds = with_multi_hot(ds, label_cols, columns_to_multi_hot(ds, label_cols, split))
+            return ds.rename_columns({image_col: "image"}) if image_col != "image" else ds
+        return ds.rename_columns({c: n for c, n in ((image_col, "image"), (label_cols[0], "label")) if c != n})
+
+    def encode(train: Dataset, evals: Dataset, eval_name: str) -> tuple[Dataset, Dataset, list[str]]:
+        if data_args.label_columns:
+            return train, evals, label_cols
+        if multi_label:
+            return encode_label_lists(train, evals, eval_name)
+        return encode_labels(train, evals, eval_name)
+
+    train = canonical(train, data_args.train_split)
     eval_name = data_args.eval_split or next((s for s in EVAL_SPLITS if s in raw and s != data_args.train_split), None)
     if data_args.eval_split and data_args.eval_split not in raw:
         raise PipelineError(f"no '{data_args.eval_split}' split (splits: {', '.join(raw)}); fix eval_split")
     if eval_name is not None:
-        evals = canonical(raw[eval_name])
-        train, evals, labels = encode_labels(train, evals, eval_name)
+        evals = canonical(raw[eval_name], eval_name)
+        train, evals, labels = encode(train, evals, eval_name)
+    elif multi_label:
+        # Iterative stratification: every class keeps about its share of positives in both parts.
+        train, _, labels = encode(train, train.select([]), "train")
+        train_rows, eval_rows = iterative_split(label_matrix(train), data_args.train_val_split, seed)
+        train, evals = train.select(train_rows), train.select(eval_rows)
+        eval_name = f"{data_args.train_split} ({data_args.train_val_split:.0%} held out, seed {seed})"
     else:
         # Encode first so the held-out split can be stratified on a ClassLabel column.
-        train, _, labels = encode_labels(train, train.select([]), "train")
+        train, _, labels = encode(train, train.select([]), "train")
         counts = Counter(_label_values(train))
         stratify = "label" if min(counts.values()) >= 2 and len(counts) > 1 else None
         if stratify is None:
@@ -293,6 +347,12 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
                                         data_args.preprocessing_num_workers)
         train, evals = checked["train"], checked[eval_key]
 
+    no_positive = {}
+    if multi_label:
+        no_positive = {"train": no_positive_count(train), eval_name: no_positive_count(evals)}
+        logger.info("Multi-label: %d classes; images with no positive label: %d of %d train, %d of %d eval",
+                    len(labels), no_positive["train"], len(train), no_positive[eval_name], len(evals))
+
     name = data_args.dataset_name
     is_hub_id = bool(name) and not name.startswith(BUILTIN_PREFIX) and not Path(name).exists()
     return Splits(
@@ -303,6 +363,8 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         hub_id=name if is_hub_id else None,
         config_name=data_args.dataset_config_name,
         skipped_images=skipped,
+        multi_label=multi_label,
+        no_positive=no_positive,
     )
 
 

@@ -274,10 +274,16 @@ class BatchTransform:
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack transformed rows into the batch `ViTForImageClassification` takes."""
+    """Stack transformed rows into the batch `ViTForImageClassification` takes.
+
+    Labels are class ids (int64), or for multi-label rows (lists of 0/1) a float32 multi-hot matrix, which is what
+    the model's binary cross-entropy takes.
+    """
+    labels = [e["label"] for e in examples]
+    multi_hot = bool(labels) and isinstance(labels[0], (list, tuple))
     return {
         "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
-        "labels": torch.tensor([e["label"] for e in examples], dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.float32 if multi_hot else torch.long),
     }
 
 

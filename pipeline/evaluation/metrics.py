@@ -64,3 +64,13 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> 
             predictions=logits, references=labels, k=TOP_K, labels=classes
         )["top_k_accuracy"]
     return {k: float(v) for k, v in results.items()}
+
+
+def metrics_for(num_labels: int, multi_label: bool = False):
+    """The `compute_metrics` of a run: `ClassificationMetrics`, or for multi-label data
+    `evaluation.multilabel.MultiLabelMetrics` (map, F1s, subset accuracy, Hamming loss)."""
+    if multi_label:
+        from pipeline.evaluation.multilabel import MultiLabelMetrics
+
+        return MultiLabelMetrics(num_labels)
+    return ClassificationMetrics(num_labels)

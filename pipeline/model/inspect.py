@@ -39,6 +39,11 @@ def base_model(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def is_multi_label(model: nn.Module) -> bool:
+    """True when the model is a multi-label classifier (`config.problem_type == "multi_label_classification"`)."""
+    return getattr(base_model(model).config, "problem_type", None) == "multi_label_classification"
+
+
 def backbone(model: nn.Module) -> nn.Module:
     """The backbone module of an image classifier (`model.vit` for ViT, `model.resnet` for ResNet): all but the head."""
     inner = base_model(model)

@@ -80,7 +80,7 @@ def _attention(config, requested: str | None) -> str | None:
     return requested
 
 
-def load_model(model_args, labels: list[str], token: str | None = None):
+def load_model(model_args, labels: list[str], token: str | None = None, multi_label: bool = False):
     """Load an image classifier with one output per label.
 
     The label names go into the config (`id2label` / `label2id`), so the saved model reports them. When the
@@ -90,6 +90,9 @@ def load_model(model_args, labels: list[str], token: str | None = None):
         model_args: a `ModelArguments`.
         labels: class names, in label-id order.
         token: Hub token for private checkpoints.
+        multi_label: set `config.problem_type = "multi_label_classification"`: the model's own loss is then
+            binary cross-entropy, and `pipeline("image-classification")` on the saved model returns sigmoid scores
+            (one independent probability per label). Otherwise the problem type is left unset (softmax).
 
     Raises:
         PipelineError: the checkpoint cannot be found, is of a type `AutoModelForImageClassification` has no
@@ -105,6 +108,8 @@ def load_model(model_args, labels: list[str], token: str | None = None):
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
             finetuning_task="image-classification",
+            # Also clears a multi-label checkpoint's problem type when it is fine-tuned on single-label data.
+            problem_type="multi_label_classification" if multi_label else None,
             **common,
         )
     except Exception as err:

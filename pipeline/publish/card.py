@@ -64,6 +64,12 @@ class CardInputs:
     skipped_images: dict[str, int] = field(default_factory=dict)
     hub_model_id: str | None = None
     tags: list[str] = field(default_factory=list)
+    # Multi-label runs: images with no positive label per split, the per-class table (label, support, ap, f1,
+    # threshold, f1_tuned, ...) and the tuned thresholds (`thresholds.json`).
+    multi_label: bool = False
+    no_positive: dict[str, int] = field(default_factory=dict)
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    thresholds: dict[str, Any] | None = None
 
 
 def hyperparameters(model_args, training_args) -> dict[str, Any]:
@@ -104,7 +110,8 @@ def augmentation(data_args) -> str:
 
 
 def card_inputs(model_args, data_args, training_args, *, splits, result, recipe: dict[str, Any], architecture: str,
-                image_processor, push_requested: bool) -> CardInputs:
+                image_processor, push_requested: bool, per_class: list[dict[str, Any]] | None = None,
+                thresholds: dict[str, Any] | None = None) -> CardInputs:
     """Gather what the card says about a finished `train` run.
 
     Args:
@@ -116,6 +123,8 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         architecture: the model's class name.
         image_processor: the saved image processor (size, mean and std in the card).
         push_requested: whether the run pushes to `training_args.hub_model_id` (the card's usage snippet names it).
+        per_class, thresholds: multi-label runs: the per-class table (`evaluation.multilabel.per_class_report`)
+            and the tuned thresholds (`evaluation.multilabel.threshold_summary`).
     """
     from pipeline.data.transforms import image_spec  # torch: imported only when a card is assembled
 
@@ -144,12 +153,16 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         backend=training_args.backend,
         skipped_images=splits.skipped_images,
         hub_model_id=training_args.hub_model_id if push_requested else None,
+        multi_label=splits.multi_label,
+        no_positive=splits.no_positive,
+        per_class=per_class or [],
+        thresholds=thresholds,
     )
 
 
 def template_path(name: str = TEMPLATE) -> Path:
     """Path of a card template: `model_cards/` beside the package (a checkout), else the installed copy."""
-    repo_copy = Path(__file__).resolve().parent.parent / "model_cards" / name
+    repo_copy = Path(__file__).resolve().parents[2] / "model_cards" / name
     if repo_copy.exists():
         return repo_copy
     with importlib.resources.as_file(importlib.resources.files("pipeline.model_cards") / name) as path:
@@ -188,11 +201,21 @@ def eval_results(inputs: CardInputs) -> list[EvalResult]:
             metric_type=name,
             metric_name=name.replace("_", " ").capitalize(),
             metric_value=round(float(value), 6),
-            # Macro averages: say so, so they are not read as binary scores.
-            metric_args={"average": "macro"} if name in ("f1", "precision", "recall") else None,
+            # Averages: say which, so they are not read as binary scores.
+            metric_args=_metric_args(name),
         )
         for name, value in inputs.eval_metrics.items()
     ]
+
+
+def _metric_args(name: str) -> dict | None:
+    if name in ("f1", "precision", "recall", "f1_macro"):
+        return {"average": "macro"}
+    if name in ("f1_micro", "map_micro"):
+        return {"average": "micro"}
+    if name == "map":
+        return {"average": "macro over classes with a positive"}
+    return None
 
 
 def render_card(inputs: CardInputs) -> ModelCard:
@@ -210,7 +233,8 @@ def render_card(inputs: CardInputs) -> ModelCard:
         license=inputs.license,
         library_name="transformers",
         pipeline_tag="image-classification",
-        tags=["image-classification", "vision", "vit-pipeline", *inputs.tags],
+        tags=["image-classification", "vision", "vit-pipeline", *(["multi-label"] if inputs.multi_label else []),
+              *inputs.tags],
         metrics=list(inputs.eval_metrics),
         eval_results=eval_results(inputs),
     )
@@ -240,6 +264,10 @@ def render_card(inputs: CardInputs) -> ModelCard:
         epoch_results=inputs.epoch_results,
         recipe_yaml=yaml.safe_dump(inputs.recipe, sort_keys=False).strip(),
         framework_versions=framework_versions(),
+        multi_label=inputs.multi_label,
+        no_positive=inputs.no_positive,
+        per_class=inputs.per_class,
+        thresholds=inputs.thresholds,
     )
 
 

@@ -48,7 +48,7 @@ from transformers.trainer_utils import (
 
 from pipeline import PipelineError
 from pipeline.data.transforms import PixelNormalizer, collate, image_spec
-from pipeline.model.inspect import base_model
+from pipeline.model.inspect import base_model, is_multi_label
 from pipeline.training.ema import EMA_FILE
 from pipeline.training.flow import (
     callback_handler,
@@ -58,7 +58,7 @@ from pipeline.training.flow import (
     restore_callback_states,
     technique_callbacks,
 )
-from pipeline.training.loss import ClassificationLoss
+from pipeline.training.loss import plain_loss
 from pipeline.training.optim import no_decay_names, param_groups_for, wants_param_groups
 from pipeline.training.shared import TrainResult, training_extras
 from pipeline.utils import plain, save_metrics
@@ -170,9 +170,12 @@ class AccelerateRecipe:
         self.normalizer = PixelNormalizer(image_spec(image_processor)).to(self.accelerator.device)
         self.num_train_rows = len(train_dataset)
         # Loss, training collator and EMA: built as the Trainer backend builds them.
-        extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels))
-        # Without a technique that needs it, plain cross-entropy: what the model's own loss computes.
-        self.loss_fn = extras.loss or ClassificationLoss()
+        multi_label = is_multi_label(model)
+        extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels),
+                                 multi_label=multi_label)
+        # Without a technique that needs it, what the model's own loss computes: cross-entropy (binary for
+        # multi-label).
+        self.loss_fn = extras.loss or plain_loss(multi_label)
         self.ema = extras.ema
         if self.ema is not None and _sharded(acc):
             raise PipelineError("ema_decay needs the full weights on every process: use DDP or DeepSpeed ZeRO-2, or "

@@ -43,10 +43,10 @@ class TrainingExtras:
     ema: ModelEMA | None = None
 
 
-def training_extras(args, train_dataset, num_labels: int) -> TrainingExtras:
-    """Build the loss, the training collator and the EMA that `args` asks for."""
+def training_extras(args, train_dataset, num_labels: int, multi_label: bool = False) -> TrainingExtras:
+    """Build the loss, the training collator and the EMA that `args` asks for (`multi_label`: binary losses)."""
     return TrainingExtras(
-        loss=build_loss(args, train_dataset, num_labels),
+        loss=build_loss(args, train_dataset, num_labels, multi_label=multi_label),
         train_collator=build_train_collator(args, num_labels),
         ema=ModelEMA(args.ema_decay) if getattr(args, "ema_decay", 0.0) else None,
     )

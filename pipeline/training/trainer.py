@@ -9,7 +9,7 @@ from transformers import PreTrainedModel, Trainer
 
 from pipeline import PipelineError
 from pipeline.data.transforms import PixelNormalizer, collate, image_spec
-from pipeline.model.inspect import base_model
+from pipeline.model.inspect import base_model, is_multi_label
 from pipeline.training.shared import TrainResult
 
 
@@ -112,7 +112,8 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
     from pipeline.training.flow import technique_callbacks
     from pipeline.training.shared import training_extras
 
-    extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels))
+    extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels),
+                             multi_label=is_multi_label(model))
     callbacks = [*technique_callbacks(args, extras.ema), *(callbacks or [])]
     trainer = PipelineTrainer(
         model=model,
