@@ -93,7 +93,7 @@ def main(argv: list[str]) -> dict:
     from pipeline.model.load import load_image_processor, load_model
     from pipeline.model.prepare import finalize_model, prepare_model
 
-    image_processor = load_image_processor(model_args)
+    image_processor = load_image_processor(model_args, token=token)
     model = prepare_model(load_model(model_args, splits.labels, token=token, multi_label=splits.multi_label),
                           image_processor, model_args)
     if training_args.layer_decay is not None:

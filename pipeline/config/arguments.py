@@ -16,6 +16,7 @@ from typing import Literal
 from transformers import TrainingArguments
 
 from pipeline import PipelineError
+from pipeline.utils import plain
 
 RECIPE_FILE = "recipe.yaml"
 SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"
@@ -222,6 +223,12 @@ class DataArguments:
         check_range(self, "preprocessing_num_workers", 1, allow_none=True)
 
 
+def default_data_args() -> DataArguments:
+    """`DataArguments` with every transform and augmentation option at its default, for code that builds transforms
+    without a recipe (evaluation, prediction, tests); the dataset named is a placeholder no one loads."""
+    return DataArguments(dataset_name="builtin:digits")
+
+
 def check_range(args, name: str, low: float, high: float = math.inf, *, low_open: bool = False,
                 high_open: bool = False, allow_none: bool = False, hint: str = "") -> None:
     """Raise a one-line `PipelineError` naming `name` unless `args.<name>` is a finite number in the range.
@@ -233,7 +240,7 @@ def check_range(args, name: str, low: float, high: float = math.inf, *, low_open
         allow_none: None (unset) passes.
         hint: appended to the message (what the value means, what to set).
     """
-    value = getattr(args, name)
+    value = vars(args)[name]
     if value is None and allow_none:
         return
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -497,7 +504,7 @@ ACCELERATE_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
 
 def _check_accelerate_options(args) -> None:
     """Reject options the Accelerate loop does not implement, before any data or weights are loaded."""
-    optim = str(getattr(args.optim, "value", args.optim))
+    optim = str(plain(args.optim))
     if optim not in ACCELERATE_OPTIMIZERS:
         raise PipelineError(f"optim {optim} is not available with --backend accelerate: use one of "
                             f"{', '.join(ACCELERATE_OPTIMIZERS)}, or --backend trainer")
@@ -569,7 +576,7 @@ def speed_summary(training_args, data_args) -> str:
         "pinned memory" if training_args.dataloader_pin_memory else "unpinned memory",
         ("fast transforms (uint8, normalize on device)" + (", pixel cache" if data_args.pixel_cache else ""))
         if data_args.fast_transforms else "per-image float transforms",
-        f"optim {getattr(training_args.optim, 'value', training_args.optim)}",
+        f"optim {plain(training_args.optim)}",
         "torch.compile" if training_args.torch_compile else "eager",
     ])
 

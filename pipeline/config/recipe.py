@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import yaml
 
 from pipeline.config.arguments import RECIPE_FILE, PipelineTrainingArguments
+from pipeline.utils import plain
 
 # Never written to disk, logs or cards.
 SECRET_FIELDS = {"hub_token"}
@@ -32,15 +32,13 @@ ALWAYS_SAVED = (
 )
 
 
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
+def _recipe_value(value: Any) -> Any:
+    """A field's value as YAML can hold it (enums unwrapped, containers walked), or `_NOT_PLAIN`."""
+    value = plain(value)
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_recipe_value(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _recipe_value(v) for k, v in value.items()}
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     # Objects that __post_init__ builds from a plain value (accelerator_config, ...): not recipe material.
@@ -57,16 +55,16 @@ def resolved_recipe(model_args, data_args, training_args) -> dict[str, Any]:
     """
     recipe: dict[str, Any] = {}
     for args in (model_args, data_args):
-        for f in dataclasses.fields(args):
-            recipe[f.name] = _plain(getattr(args, f.name))
+        values = vars(args)
+        recipe.update({f.name: _recipe_value(values[f.name]) for f in dataclasses.fields(args)})
+    training_values = vars(training_args)
     for f in dataclasses.fields(PipelineTrainingArguments):
-        if not f.init or f.name in SECRET_FIELDS or f.name == "local_rank" or f.name in getattr(
-                training_args, "_machine_fields", ()):
+        if not f.init or f.name in SECRET_FIELDS or f.name == "local_rank" or f.name in training_args._machine_fields:
             continue
-        value = _plain(getattr(training_args, f.name))
+        value = _recipe_value(training_values[f.name])
         if value is _NOT_PLAIN:
             continue
-        default = _plain(f.default) if f.default is not dataclasses.MISSING else None
+        default = _recipe_value(f.default) if f.default is not dataclasses.MISSING else None
         if f.name in ALWAYS_SAVED or value != default:
             # Normalised forms the parser would not take back (report_to ["none"] after __post_init__).
             if f.name == "report_to" and value in (["none"], []):

@@ -6,14 +6,19 @@ Backend-agnostic: `build_transforms` appends the per-image steps; any loop can u
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+if TYPE_CHECKING:
+    from pipeline.config.arguments import DataArguments, PipelineTrainingArguments
 
-def image_steps(data_args, interpolation: InterpolationMode = InterpolationMode.BILINEAR) -> list:
+
+def image_steps(data_args: DataArguments, interpolation: InterpolationMode = InterpolationMode.BILINEAR) -> list:
     """Per-image steps on uint8 images, after cropping and flipping: the `auto_augment` policy, if any."""
-    policy = getattr(data_args, "auto_augment", "none")
+    policy = data_args.auto_augment
     if policy == "randaugment":
         return [T.RandAugment(num_ops=data_args.rand_augment_num_ops, magnitude=data_args.rand_augment_magnitude,
                               interpolation=interpolation)]
@@ -22,22 +27,22 @@ def image_steps(data_args, interpolation: InterpolationMode = InterpolationMode.
     return []
 
 
-def tensor_steps(data_args) -> list:
+def tensor_steps(data_args: DataArguments) -> list:
     """Per-image steps on the normalised float tensor: random erasing (as timm and torchvision's recipes do)."""
-    probability = getattr(data_args, "random_erasing", 0.0)
+    probability = data_args.random_erasing
     return [T.RandomErasing(p=probability, value=0)] if probability > 0 else []
 
 
-def describe(data_args) -> list[str]:
+def describe(data_args: DataArguments) -> list[str]:
     """Human-readable names of the extra steps, for the model card."""
     names = []
-    policy = getattr(data_args, "auto_augment", "none")
+    policy = data_args.auto_augment
     if policy == "randaugment":
         names.append(f"RandAugment ({data_args.rand_augment_num_ops} ops, "
                      f"magnitude {data_args.rand_augment_magnitude})")
     elif policy == "trivialaugment":
         names.append("TrivialAugment")
-    if getattr(data_args, "random_erasing", 0.0) > 0:
+    if data_args.random_erasing > 0:
         names.append(f"random erasing (p {data_args.random_erasing:g})")
     return names
 
@@ -75,10 +80,10 @@ class MixingCollator:
         return {**batch, "pixel_values": pixel_values, "labels": labels}
 
 
-def build_train_collator(args, num_labels: int, base_collate=None):
+def build_train_collator(args: PipelineTrainingArguments, num_labels: int, base_collate=None):
     """The collator for training batches: MixUp / CutMix when the training arguments ask for it, else `base_collate`
     (default: `pipeline.data.transforms.collate`). Evaluation batches always use the plain collator."""
-    if getattr(args, "mixup_alpha", 0.0) > 0 or getattr(args, "cutmix_alpha", 0.0) > 0:
+    if args.mixup_alpha > 0 or args.cutmix_alpha > 0:
         return MixingCollator(num_labels, args.mixup_alpha, args.cutmix_alpha, base_collate=base_collate)
     if base_collate is None:
         from pipeline.data.transforms import collate as base_collate

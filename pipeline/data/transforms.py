@@ -23,6 +23,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
+from pipeline.config.arguments import DataArguments, default_data_args
+from pipeline.utils import cpu_count
+
 # PIL resample codes (what image processors store) -> torchvision modes.
 _INTERPOLATION = {
     Image.Resampling.NEAREST: InterpolationMode.NEAREST,
@@ -227,10 +230,11 @@ def _resize_steps(spec: ImageSpec) -> list:
     return steps
 
 
-def build_transforms(image_processor, data_args=None) -> tuple[Callable, Callable]:
+def build_transforms(image_processor, data_args: DataArguments | None = None) -> tuple[Callable, Callable]:
     """Build the train and eval transforms for one image.
 
-    Train: random resized crop (or a plain resize) and horizontal flip, each switchable in `data_args`.
+    Train: random resized crop (or a plain resize) and horizontal flip, each switchable in `data_args` (None: the
+    defaults of `DataArguments`).
     Eval: exactly the image processor's steps (resize, center crop if it has one, rescale, normalize).
 
     Returns:
@@ -240,14 +244,14 @@ def build_transforms(image_processor, data_args=None) -> tuple[Callable, Callabl
     eval_steps: list = [T.ToImage(), *_resize_steps(spec)]
     eval_transform = T.Compose(eval_steps + _finish(spec))
 
-    crop_scale_min = getattr(data_args, "crop_scale_min", 0.08)
+    data_args = default_data_args() if data_args is None else data_args
     train_steps: list = [T.ToImage()]
-    if data_args is None or data_args.random_resized_crop:
-        train_steps.append(T.RandomResizedCrop(spec.output_size, scale=(crop_scale_min, 1.0),
+    if data_args.random_resized_crop:
+        train_steps.append(T.RandomResizedCrop(spec.output_size, scale=(data_args.crop_scale_min, 1.0),
                                                interpolation=spec.interpolation, antialias=True))
     else:
         train_steps += eval_steps[1:]
-    if data_args is None or data_args.horizontal_flip:
+    if data_args.horizontal_flip:
         train_steps.append(T.RandomHorizontalFlip())
     # Extra augmentation asked for in data_args (RandAugment / TrivialAugment on uint8, random erasing at the end).
     from pipeline.data.augment import image_steps, tensor_steps
@@ -369,7 +373,7 @@ def _uint8_steps(transform: T.Compose) -> T.Compose:
     return T.Compose([t for t in transform.transforms if not isinstance(t, (T.ToImage, Rescale, T.Normalize, Finish))])
 
 
-def build_fast_transforms(image_processor, data_args=None) -> tuple[Callable, Callable]:
+def build_fast_transforms(image_processor, data_args: DataArguments | None = None) -> tuple[Callable, Callable]:
     """Build the fast path's train and eval transforms: uint8 3xHxW tensor in, uint8 tensor at the model's size out.
 
     They are `build_transforms`'s steps (same crop, resize, flip and any other augmentation, from the same image
@@ -499,7 +503,8 @@ def cache_size(spec: ImageSpec) -> int:
     return -(-min(spec.output_size) * 8 // 7)
 
 
-def prepare_dataset(dataset, image_processor, data_args=None, train: bool = True, num_proc: int | None = None):
+def prepare_dataset(dataset, image_processor, data_args: DataArguments | None = None, train: bool = True,
+                    num_proc: int | None = None):
     """One split as the data arguments ask (train or eval transforms), rows ready for `collate`.
 
     - `fast_transforms` (default): images stay encoded; workers decode and crop to uint8 (`fast_dataset`);
@@ -508,15 +513,16 @@ def prepare_dataset(dataset, image_processor, data_args=None, train: bool = True
 
     Fast-path rows hold uint8 pixels: normalize their batches with `PixelNormalizer` (the Trainer backend does).
     """
-    if not getattr(data_args, "fast_transforms", True):
+    data_args = default_data_args() if data_args is None else data_args
+    if not data_args.fast_transforms:
         transform = build_transforms(image_processor, data_args)[0 if train else 1]
         return dataset.with_transform(BatchTransform(transform))
     transform = build_fast_transforms(image_processor, data_args)[0 if train else 1]
-    if not getattr(data_args, "pixel_cache", False):
+    if not data_args.pixel_cache:
         return fast_dataset(dataset, transform)
     if num_proc is None and len(dataset) > 2000:
         # Decoding is the slow part of building the cache: use the cores (small sets are faster in-process).
-        num_proc = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        num_proc = min(16, cpu_count())
     spec = image_spec(image_processor)
     if train:
         cached = cache_pixels(dataset, Shrink(cache_size(spec), spec.interpolation), num_proc,
@@ -527,7 +533,8 @@ def prepare_dataset(dataset, image_processor, data_args=None, train: bool = True
     return cached.with_transform(CachedTransform())
 
 
-def prepare_datasets(train, evals, image_processor, data_args=None, num_proc: int | None = None):
+def prepare_datasets(train, evals, image_processor, data_args: DataArguments | None = None,
+                     num_proc: int | None = None):
     """The train and eval datasets as the data arguments ask (see `prepare_dataset`)."""
     return (prepare_dataset(train, image_processor, data_args, train=True, num_proc=num_proc),
             prepare_dataset(evals, image_processor, data_args, train=False, num_proc=num_proc))

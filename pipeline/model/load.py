@@ -24,7 +24,7 @@ def _load_error(what: str, name: str, err: Exception) -> PipelineError:
     return PipelineError(f"cannot load the {what} of '{name}': {type(err).__name__}: {text[:300]}; {hint}")
 
 
-def load_image_processor(model_args):
+def load_image_processor(model_args, token: str | None = None):
     """Load the checkpoint's image processor (`AutoImageProcessor`): size, mean and std come from it."""
     try:
         return AutoImageProcessor.from_pretrained(
@@ -32,7 +32,7 @@ def load_image_processor(model_args):
             revision=model_args.model_revision,
             cache_dir=model_args.cache_dir,
             trust_remote_code=model_args.trust_remote_code,
-            token=getattr(model_args, "token", None),
+            token=token,
         )
     except Exception as err:
         raise _load_error("image processor", model_args.model_name_or_path, err) from err

@@ -74,14 +74,15 @@ class CardInputs:
 
 def hyperparameters(model_args, training_args) -> dict[str, Any]:
     """The card's hyperparameters: the training arguments that change results, and the techniques that were used."""
-    values = {name: getattr(training_args, name) for name in TRAINING_HYPERPARAMETERS}
+    training = vars(training_args)
+    values = {name: training[name] for name in TRAINING_HYPERPARAMETERS}
     values["optim"] = str(plain(training_args.optim))
     values["lr_scheduler_type"] = str(plain(training_args.lr_scheduler_type))
     values["num_processes"] = training_args.world_size
-    for args, names in ((model_args, MODEL_TECHNIQUES), (training_args, TRAINING_TECHNIQUES)):
+    for fields, names in ((vars(model_args), MODEL_TECHNIQUES), (training, TRAINING_TECHNIQUES)):
         for name in names:
-            if getattr(args, name) and (model_args.use_peft or not name.startswith("lora_")):
-                values[name] = getattr(args, name)
+            if fields[name] and (model_args.use_peft or not name.startswith("lora_")):
+                values[name] = fields[name]
     values["total_train_batch_size"] = (training_args.per_device_train_batch_size
                                         * training_args.gradient_accumulation_steps * training_args.world_size)
     return values

@@ -138,7 +138,7 @@ class AccelerateRecipe:
         logging_dir = os.environ.get("TENSORBOARD_LOGGING_DIR", os.path.join(args.output_dir, "runs"))
         self.accelerator = Accelerator(
             # bf16 / fp16 from the recipe, else what `accelerate launch` configured (TrainingArguments reads both).
-            mixed_precision=getattr(args, "mixed_precision", None) or None,
+            mixed_precision=args.mixed_precision or None,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             # The scheduler is stepped once per optimizer step by this loop, as the Trainer does.
             step_scheduler_with_optimizer=False,
@@ -350,7 +350,8 @@ class AccelerateRecipe:
 
     def _event(self, name: str, **kwargs) -> None:
         """Call a `TrainerCallback` event on every callback, as the Trainer does (the control they return wins)."""
-        self.control = getattr(self.callback_handler, name)(self.args, self.state, self.control, **kwargs)
+        event = getattr(self.callback_handler, name)
+        self.control = event(self.args, self.state, self.control, **kwargs)
 
     def _train_epoch(self, epoch: int, skip_batches: int) -> None:
         args, acc, state = self.args, self.accelerator, self.state

@@ -8,9 +8,14 @@ Backend-agnostic: `ClassificationLoss` is the Trainer's `compute_loss_func` and 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from pipeline.config.arguments import PipelineTrainingArguments
 
 
 def label_counts(dataset, num_labels: int) -> np.ndarray:
@@ -116,15 +121,15 @@ def plain_loss(multi_label: bool = False):
     return MultiLabelLoss() if multi_label else ClassificationLoss()
 
 
-def build_loss(args, train_dataset, num_labels: int, multi_label: bool = False):
+def build_loss(args: PipelineTrainingArguments, train_dataset, num_labels: int, multi_label: bool = False):
     """The loss the training arguments ask for, or None when the model's own loss does the same.
 
     Needed for MixUp / CutMix (soft targets), label smoothing and class-weighted loss. Multi-label
     (`multi_label`): a `MultiLabelLoss`, with `pos_weight` from the class frequencies for class_weighted_loss.
     """
-    mixing = getattr(args, "mixup_alpha", 0.0) > 0 or getattr(args, "cutmix_alpha", 0.0) > 0
-    smoothing = getattr(args, "label_smoothing_factor", 0.0) or 0.0
-    weighted = getattr(args, "class_weighted_loss", False)
+    mixing = args.mixup_alpha > 0 or args.cutmix_alpha > 0
+    smoothing = args.label_smoothing_factor or 0.0
+    weighted = args.class_weighted_loss
     if not (mixing or smoothing or weighted):
         return None
     if multi_label:

@@ -7,9 +7,14 @@ numbers, and return parameter groups any `torch.optim` optimizer takes. The Trai
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from pipeline.model.inspect import backbone, check_layer_decay, depth_pattern, layer_id, num_layers
+
+if TYPE_CHECKING:
+    from pipeline.config.arguments import PipelineTrainingArguments
 
 # The Trainer's own rule for parameters without weight decay (Trainer.get_decay_parameter_names), so the groups
 # built here decay exactly what the default optimizer would.
@@ -64,12 +69,12 @@ def param_groups(model: nn.Module, learning_rate: float, weight_decay: float = 0
     return list(groups.values())
 
 
-def wants_param_groups(args) -> bool:
+def wants_param_groups(args: PipelineTrainingArguments) -> bool:
     """True when the training arguments ask for learning rates that differ between parts of the model."""
-    return getattr(args, "layer_decay", None) is not None or getattr(args, "backbone_learning_rate", None) is not None
+    return args.layer_decay is not None or args.backbone_learning_rate is not None
 
 
-def param_groups_for(model: nn.Module, args) -> list[dict]:
+def param_groups_for(model: nn.Module, args: PipelineTrainingArguments) -> list[dict]:
     """`param_groups` with the learning rate, weight decay, layer decay and backbone rate of training `args`."""
     return param_groups(model, args.learning_rate, args.weight_decay, layer_decay=args.layer_decay,
                         backbone_learning_rate=args.backbone_learning_rate)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.data.augment import build_train_collator
 from pipeline.training.ema import ModelEMA
 from pipeline.training.loss import build_loss
+
+if TYPE_CHECKING:
+    from pipeline.config.arguments import PipelineTrainingArguments
 
 # Evaluation entries that are not scores of the model.
 SPEED_AND_LOSS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_epoch")
@@ -43,12 +46,13 @@ class TrainingExtras:
     ema: ModelEMA | None = None
 
 
-def training_extras(args, train_dataset, num_labels: int, multi_label: bool = False) -> TrainingExtras:
+def training_extras(args: PipelineTrainingArguments, train_dataset, num_labels: int,
+                    multi_label: bool = False) -> TrainingExtras:
     """Build the loss, the training collator and the EMA that `args` asks for (`multi_label`: binary losses)."""
     return TrainingExtras(
         loss=build_loss(args, train_dataset, num_labels, multi_label=multi_label),
         train_collator=build_train_collator(args, num_labels),
-        ema=ModelEMA(args.ema_decay) if getattr(args, "ema_decay", 0.0) else None,
+        ema=ModelEMA(args.ema_decay) if args.ema_decay else None,
     )
 
 
