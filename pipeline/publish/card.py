@@ -177,6 +177,30 @@ def is_hub_id(name: str | None) -> bool:
     return name.count("/") <= 1
 
 
+def project_url(metadata=None) -> str | None:
+    """The project's home on the web, from the installed package's metadata (`[project.urls]` in pyproject.toml):
+    its Repository / Source / Homepage entry, else the first one. None when the package declares none (the card then
+    names vit-pipeline without a link, never a dead one).
+
+    Args:
+        metadata: the package metadata to read (default: the installed vit-pipeline's, if installed).
+    """
+    if metadata is None:
+        try:
+            metadata = importlib.metadata.metadata("vit-pipeline")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    urls = {}
+    for entry in metadata.get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        if url.strip().startswith(("https://", "http://")):
+            urls[label.strip().lower()] = url.strip()
+    for label in ("repository", "source", "homepage"):
+        if label in urls:
+            return urls[label]
+    return next(iter(urls.values()), None)
+
+
 def framework_versions() -> dict[str, str]:
     """Installed versions of the libraries the run depends on."""
     versions = {}
@@ -265,6 +289,7 @@ def render_card(inputs: CardInputs) -> ModelCard:
         epoch_results=inputs.epoch_results,
         recipe_yaml=yaml.safe_dump(inputs.recipe, sort_keys=False).strip(),
         framework_versions=framework_versions(),
+        project_url=project_url(),
         multi_label=inputs.multi_label,
         no_positive=inputs.no_positive,
         per_class=inputs.per_class,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from huggingface_hub import ModelCard, metadata_load
 
-from pipeline.publish.card import CardInputs, epoch_results, is_hub_id, write_card
+from pipeline.publish.card import CardInputs, epoch_results, is_hub_id, project_url, write_card
 
 
 def inputs(**overrides) -> CardInputs:
@@ -54,3 +54,25 @@ def test_from_scratch_is_said_and_local_paths_are_not_metadata(tmp_path):
 def test_is_hub_id(tmp_path):
     assert is_hub_id("google/vit-base-patch16-224") and is_hub_id("beans")
     assert not is_hub_id(str(tmp_path)) and not is_hub_id("builtin:digits") and not is_hub_id("./a/b")
+
+
+def test_the_card_links_vit_pipeline_only_to_a_declared_url(tmp_path):
+    from email.message import Message
+
+    card = write_card(inputs(), tmp_path).read_text()
+    assert "https://github.com/)" not in card  # the old dead link
+    url = project_url()
+    if url is None:  # pyproject declares no [project.urls]: the name, with no link
+        assert "Trained with vit-pipeline (`trainer` backend)" in card
+    else:
+        assert f"Trained with [vit-pipeline]({url})" in card
+    # The URL comes from the package metadata: Repository first, then Source, Homepage, any other.
+    declared = Message()
+    for entry in ("Documentation, https://example.org/docs", "Repository, https://example.org/vit-pipeline",
+                  "Bad, not-a-url"):
+        declared["Project-URL"] = entry
+    assert project_url(declared) == "https://example.org/vit-pipeline"
+    del declared["Project-URL"]
+    declared["Project-URL"] = "Documentation, https://example.org/docs"
+    assert project_url(declared) == "https://example.org/docs"
+    assert project_url(Message()) is None
