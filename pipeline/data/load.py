@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,14 +209,35 @@ def _check_batch(batch: dict) -> dict:
     return {"ok": ok, "error": errors}
 
 
+# Checks of more images than this say up front how long they will take (smaller ones take seconds).
+ESTIMATE_ABOVE = 2000
+ESTIMATE_SAMPLE = 64
+
+
+def _log_check_estimate(raw: Dataset, split: str, num_proc: int | None) -> None:
+    """Log how long checking `raw` will take, timed on its first images (the progress bar's ETA, said up front)."""
+    if len(raw) < ESTIMATE_ABOVE:
+        return
+    sample = raw.select(range(ESTIMATE_SAMPLE))[:]
+    started = time.time()
+    _check_batch(sample)
+    rate = ESTIMATE_SAMPLE / max(time.time() - started, 1e-6) * (num_proc or 1)
+    logger.info("Checking %d %s images (each decoded once): about %.0f s at %.0f images/s", len(raw), split,
+                len(raw) / rate, rate)
+
+
 def find_bad_images(ds: Dataset, split: str, num_proc: int | None = None) -> list[tuple[int, str, str]]:
     """Decode every image of `ds` once and return the unreadable ones as (row, file, error)."""
     raw = ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
     if num_proc is None:
         # Worker processes pay off only on larger sets; tiny ones check faster in-process.
         num_proc = min(os.cpu_count() or 1, 8) if len(ds) > 5000 else None
+    _log_check_estimate(raw, split, num_proc)
+    started = time.time()
     flags = raw.map(_check_batch, batched=True, batch_size=256, remove_columns=["image"], num_proc=num_proc,
                     desc=f"Checking {split} images")
+    if len(raw) >= ESTIMATE_ABOVE:
+        logger.info("Checked %d %s images in %.0f s", len(raw), split, time.time() - started)
     ok = np.asarray(flags["ok"][:], dtype=bool)
     bad = []
     for row in np.flatnonzero(~ok):

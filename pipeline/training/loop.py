@@ -60,6 +60,7 @@ from pipeline.training.flow import (
 )
 from pipeline.training.loss import plain_loss
 from pipeline.training.optim import no_decay_names, param_groups_for, wants_param_groups
+from pipeline.training.progress import ReadableProgress
 from pipeline.training.shared import TrainResult, training_extras
 from pipeline.utils import plain, save_metrics
 
@@ -181,7 +182,9 @@ class AccelerateRecipe:
             raise PipelineError("ema_decay needs the full weights on every process: use DDP or DeepSpeed ZeRO-2, or "
                                 "set ema_decay: 0")
         # The Trainer's flow policy and every callback of the run (EMA, early stopping, Hub pushes, ...).
-        self.callback_handler = callback_handler([*technique_callbacks(args, self.ema), *self.callbacks], model,
+        # Progress last, as the Trainer adds its own: a line per evaluation, no printed dicts.
+        self.callback_handler = callback_handler([*technique_callbacks(args, self.ema), *self.callbacks,
+                                                  ReadableProgress(bars=not args.disable_tqdm)], model,
                                                  image_processor, None, None)
         self.state = new_state(args, self.callback_handler, self.control)
         if args.activation_checkpointing:  # `gradient_checkpointing` is its (deprecated) alias
@@ -433,13 +436,11 @@ class AccelerateRecipe:
         self._log(logs)
 
     def _log(self, logs: dict) -> None:
-        """Append to `log_history` as the Trainer does (epoch and step added), print, send to the trackers, on_log."""
+        """Append to `log_history` as the Trainer does (epoch and step added), send to the trackers, call on_log (where
+        `ReadableProgress` prints)."""
         state = self.state
         logs["epoch"] = state.epoch
         state.log_history.append({**logs, "step": state.global_step})
-        if self.is_world_zero:
-            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
-            logger.info("step %d/%d: %s", state.global_step, state.max_steps, shown)
         if self.trackers:
             # The Trainer's tracker names (eval_accuracy -> eval/accuracy, loss -> train/loss), from its own helper.
             self.accelerator.log(rewrite_logs({k: v for k, v in logs.items() if isinstance(v, (int, float))}),

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, Trainer
 from pipeline import PipelineError
 from pipeline.data.transforms import PixelNormalizer, collate, image_spec
 from pipeline.model.inspect import base_model, is_multi_label
+from pipeline.training.progress import use_readable_progress
 from pipeline.training.shared import TrainResult
 
 
@@ -127,6 +128,8 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
         callbacks=callbacks,
     )
     trainer.ema, trainer.train_collator = extras.ema, extras.train_collator
+    # A line per evaluation instead of the Trainer's printed dicts (which stay in the log history and trackers).
+    use_readable_progress(trainer, args)
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     if extras.ema is not None:
         # The average (of the best checkpoint, with load_best_model_at_end) becomes the saved model.
