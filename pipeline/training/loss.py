@@ -125,15 +125,18 @@ def build_loss(args: PipelineTrainingArguments, train_dataset, num_labels: int, 
     """The loss the training arguments ask for, or None when the model's own loss does the same.
 
     Needed for MixUp / CutMix (soft targets), label smoothing and class-weighted loss. Multi-label
-    (`multi_label`): a `MultiLabelLoss`, with `pos_weight` from the class frequencies for class_weighted_loss.
+    (`multi_label`): always a `MultiLabelLoss` (with `pos_weight` from the class frequencies for
+    class_weighted_loss). The model's own binary cross-entropy ignores the Trainer's `num_items_in_batch`, which the
+    Trainer still multiplies by the number of processes: under DDP its loss and gradients come out that many times
+    too large (transformers 5.24); `MultiLabelLoss` divides by the items of all processes, as the Trainer expects.
     """
     mixing = args.mixup_alpha > 0 or args.cutmix_alpha > 0
     smoothing = args.label_smoothing_factor or 0.0
     weighted = args.class_weighted_loss
-    if not (mixing or smoothing or weighted):
-        return None
     if multi_label:
         pos_weight = positive_weights(*positive_counts(train_dataset)) if weighted else None
         return MultiLabelLoss(pos_weight=pos_weight, label_smoothing=smoothing)
+    if not (mixing or smoothing or weighted):
+        return None
     weights = balanced_class_weights(label_counts(train_dataset, num_labels)) if weighted else None
     return ClassificationLoss(class_weights=weights, label_smoothing=smoothing)

@@ -161,3 +161,48 @@ def test_the_shipped_configs_are_the_documented_ones():
         assert f"--config_file recipes/accelerate/{name}" in section, name
     for path in re.findall(r"recipes/[\w/.-]+\.yaml", section):
         assert (REPO / path).is_file(), path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["trainer", "accelerate"])
+def test_two_processes_give_the_multilabel_metrics_of_one(backend, tiny_vit, tagged_digits_parquet, tmp_path):
+    """Multi-label under torchrun: the eval metrics (map, F1s, ...) gathered from 2 processes, with the uneven last
+    batch padded, are those of the saved model scored in one process; thresholds.json is written once, from them."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from pipeline.config import DataArguments
+    from pipeline.data.load import load_splits
+    from pipeline.data.multilabel import label_matrix
+    from pipeline.data.transforms import build_transforms, to_rgb
+    from pipeline.evaluation.multilabel import compute_multilabel_metrics, threshold_summary
+
+    out = tmp_path / "out"
+    result = launch("torchrun", [
+        "train", "--model_name_or_path", str(tiny_vit), "--dataset_name", str(tagged_digits_parquet),
+        "--output_dir", str(out), *FAST, "--backend", backend, "--horizontal_flip", "false",
+        "--random_resized_crop", "false", "--learning_rate", "5e-3", "--num_train_epochs", str(EPOCHS),
+        "--max_train_samples", str(TRAIN_ROWS), "--max_eval_samples", str(EVAL_ROWS),
+        "--per_device_train_batch_size", str(TRAIN_BATCH), "--per_device_eval_batch_size", str(EVAL_BATCH)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (result.stdout + result.stderr).count("Done: eval map") == 1
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == EPOCHS * TRAIN_ROWS // (TRAIN_BATCH * 2)
+
+    data_args = DataArguments(dataset_name=str(tagged_digits_parquet), max_eval_samples=EVAL_ROWS,
+                              horizontal_flip=False, random_resized_crop=False)
+    splits = load_splits(data_args, seed=42)
+    assert len(splits.eval) == EVAL_ROWS and EVAL_ROWS % (2 * EVAL_BATCH)
+    _, eval_transform = build_transforms(AutoImageProcessor.from_pretrained(out), data_args)
+    model = AutoModelForImageClassification.from_pretrained(out).eval()
+    with torch.no_grad():
+        logits = model(pixel_values=torch.stack([eval_transform(to_rgb(r["image"])) for r in splits.eval])).logits
+    labels = label_matrix(splits.eval)
+    expected = compute_multilabel_metrics(logits.numpy(), labels)
+    got = json.loads((out / "eval_results.json").read_text())
+    for name, value in expected.items():
+        assert got[f"eval_{name}"] == pytest.approx(value, abs=1e-6), name
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor(labels)).item()
+    assert got["eval_loss"] == pytest.approx(loss, abs=1e-5 if backend == "accelerate" else 0.05)
+    tuned = threshold_summary(torch.sigmoid(logits).double().numpy(), labels, splits.labels, splits.eval_split_name)
+    assert json.loads((out / "thresholds.json").read_text())["thresholds"] == pytest.approx(tuned["thresholds"],
+                                                                                           abs=1e-4)
