@@ -164,33 +164,42 @@ def test_classifier_scores_as_pipeline_and_maps_attention_for_a_vit_only(demo_mo
     assert card_metrics(str(tmp_path)) == ([], None)
 
 
-def test_write_space_runs_without_the_package(demo_model, cat_photo, tmp_path):
-    from huggingface_hub import metadata_load
+@pytest.mark.slow
+def test_write_space_serves_the_hub_model_without_the_package(demo_model, cat_photo, tmp_path, hub_server):
+    from huggingface_hub import HfApi, metadata_load
 
     from pipeline.commands.demo import main
 
+    # The model is on the Hub (the stand-in): the Space loads it by its id, card included.
+    api = HfApi()
+    api.create_repo("org/tiny-photos", token="hf_good")
+    api.upload_folder(folder_path=str(demo_model), repo_id="org/tiny-photos", token="hf_good")
     space = tmp_path / "space"
-    main(["acme/tiny-photos", "--write_space", str(space), "--top_k", "2"])
+    main(["org/tiny-photos", "--write_space", str(space), "--top_k", "2"])
     assert sorted(p.name for p in space.iterdir()) == ["README.md", "app.py", "requirements.txt", "rollout.py"]
     meta = metadata_load(space / "README.md")
-    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["models"] == ["acme/tiny-photos"]
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["models"] == ["org/tiny-photos"]
     app = (space / "app.py").read_text()
-    assert "MODEL_ID = 'acme/tiny-photos'" in app and "TOP_K = 2" in app
+    assert "MODEL_ID = 'org/tiny-photos'" in app and "TOP_K = 2" in app
     requirements = (space / "requirements.txt").read_text().split()
     assert any(r.startswith("transformers") for r in requirements) and "torch" in requirements
-    # The Space's own files, with no vit-pipeline (cwd is the Space): predictions and the map.
-    # (The venv may hold vit-pipeline: sys.modules' None entry makes it unimportable, as in a Space.)
-    script = ("import sys; sys.modules['pipeline'] = None; import app; from PIL import Image; "
-              "c = app.Classifier(sys.argv[1], top_k=app.TOP_K); image = Image.open(sys.argv[2]); "
-              "import os; assert os.path.dirname(os.path.abspath(app._rollout_module().__file__)) == os.getcwd(); "
-              "print(repr((sorted(c.predict(image)), c.has_rollout, c.rollout(image).size)))")
+    # The Space's own files run from its folder, with vit-pipeline unimportable (the venv may hold it: a None
+    # sys.modules entry blocks it, as its absence does in a Space): the Hub model's scores, map and card metrics.
+    script = ("import sys; sys.modules['pipeline'] = None; import os, app; from PIL import Image; "
+              "c = app.Classifier(app.MODEL_ID, top_k=app.TOP_K); image = Image.open(sys.argv[1]); "
+              "assert os.path.dirname(os.path.abspath(app._rollout_module().__file__)) == os.getcwd(); "
+              "print(repr((c.predict(image), c.has_rollout, c.rollout(image).size, app.card_metrics(app.MODEL_ID))))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", script, str(demo_model), str(cat_photo)], cwd=space, env=env,
+    result = subprocess.run([sys.executable, "-c", script, str(cat_photo)], cwd=space, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    labels, has_rollout, size = ast.literal_eval(result.stdout.strip().splitlines()[-1])
-    assert labels == ["astronaut", "coffee"] or len(labels) == 2
+    scores, has_rollout, size, (metrics, dataset) = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    from transformers import pipeline
+
+    expected = pipeline("image-classification", model=str(demo_model))(Image.open(cat_photo).convert("RGB"), top_k=2)
+    assert scores == pytest.approx({p["label"]: p["score"] for p in expected}, abs=1e-6)
     assert has_rollout and min(size) >= 320
+    assert dict(metrics) == {"Accuracy": 0.8125, "F1": 0.75} and dataset == "scikit-image photos"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -206,3 +215,11 @@ def test_demo_errors_are_one_line(argv, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match=message):
         main(argv)
+
+
+def test_demo_without_gradio_names_the_demo_extra(demo_model, monkeypatch):
+    from pipeline.commands.demo import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if not installed
+    with pytest.raises(PipelineError, match=r"needs the demo extra: pip install 'vit-pipeline\[demo\]'"):
+        main([str(demo_model)])
