@@ -27,29 +27,6 @@ def data_arguments(argv: list[str]) -> list[str]:
     return argv
 
 
-def evaluate_model(model, image_processor, dataset, dataset_labels: list[str], out_dir, *, model_name: str,
-                   dataset_name: str, split: str, seed: int = 0, batch_size: int = 32, progress: bool = False):
-    """Predict over `dataset` (canonical image/label columns), build the report and write it into `out_dir`.
-
-    Dataset labels are matched by name to the model's `id2label`. Returns the report dict.
-    """
-    import numpy as np
-
-    from pipeline.data.transforms import to_rgb
-    from pipeline.evaluation.inference import image_ids, match_labels, model_labels, predict_logits
-    from pipeline.evaluation.report import build_report, prediction_rows, write_report
-
-    to_model = np.asarray(match_labels(dataset_labels, model))
-    logits, labels = predict_logits(model, dataset, image_processor, batch_size=batch_size, progress=progress)
-    labels = to_model[labels]
-    names = model_labels(model)
-    report = build_report(logits, labels, names, model=model_name, dataset=dataset_name, split=split, seed=seed)
-    ids, id_column = image_ids(dataset)
-    write_report(report, out_dir, predictions=prediction_rows(logits, labels, names, ids),
-                 images=lambda i: to_rgb(dataset[int(i)]["image"]), id_column=id_column)
-    return report
-
-
 def main(argv: list[str]) -> dict:
     """`vit-pipeline evaluate`: load the model and the eval split, predict, write the report. Returns the report."""
     from pipeline.config.arguments import DataArguments
@@ -83,9 +60,11 @@ def main(argv: list[str]) -> dict:
     dataset_name = data_args.dataset_name or data_args.validation_dir or data_args.train_dir
     logger.info("Evaluating %s on %d images (%s of %s)", name, len(splits.eval), splits.eval_split_name,
                 dataset_name)
-    report = evaluate_model(model, image_processor, splits.eval, splits.labels, args.output_dir, model_name=name,
-                            dataset_name=dataset_name, split=splits.eval_split_name, seed=args.seed,
-                            batch_size=args.batch_size, progress=True)
+    from pipeline.evaluation.run_report import evaluate_dataset
+
+    report = evaluate_dataset(model, image_processor, splits.eval, splits.labels, args.output_dir, model_name=name,
+                              dataset_name=dataset_name, split=splits.eval_split_name, seed=args.seed,
+                              batch_size=args.batch_size, progress=True)
     low, high = report["accuracy_ci95"]
     print(f"accuracy {report['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}), f1 {report['f1']:.4f}, "
           f"ece {report['ece']:.4f} on {report['num_samples']} images; report in {args.output_dir}")

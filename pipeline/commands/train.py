@@ -121,20 +121,30 @@ def main(argv: list[str]) -> dict:
         return result.scores
     # LoRA: the saved model is the merged one, loadable with no peft.
     model = finalize_model(model, training_args.output_dir, model_args)
-    per_class, thresholds = [], None
+    per_class, thresholds, evaluation = [], None, None
     if splits.multi_label:
         from pipeline.evaluation.multilabel import tune_and_save_thresholds
 
         # The final evaluation scored the saved model: thresholds.json and the card's per-class table from it.
         per_class, thresholds = tune_and_save_thresholds(compute_metrics, splits.labels, splits.eval_split_name,
                                                          training_args.output_dir)
+    else:
+        # Evaluation report of the saved model on the eval split, training curves, rollout maps: the card shows them.
+        from pipeline.evaluation.run_report import report_training_run
+
+        evaluation = report_training_run(
+            training_args.output_dir, splits.eval, splits.labels, result.log_history,
+            metric=training_args.metric_for_best_model, split=splits.eval_split_name, seed=training_args.seed,
+            dataset_name=splits.hub_id or data_args.dataset_name or data_args.train_dir,
+            batch_size=training_args.per_device_eval_batch_size)
 
     # Model card, metrics, push.
     from pipeline.publish.card import card_inputs, write_card
 
     write_card(card_inputs(model_args, data_args, training_args, splits=splits, result=result,
                            recipe=recipe, architecture=type(model).__name__, image_processor=image_processor,
-                           push_requested=push_requested, per_class=per_class, thresholds=thresholds),
+                           push_requested=push_requested, per_class=per_class, thresholds=thresholds,
+                           evaluation=evaluation),
                training_args.output_dir)
     if splits.skipped_images:
         merge_json(Path(training_args.output_dir) / "all_results.json",

@@ -111,6 +111,8 @@ def plot_misclassified(items: list[tuple[Any, dict]], path: str | Path, columns:
     for ax, (image, row) in zip(axes.flat, items, strict=False):
         ax.imshow(np.asarray(image.convert("RGB")))
         ax.set_title(f"true {row['true_label']}\npred {row['predicted_label']} ({row['score']:.2f})", fontsize=8)
+    if not items:
+        axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
     fig.suptitle("Most confident errors")
     return save_figure(fig, path)
 

@@ -252,7 +252,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path, predictions: list[
         figures.append(RELIABILITY_PNG)
         errors = sorted((i for i, r in enumerate(predictions) if r["true_label"] != r["predicted_label"]),
                         key=lambda i: -predictions[i]["score"])[:16]
-        if images is not None and errors:
+        if images is not None:
             plots.plot_misclassified([(images(i), predictions[i]) for i in errors], out / MISCLASSIFIED_PNG)
             figures.append(MISCLASSIFIED_PNG)
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")

@@ -70,6 +70,9 @@ class CardInputs:
     no_positive: dict[str, int] = field(default_factory=dict)
     per_class: list[dict[str, Any]] = field(default_factory=list)
     thresholds: dict[str, Any] | None = None
+    # Single-label runs, from `pipeline.evaluation.run_report.report_training_run`: the eval report, per-class rows
+    # and the file names of the figures written into the output folder (None for those not drawn).
+    evaluation: dict[str, Any] | None = None
 
 
 def hyperparameters(model_args, training_args) -> dict[str, Any]:
@@ -112,7 +115,7 @@ def augmentation(data_args) -> str:
 
 def card_inputs(model_args, data_args, training_args, *, splits, result, recipe: dict[str, Any], architecture: str,
                 image_processor, push_requested: bool, per_class: list[dict[str, Any]] | None = None,
-                thresholds: dict[str, Any] | None = None) -> CardInputs:
+                thresholds: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None) -> CardInputs:
     """Gather what the card says about a finished `train` run.
 
     Args:
@@ -126,6 +129,7 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         push_requested: whether the run pushes to `training_args.hub_model_id` (the card's usage snippet names it).
         per_class, thresholds: multi-label runs: the per-class table (`evaluation.multilabel.per_class_report`)
             and the tuned thresholds (`evaluation.multilabel.threshold_summary`).
+        evaluation: single-label runs: what `evaluation.run_report.report_training_run` wrote (report, figures).
     """
     from pipeline.data.transforms import image_spec  # torch: imported only when a card is assembled
 
@@ -158,6 +162,7 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         no_positive=splits.no_positive,
         per_class=per_class or [],
         thresholds=thresholds,
+        evaluation=evaluation,
     )
 
 
@@ -294,6 +299,7 @@ def render_card(inputs: CardInputs) -> ModelCard:
         no_positive=inputs.no_positive,
         per_class=inputs.per_class,
         thresholds=inputs.thresholds,
+        evaluation=inputs.evaluation,
     )
 
 

@@ -41,6 +41,14 @@ PUSHED_FILES = (
     "train_results.json",
     "eval_results.json",
     "all_results.json",
+    # The evaluation report and the figures the card shows (referenced by relative paths).
+    "eval_report.json",
+    "eval_report.md",
+    "confusion_matrix.png",
+    "reliability_diagram.png",
+    "misclassified.png",
+    "training_curves.png",
+    "attention_rollout.png",
 )
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 # Files of the model itself, pushed to the repo root by the every_save / checkpoint strategies while training.

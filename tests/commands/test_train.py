@@ -13,7 +13,9 @@ from pipeline.cli import main
 from tests.conftest import FAST, digits, photos, run_cli, to_dataset, write_imagefolder
 
 OUTPUT_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "recipe.yaml", "train_results.json",
-                "eval_results.json", "all_results.json", "README.md")
+                "eval_results.json", "all_results.json", "README.md",
+                # The evaluation report of the saved model on the eval split, and the figures the card shows.
+                "eval_report.json", "eval_report.md", "predictions.csv", "confusion_matrix.png", "training_curves.png")
 
 
 def train(*args: str) -> None:

@@ -27,7 +27,12 @@ from tests.hub_server import HubServer
 # alice (member of "org", write) under a token no file or log line could contain by chance: the leak test greps it.
 TOKEN = "hf_vitPipelineLeakCanary7Qx93kT"
 PUSHED = {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "recipe.yaml",
-          "train_results.json", "eval_results.json", "all_results.json"}
+          "train_results.json", "eval_results.json", "all_results.json",
+          # The evaluation report and the figures the card shows (predictions.csv, with local paths, stays).
+          "eval_report.json", "eval_report.md", "confusion_matrix.png", "reliability_diagram.png", "misclassified.png",
+          "training_curves.png", "attention_rollout.png"}
+# Binary files go through LFS: the weights and the PNGs.
+LFS_FILES = {name for name in PUSHED if name.endswith((".safetensors", ".png"))}
 LABELS = ["0", "1", "2", "3"]
 
 
@@ -162,6 +167,23 @@ def test_card_parsed_back_from_the_hub(run, run_hub):
     assert 'pipeline("image-classification", model="org/name")' in card.text
 
 
+def test_card_images_resolve_to_pushed_files(run, run_hub):
+    import re
+
+    from huggingface_hub import hf_hub_download
+
+    text = Path(hf_hub_download("org/name", "README.md")).read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {"confusion_matrix.png", "training_curves.png", "attention_rollout.png"} <= set(links)
+    files = run.server.files("org/name")
+    for link in links:
+        assert not link.startswith(("/", "http")), link  # relative to the repo
+        assert link in files, f"{link} linked from the card but not pushed"
+        downloaded = Path(hf_hub_download("org/name", link)).read_bytes()
+        assert downloaded == (run.out / link).read_bytes() and downloaded.startswith(b"\x89PNG")
+    assert "predictions.csv" not in files and (run.out / "predictions.csv").is_file()
+
+
 def test_pipeline_from_the_hub_predicts_like_the_local_folder(run, run_hub):
     from transformers import pipeline
 
@@ -235,8 +257,8 @@ def test_repush_makes_a_new_commit(run, hub_server, capsys):
     commits = hub_server.commits("org/name")
     assert len(commits) == 3 and set(commits[-1]["files"]) == PUSHED
     assert set(hub_server.files("org/name")) == PUSHED
-    # The weights were stored by the first push: the second one does not send them again.
-    assert count(hub_server, "PUT", "/_lfs/") == 1
+    # The weights and figures were stored by the first push: the second one does not send them again.
+    assert count(hub_server, "PUT", "/_lfs/") == len(LFS_FILES)
 
 
 def test_repush_sends_only_what_changed_as_against_the_hub(run, hub_server, capsys, tmp_path):
@@ -388,7 +410,8 @@ def test_dropped_connection_mid_upload_is_retried(run, hub_server, hub_fast_retr
     hub_server.drop_next("/commit/", times=1)
     code, _, err = push(capsys, str(run.out), "--hub_model_id", "org/name", "--hub_token", "hf_good")
     assert code == 0, err
-    assert count(hub_server, "PUT", "/_lfs/") == 2 and count(hub_server, "POST", "/commit/main") == 2
+    assert count(hub_server, "PUT", "/_lfs/") == len(LFS_FILES) + 1
+    assert count(hub_server, "POST", "/commit/main") == 2
     assert hub_server.files("org/name")["model.safetensors"] == (run.out / "model.safetensors").read_bytes()
 
 

@@ -1,0 +1,105 @@
+"""What a finished training run adds to its output folder for the card: the evaluation report of the eval split (as
+`vit-pipeline evaluate` writes it), the training curves, and attention rollout maps of four eval images.
+
+Everything is measured on the saved model (reloaded from the output folder: what `pipeline()` and the Hub get), and
+only figures that were drawn are named for the card.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline import PipelineError
+
+logger = logging.getLogger(__name__)
+
+CURVES_PNG = "training_curves.png"
+ROLLOUT_PNG = "attention_rollout.png"
+ROLLOUT_IMAGES = 4
+
+
+def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str], out_dir, *, model_name: str,
+                     dataset_name: str, split: str, seed: int = 0, batch_size: int = 32, progress: bool = False
+                     ) -> dict[str, Any]:
+    """Predict over `dataset` (canonical image/label columns), build the report and write it into `out_dir`.
+
+    Dataset labels are matched by name to the model's `id2label` (an unknown one raises `PipelineError`, named).
+    Returns the report dict.
+    """
+    import numpy as np
+
+    from pipeline.data.transforms import to_rgb
+    from pipeline.evaluation.inference import image_ids, match_labels, model_labels, predict_logits
+    from pipeline.evaluation.report import build_report, prediction_rows, write_report
+
+    to_model = np.asarray(match_labels(dataset_labels, model))
+    logits, labels = predict_logits(model, dataset, image_processor, batch_size=batch_size, progress=progress)
+    labels = to_model[labels]
+    names = model_labels(model)
+    report = build_report(logits, labels, names, model=model_name, dataset=dataset_name, split=split, seed=seed)
+    ids, id_column = image_ids(dataset)
+    write_report(report, out_dir, predictions=prediction_rows(logits, labels, names, ids),
+                 images=lambda i: to_rgb(dataset[int(i)]["image"]), id_column=id_column)
+    return report
+
+
+def _rollout_rows(dataset, count: int) -> list[int]:
+    """Up to `count` eval rows, one per class first (so the maps show different classes), in row order."""
+    labels = dataset.select_columns(["label"]).with_format(None)["label"][:]
+    rows, seen = [], set()
+    for i, label in enumerate(labels):
+        if label not in seen:
+            rows.append(i)
+            seen.add(label)
+        if len(rows) == count:
+            return rows
+    rest = [i for i in range(len(labels)) if i not in rows]
+    return rows + rest[: count - len(rows)]
+
+
+def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: list[str], log_history: list[dict],
+                        *, metric: str | None, dataset_name: str, split: str, seed: int = 0,
+                        batch_size: int = 32) -> dict[str, Any]:
+    """Write the eval report, training curves and rollout maps of a training run into `output_dir`.
+
+    Args:
+        output_dir: the run's output folder (holding the saved model and image processor).
+        eval_dataset: the eval split, canonical `image` / `label` columns (as `load_splits` gives it).
+        dataset_labels: the dataset's class names, in its label-id order.
+        log_history: the Trainer-style log history of the run.
+        metric: the best-model metric (plotted per epoch beside the losses).
+        dataset_name, split: how the report names the data.
+
+    Returns:
+        What the card shows: `report` (the report dict), `per_class_top` / `per_class_bottom` rows, and the file
+        names of the figures that were written (`confusion_matrix`, `training_curves`, `rollout`; None when not).
+    """
+    from pipeline.data.transforms import to_rgb
+    from pipeline.evaluation.inference import load_trained
+    from pipeline.evaluation.plots import plot_rollouts, plot_training_curves
+    from pipeline.evaluation.report import CONFUSION_PNG, class_table
+    from pipeline.evaluation.rollout import has_attentions, rollout_images
+
+    out = Path(output_dir)
+    model, image_processor = load_trained(str(out))
+    report = evaluate_dataset(model, image_processor, eval_dataset, dataset_labels, out,
+                              model_name=out.name, dataset_name=dataset_name, split=split, seed=seed,
+                              batch_size=batch_size)
+    top, bottom = class_table(report)
+    curves = plot_training_curves(log_history, metric, out / CURVES_PNG)
+    rollout = None
+    if has_attentions(model):
+        rows = _rollout_rows(eval_dataset, ROLLOUT_IMAGES)
+        try:
+            maps = rollout_images(model, image_processor, [to_rgb(eval_dataset[i]["image"]) for i in rows])
+        except PipelineError as err:  # a ViT-like config whose attentions rollout cannot read
+            logger.info("No attention rollout maps for the card: %s", err)
+        else:
+            names = [dataset_labels[eval_dataset[i]["label"]] for i in rows]
+            rollout = plot_rollouts([(view, heat, f"true {true}, predicted {label} ({score:.2f})")
+                                     for (view, heat, label, score), true in zip(maps, names, strict=True)],
+                                    out / ROLLOUT_PNG).name
+    return {"report": report, "per_class_top": top, "per_class_bottom": bottom, "confusion_matrix": CONFUSION_PNG,
+            "training_curves": curves.name if curves else None, "rollout": rollout}
