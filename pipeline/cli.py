@@ -20,7 +20,7 @@ logger = logging.getLogger("pipeline")
 USAGE = """usage: vit-pipeline COMMAND [ARGS]
 
 commands:
-  train RECIPE.yaml [--field value ...]   fine-tune a ViT checkpoint as the recipe says
+  train RECIPE.yaml [--field value ...]   fine-tune an image classifier as the recipe says
   push OUTPUT_DIR --hub_model_id ORG/NAME  push a finished output folder to the Hub
   benchmark RECIPE.yaml [--steps N]       measure data, model and end-to-end throughput
   evaluate MODEL --output_dir R [data]    evaluation report: metrics, per class, confusion matrix, calibration
@@ -28,13 +28,17 @@ commands:
   export MODEL --output_dir E             ONNX export with a parity check on real images (--quantize dynamic)
   explain MODEL IMAGE... --output_dir X   attention rollout maps (ViT-family models)
   demo MODEL [--port P] [--write_space DIR] try a model in the browser (Gradio), or write it as a Space
+  compare RECIPE --models M1 M2 ... --output_dir C
+                                          train several models on the same data; comparison.md/.csv/.png
+  search RECIPE --n_trials N --output_dir S [--space SPACE.yaml]
+                                          hyperparameter search (optuna, pruning); trials.csv, best_recipe.yaml
 
 `vit-pipeline COMMAND --help` lists a command's options."""
 
 
 # Each command is `pipeline.commands.<name>.main(argv)`, imported only when it runs (start-up stays fast).
 COMMANDS = {"train": "train", "push": "push", "benchmark": "benchmark", "evaluate": "evaluate", "predict": "predict",
-            "export": "export", "explain": "explain", "demo": "demo"}
+            "export": "export", "explain": "explain", "demo": "demo", "compare": "compare", "search": "search"}
 
 
 def train_main(argv: list[str]) -> dict:

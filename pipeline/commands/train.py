@@ -56,8 +56,12 @@ def _multi_label_defaults(training_args, recipe: dict) -> None:
         logger.info("Multi-label: metric_for_best_model is map (mean average precision over the classes)")
 
 
-def main(argv: list[str]) -> dict:
-    """`vit-pipeline train`: recipe -> data -> model -> train -> metrics -> card -> push. Returns eval metrics."""
+def main(argv: list[str], callbacks: list | None = None) -> dict:
+    """`vit-pipeline train`: recipe -> data -> model -> train -> metrics -> card -> push. Returns eval metrics.
+
+    `callbacks` are extra `TrainerCallback`s for either backend (what `search` adds in-process: the trial's pruning
+    report).
+    """
     from pipeline.config import RecipeParser, resolved_recipe, save_recipe, speed_summary
 
     # Configuration: every check runs here, before data or weights are loaded.
@@ -116,7 +120,7 @@ def main(argv: list[str]) -> dict:
     compute_metrics = metrics_for(len(splits.labels), multi_label=splits.multi_label)
     result = backend(training_args.backend)(model, image_processor, train_dataset, eval_dataset, compute_metrics,
                                             training_args, resume_from_checkpoint=resume_from,
-                                            callbacks=hub_callbacks)
+                                            callbacks=hub_callbacks + list(callbacks or []))
     if not is_main:
         return result.scores
     # LoRA: the saved model is the merged one, loadable with no peft.

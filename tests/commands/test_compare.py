@@ -1,0 +1,85 @@
+"""`vit-pipeline compare`: two tiny models of different families on the same data, the three comparison files, two
+loadable output folders, a resumed comparison that keeps the finished model, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from pipeline import PipelineError
+from pipeline.commands.compare import main as compare
+from pipeline.commands.compare import parse_model_spec, run_folder_name
+from tests.conftest import FAST, photos, run_cli, save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, photos_parquet):
+    root = tmp_path_factory.mktemp("compare")
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"model_name_or_path": "unused/by-compare", "dataset_name": str(photos_parquet),
+                                    "num_train_epochs": 1, "learning_rate": 1.0e-3, "seed": 3}))
+    return path, save_tiny_model(root / "vit", "vit", num_labels=3), save_tiny_model(root / "resnet", "resnet")
+
+
+def test_model_specs_and_folder_names():
+    assert parse_model_spec("microsoft/resnet-50:learning_rate=1e-3,weight_decay=0.05") == (
+        "microsoft/resnet-50", {"learning_rate": "1e-3", "weight_decay": "0.05"})
+    assert run_folder_name("google/vit-base-patch16-224-in21k", {}) == "google--vit-base-patch16-224-in21k"
+    assert run_folder_name("/tmp/x/resnet", {"learning_rate": "1e-3"}) == "x--resnet_learning_rate=1e-3"
+    with pytest.raises(PipelineError, match="is not key=value"):
+        parse_model_spec("microsoft/resnet-50:learning_rate")
+
+
+@pytest.mark.slow
+def test_compare_two_families_writes_the_comparison_and_resumes(recipe, tmp_path):
+    from transformers import pipeline
+
+    path, vit, resnet = recipe
+    out = tmp_path / "cmp"
+    argv = [str(path), "--models", str(vit), f"{resnet}:learning_rate=3e-3", "--output_dir", str(out), *FAST]
+    rows = compare(argv)
+    assert [r["model"] for r in rows] == [str(vit), str(resnet)]
+    for name in ("comparison.md", "comparison.csv", "comparison.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    with (out / "comparison.csv").open() as file:
+        table = list(csv.DictReader(file))
+    assert len(table) == 2 and table[1]["overrides"] == "learning_rate=3e-3"
+    for row in table:
+        assert 0.0 <= float(row["accuracy"]) <= 1.0 and 0.0 <= float(row["macro_f1"]) <= 1.0
+        assert int(row["parameters"]) > 1000 and float(row["gflops_per_image"]) > 0
+        assert float(row["train_images_per_second"]) > 0 and float(row["peak_memory_mib"]) > 0
+        assert float(row["latency_batch1_ms"]) > 0 and float(row["latency_batch32_ms"]) > 0  # no order: shared CPUs
+        folder = out / row["folder"]
+        # A normal output folder: resolved recipe with the shared settings, loadable with pipeline().
+        recipe_run = yaml.safe_load((folder / "recipe.yaml").read_text())
+        assert recipe_run["seed"] == 3 and recipe_run["num_train_epochs"] == 2  # FAST wins over the recipe
+        prediction = pipeline("image-classification", model=str(folder))([photos(n_per_class=1)[0][0]])
+        assert prediction[0][0]["label"] in ("astronaut", "coffee", "chelsea")
+    assert yaml.safe_load((out / table[1]["folder"] / "recipe.yaml").read_text())["learning_rate"] == 3e-3
+    markdown = (out / "comparison.md").read_text()
+    assert "learning_rate=3e-3" in markdown and "| mAP |" not in markdown and "| macro F1 |" in markdown
+
+    # Interrupted after the ViT finished and while the ResNet trained: its row and final model are missing.
+    vit_dir, resnet_dir = out / table[0]["folder"], out / table[1]["folder"]
+    vit_mtime = (vit_dir / "model.safetensors").stat().st_mtime_ns
+    (resnet_dir / "comparison_row.json").unlink()
+    (resnet_dir / "model.safetensors").unlink()
+    (out / "comparison.csv").unlink()
+    rows = compare(argv)
+    assert (vit_dir / "model.safetensors").stat().st_mtime_ns == vit_mtime  # kept, not retrained
+    assert (resnet_dir / "model.safetensors").is_file() and (resnet_dir / "comparison_row.json").is_file()
+    assert len(rows) == 2 and (out / "comparison.csv").is_file()
+    assert json.loads((resnet_dir / "comparison_row.json").read_text())["model"] == str(resnet)
+
+
+def test_bad_invocations_fail_in_one_line(recipe, tmp_path):
+    path, vit, _ = recipe
+    result = run_cli("compare", str(path), "--output_dir", str(tmp_path / "c"))
+    assert result.returncode == 2 and "compare needs --models" in result.stderr
+    with pytest.raises(PipelineError, match="unknown option --learnig_rate"):
+        compare([str(path), "--models", str(vit), f"{vit}:learnig_rate=1", "--output_dir", str(tmp_path / "c")])
+    with pytest.raises(PipelineError, match="same model and overrides twice"):
+        compare([str(path), "--models", str(vit), str(vit), "--output_dir", str(tmp_path / "c")])
