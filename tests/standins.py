@@ -90,6 +90,8 @@ STANDINS: dict[str, Standin] = {
         "uoft-cs/cifar10", {"img": "image", "label": "classlabel"}, "label", CIFAR10, {"train": 3, "test": 1}),
     "cifar10/vit-small.yaml": Standin(
         "uoft-cs/cifar10", {"img": "image", "label": "classlabel"}, "label", CIFAR10, {"train": 3, "test": 1}),
+    "cifar10/vit-vs-cnn.yaml": Standin(
+        "uoft-cs/cifar10", {"img": "image", "label": "classlabel"}, "label", CIFAR10, {"train": 3, "test": 1}),
     "cifar100/vit-base.yaml": Standin(
         "uoft-cs/cifar100",
         {"img": "image", "fine_label": "classlabel", "coarse_label": ("classlabel", CIFAR100_COARSE)},

@@ -102,14 +102,19 @@ def _finished(folder: Path) -> bool:
 
 
 def read_metrics(folder: Path) -> dict[str, float | None]:
-    """Accuracy, macro F1 and (multi-label runs) mAP of a finished run, from its eval_results.json."""
+    """Accuracy, macro F1 and (multi-label runs) mAP of a finished run, from its eval_results.json.
+
+    Multi-label runs report subset accuracy, `f1_macro` and `map` (mean average precision over the classes).
+    """
     results = json.loads((folder / "eval_results.json").read_text())
     if (folder / "all_results.json").is_file():
         results = {**json.loads((folder / "all_results.json").read_text()), **results}
-    average_precision = next((v for k, v in results.items() if k.startswith("eval_") and
-                              k[5:].lower() in ("map", "mean_average_precision", "average_precision")), None)
-    return {"accuracy": results.get("eval_accuracy"), "macro_f1": results.get("eval_f1"), "mAP": average_precision,
-            "train_images_per_second": results.get("train_samples_per_second")}
+
+    def first(*names):
+        return next((results[f"eval_{n}"] for n in names if results.get(f"eval_{n}") is not None), None)
+
+    return {"accuracy": first("accuracy", "subset_accuracy"), "macro_f1": first("f1", "f1_macro"),
+            "mAP": first("map"), "train_images_per_second": results.get("train_samples_per_second")}
 
 
 def latency_ms(model, image_size: tuple[int, int], batch_size: int, device, runs: int) -> float:

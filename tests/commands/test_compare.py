@@ -83,3 +83,21 @@ def test_bad_invocations_fail_in_one_line(recipe, tmp_path):
         compare([str(path), "--models", str(vit), f"{vit}:learnig_rate=1", "--output_dir", str(tmp_path / "c")])
     with pytest.raises(PipelineError, match="same model and overrides twice"):
         compare([str(path), "--models", str(vit), str(vit), "--output_dir", str(tmp_path / "c")])
+
+
+def test_the_shipped_vit_vs_cnn_command_parses_for_every_model():
+    from pipeline.commands.compare import split_argv
+    from pipeline.config import RecipeParser
+    from tests.conftest import REPO
+
+    path = REPO / "recipes" / "cifar10" / "vit-vs-cnn.yaml"
+    header = [line[1:].strip().rstrip("\\").strip() for line in path.read_text().splitlines()[2:4]]
+    argv = " ".join(header).split()
+    assert argv[:3] == ["vit-pipeline", "compare", "recipes/cifar10/vit-vs-cnn.yaml"]
+    own, shared = split_argv(argv[3:], {"models": "many", "output_dir": "one"})
+    assert own["models"] == ["google/vit-base-patch16-224-in21k", "microsoft/resnet-50", "facebook/convnext-tiny-224"]
+    for spec in [*own["models"], "microsoft/resnet-50:learning_rate=5.0e-4"]:
+        name, overrides = parse_model_spec(spec)
+        _, _, training_args, _ = RecipeParser().parse([str(path), *shared, "--model_name_or_path", name,
+                                                       *[f"--{k}={v}" for k, v in overrides.items()]])
+        assert training_args.num_train_epochs == 3 and training_args.seed == 42
