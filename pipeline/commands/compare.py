@@ -278,8 +278,12 @@ def main(argv: list[str]) -> list[dict]:
     for index, (name, overrides, folder, run_argv) in enumerate(runs, 1):
         run_dir = output / folder
         if _finished(run_dir):
+            row = json.loads((run_dir / ROW_FILE).read_text())
+            if row.get("argv") not in (None, run_argv):
+                raise PipelineError(f"{run_dir} was trained with other settings ({' '.join(row['argv'])}): use a new "
+                                    "--output_dir, or delete that folder to train it again")
             logger.info("compare [%d/%d] %s: finished earlier, kept (%s)", index, len(runs), name, run_dir)
-            rows.append(json.loads((run_dir / ROW_FILE).read_text()))
+            rows.append(row)
             continue
         logger.info("compare [%d/%d] %s%s -> %s", index, len(runs), name,
                     f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "", run_dir)
@@ -290,7 +294,7 @@ def main(argv: list[str]) -> list[dict]:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         row = {"model": name, "overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()), **read_metrics(run_dir),
-               "peak_memory_mib": peak, **measure_folder(run_dir, device), "folder": folder}
+               "peak_memory_mib": peak, **measure_folder(run_dir, device), "folder": folder, "argv": run_argv}
         # Written last: its presence marks the model finished for a resumed comparison.
         (run_dir / ROW_FILE).write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)

@@ -263,6 +263,10 @@ def main(argv: list[str]) -> dict:
     if known_space is not None and known_space != space:
         logger.warning("the search space differs from the one this study started with: the trials mix both")
     study.set_user_attr("space", json.loads(json.dumps(space)))
+    if study.user_attrs.get("argv") not in (None, shared):
+        logger.warning("this study's earlier trials ran with other recipe settings (%s): the trials mix both",
+                       " ".join(study.user_attrs["argv"]))
+    study.set_user_attr("argv", shared)
     logger.info("search: %d trial(s) of %s on eval %s (%s), study %s (%d trial(s) so far)", n_trials,
                 ", ".join(space), metric, "maximize" if maximize else "minimize", output / "study.db",
                 len(study.trials))

@@ -119,8 +119,8 @@ def image_spec(image_processor) -> ImageSpec:
         import logging
 
         logging.getLogger("pipeline").warning(
-            "%s: preprocessing is rebuilt from its size, crop, mean and std only; steps of its own are not "
-            "reproduced (set fast_transforms: false does not change that)", name)
+            "%s: training and evaluation preprocessing is rebuilt from its size, crop, mean and std only (steps of "
+            "its own are not reproduced, with or without fast_transforms)", name)
     resize = _size_of(getattr(image_processor, "size", None))
     if resize is None:
         raise ValueError(f"image processor {type(image_processor).__name__} has no usable size: {image_processor.size}")

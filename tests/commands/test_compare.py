@@ -73,6 +73,9 @@ def test_compare_two_families_writes_the_comparison_and_resumes(recipe, tmp_path
     assert (resnet_dir / "model.safetensors").is_file() and (resnet_dir / "comparison_row.json").is_file()
     assert len(rows) == 2 and (out / "comparison.csv").is_file()
     assert json.loads((resnet_dir / "comparison_row.json").read_text())["model"] == str(resnet)
+    # Other shared settings on the same folder would mix runs: refused in one line.
+    with pytest.raises(PipelineError, match="was trained with other settings"):
+        compare([*argv, "--seed", "4"])
 
 
 def test_bad_invocations_fail_in_one_line(recipe, tmp_path):
