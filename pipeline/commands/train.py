@@ -82,13 +82,26 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
 
     check_model_options(load_config(model_args, token), model_args, training_args)
 
-    # Data.
-    from pipeline.data.load import load_splits
+    # Data: map-style (downloaded, checked, prepared), or a stream read as training consumes it.
+    if data_args.streaming:
+        from pipeline.config.arguments import stream_schedule
+        from pipeline.data.stream import stream_splits
 
-    with training_args.main_process_first(desc="loading the dataset"):
-        splits = load_splits(data_args, seed=training_args.seed, cache_dir=None, token=token)
-    logger.info("Data: %d train / %d eval images (%s), %d classes%s", len(splits.train), len(splits.eval),
-                splits.eval_split_name, len(splits.labels), " (multi-label)" if splits.multi_label else "")
+        splits = stream_splits(data_args, seed=training_args.seed, rank=training_args.process_index,
+                               world_size=training_args.world_size, token=token)
+        stream_schedule(training_args, splits.train_rows)
+        logger.info("Data: a training stream (%s rows) / %d eval images (%s), %d classes; %d steps of %d images",
+                    f"{splits.train_rows:,}" if splits.train_rows else "unknown number of", len(splits.eval),
+                    splits.eval_split_name, len(splits.labels), training_args.max_steps,
+                    training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+                    * training_args.world_size)
+    else:
+        from pipeline.data.load import load_splits
+
+        with training_args.main_process_first(desc="loading the dataset"):
+            splits = load_splits(data_args, seed=training_args.seed, cache_dir=None, token=token)
+        logger.info("Data: %d train / %d eval images (%s), %d classes%s", len(splits.train), len(splits.eval),
+                    splits.eval_split_name, len(splits.labels), " (multi-label)" if splits.multi_label else "")
     if splits.multi_label:
         _multi_label_defaults(training_args, recipe)
 
@@ -105,9 +118,16 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
 
         check_layer_decay(model)
     # Fast path (default): uint8 rows from the loader workers; the backend normalizes whole batches on the device.
-    with training_args.main_process_first(desc="preparing the datasets"):
-        train_dataset, eval_dataset = prepare_datasets(splits.train, splits.eval, image_processor, data_args,
-                                                       num_proc=data_args.preprocessing_num_workers)
+    if data_args.streaming:
+        from pipeline.data.stream import prepare_stream
+        from pipeline.data.transforms import prepare_dataset
+
+        train_dataset = prepare_stream(splits.train, image_processor, data_args)
+        eval_dataset = prepare_dataset(splits.eval, image_processor, data_args, train=False)
+    else:
+        with training_args.main_process_first(desc="preparing the datasets"):
+            train_dataset, eval_dataset = prepare_datasets(splits.train, splits.eval, image_processor, data_args,
+                                                           num_proc=data_args.preprocessing_num_workers)
     logger.info("Speed settings: %s", speed_summary(training_args, data_args))
     if is_main:
         # Written once data and model have loaded: a run that fails on them leaves the folder as it was.

@@ -189,6 +189,26 @@ class DataArguments:
         },
     )
 
+    # Streaming (pipeline/data/stream.py): train from a datasets IterableDataset, rows read as training consumes them.
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the dataset (Hub id, parquet or WebDataset .tar files, imagefolder) instead of downloading "
+            "and preparing all of it: the first step starts after a bounded read. Needs max_steps unless the "
+            "dataset's metadata gives its length; eval reads at most max_eval_samples rows (default 1000)."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={"help": "With streaming: rows in the seeded shuffle buffer (0: stream order, shards still "
+                  "shuffled)."},
+    )
+    streaming_label_rows: int = field(
+        default=10000,
+        metadata={"help": "With streaming and labels that are not a ClassLabel: rows of the first pass that finds "
+                  "the label names (rows with other labels are then skipped)."},
+    )
+
     def __post_init__(self):
         if self.dataset_name is None and self.train_dir is None:
             raise PipelineError("no data: set dataset_name (Hub id or folder) or train_dir in the recipe")
@@ -210,6 +230,18 @@ class DataArguments:
                                     "or leave it unset")
         if self.pixel_cache and not self.fast_transforms:
             raise PipelineError("pixel_cache needs fast_transforms: set fast_transforms: true or pixel_cache: false")
+        if self.streaming:
+            if self.pixel_cache:
+                raise PipelineError("pixel_cache needs the whole dataset on disk: set pixel_cache: false with "
+                                    "streaming: true")
+            if not self.fast_transforms:
+                raise PipelineError("streaming decodes rows with the fast transforms: set fast_transforms: true")
+            if self.max_train_samples is not None:
+                raise PipelineError("max_train_samples does not apply to a stream: bound the run with max_steps")
+        if self.shuffle_buffer_size < 0:
+            raise PipelineError(f"shuffle_buffer_size must be 0 (no buffer) or more (got {self.shuffle_buffer_size})")
+        if self.streaming_label_rows < 1:
+            raise PipelineError(f"streaming_label_rows must be at least 1 (got {self.streaming_label_rows})")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -563,6 +595,38 @@ def _check_trainer_trackers(report_to: list[str]) -> None:
         available = get_available_reporting_integrations() if available is None else available
         if name not in available:
             raise PipelineError(_missing_tracker(name))
+
+
+def stream_schedule(training_args, train_rows: int | None) -> None:
+    """Fit the training arguments to a stream: a number of steps, and steps (not epochs) between evaluations.
+
+    A stream has no length to count epochs in: `max_steps` bounds the run, or, when the dataset's metadata gives its
+    length (`train_rows`), it is computed from `num_train_epochs`. The pipeline's epoch schedule (evaluate, save and
+    log every epoch) becomes every tenth of the run. The stream's own state resumes it, so no batch is skipped by
+    reading (`ignore_data_skip`).
+
+    Raises:
+        PipelineError: no max_steps and a stream of unknown length.
+    """
+    import math
+
+    from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+
+    if training_args.max_steps <= 0:
+        if not train_rows:
+            raise PipelineError("streaming: the stream's length is unknown, set max_steps (optimizer steps to train "
+                                "for)")
+        per_step = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+                    * training_args.world_size)
+        training_args.max_steps = max(1, math.ceil(train_rows * training_args.num_train_epochs / per_step))
+    every = max(1, math.ceil(training_args.max_steps / 10))
+    for strategy, steps, kind in (("eval_strategy", "eval_steps", IntervalStrategy),
+                                  ("save_strategy", "save_steps", SaveStrategy),
+                                  ("logging_strategy", "logging_steps", IntervalStrategy)):
+        if plain(getattr(training_args, strategy)) == "epoch":
+            setattr(training_args, strategy, kind.STEPS)
+            setattr(training_args, steps, every)
+    training_args.ignore_data_skip = True
 
 
 def speed_summary(training_args, data_args) -> str:

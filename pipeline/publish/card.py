@@ -47,7 +47,7 @@ class CardInputs:
     labels: list[str]
     eval_metrics: dict[str, float]  # without the eval_ prefix: accuracy, f1, ...
     eval_split: str
-    train_samples: int
+    train_samples: int | str  # a count, or a phrase for a stream ("4,096 streamed")
     eval_samples: int
     dataset_id: str | None  # Hub id, or None for local data
     dataset_display: str  # how the dataset is named in prose
@@ -142,7 +142,9 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         labels=splits.labels,
         eval_metrics=result.scores,
         eval_split=splits.eval_split_name,
-        train_samples=len(splits.train),
+        # A stream has no length: the card says how many training images the run read.
+        train_samples=len(splits.train) if not data_args.streaming else (
+            f"{result.global_step * hyperparameters(model_args, training_args)['total_train_batch_size']:,} streamed"),
         eval_samples=len(splits.eval),
         dataset_id=splits.hub_id,
         dataset_display=dataset_display(data_args, splits),

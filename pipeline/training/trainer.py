@@ -68,7 +68,20 @@ class PipelineTrainer(Trainer):
         self.optimizer = optimizer_cls(param_groups_for(opt_model, self.args), **optimizer_kwargs)
         return self.optimizer
 
+    # The resumable loader of a training stream (None for map-style data).
+    stream_loader = None
+
     def get_train_dataloader(self):
+        from pipeline.training.streaming import is_stream, stream_loader
+
+        if is_stream(self.train_dataset):
+            # This process's shards already: no accelerate sharding or dispatching on top (see training.streaming).
+            args = self.args
+            self.stream_loader = stream_loader(
+                self.train_dataset, self._train_batch_size, self.train_collator or self.data_collator,
+                args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+                prefetch_factor=args.dataloader_prefetch_factor, drop_last=args.dataloader_drop_last)
+            return self.stream_loader
         # MixUp / CutMix apply to training batches only: swap the collator in while the train loader is built.
         if self.train_collator is None:
             return super().get_train_dataloader()
@@ -77,6 +90,21 @@ class PipelineTrainer(Trainer):
             return super().get_train_dataloader()
         finally:
             self.data_collator = collator
+
+    def _save_rng_state(self, output_dir):
+        # Called on every process for every checkpoint: the stream position is per process, like the RNG state.
+        super()._save_rng_state(output_dir)
+        if self.stream_loader is not None:
+            from pipeline.training.streaming import save_stream_state
+
+            save_stream_state(self.stream_loader, output_dir, self.args.process_index)
+
+    def _load_rng_state(self, checkpoint):
+        super()._load_rng_state(checkpoint)
+        if self.stream_loader is not None and checkpoint:
+            from pipeline.training.streaming import load_stream_state
+
+            load_stream_state(self.stream_loader, checkpoint, self.args.process_index)
 
     def evaluate(self, *args, **kwargs):
         # With EMA, the averaged weights are what is evaluated (and so what picks the best checkpoint).
