@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 
         importlib.import_module(f"pipeline.commands.{COMMANDS[command]}").main(rest)
     except PipelineError as err:
-        print(f"vit-pipeline: error: {err}", file=sys.stderr)
+        print(f"vit-pipeline: error: {_own_message(err)}", file=sys.stderr)
         sys.exit(err.exit_code if not _show_traceback() else _reraise(err))
     except KeyboardInterrupt:
         print("vit-pipeline: interrupted; checkpoints already written are kept (the next run resumes from them)",
@@ -113,3 +113,11 @@ def _save_traceback(err: BaseException) -> str:
         print(text, file=sys.stderr, end="")
         return f"the traceback is printed above: it could not be written to {path} ({write_err.strerror})"
     return f"full traceback in {path}"
+
+
+def _own_message(err: PipelineError) -> str:
+    """The error's own line: one raised in a DataLoader worker comes back wrapped in the worker's traceback."""
+    text = str(err)
+    if text.startswith("Caught PipelineError") and "PipelineError: " in text:
+        return text.rsplit("PipelineError: ", 1)[1].strip()
+    return text

@@ -108,6 +108,9 @@ def check_combination(model_args, data_args, training_args) -> None:
                                        or training_args.backbone_learning_rate is not None):
         raise PipelineError("freeze_backbone leaves nothing for layer_decay / backbone_learning_rate to act on: "
                             "drop one of them")
+    if data_args.streaming and training_args.class_weighted_loss:
+        raise PipelineError("class_weighted_loss counts every training label, which a stream does not have up front: "
+                            "set class_weighted_loss: false or streaming: false")
     if model_args.use_peft and training_args.ema_decay:
         raise PipelineError("ema_decay is not supported with use_peft (the adapters are small and merged at the "
                             "end): set ema_decay: 0")

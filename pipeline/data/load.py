@@ -37,6 +37,30 @@ logger = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("image", "img")
 LABEL_COLUMNS = ("label", "labels")
+# WebDataset shards (.tar, read by datasets' "webdataset" builder) name their columns after the member extensions.
+WEBDATASET_IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp")
+WEBDATASET_LABEL_COLUMNS = ("cls",)
+# A WebDataset `.json` member holding the label under one of these keys.
+JSON_LABEL_KEYS = ("label", "labels", "cls", "class")
+
+
+class JsonLabel:
+    """`map` function (map-style or streaming): the label out of a WebDataset `.json` member, as a `label` column."""
+
+    def __init__(self, column: str = "json"):
+        self.column = column
+
+    def __call__(self, row: dict) -> dict:
+        value = row[self.column]
+        if isinstance(value, dict):
+            value = next((value[k] for k in JSON_LABEL_KEYS if k in value), None)
+        return {"label": value}
+
+
+def needs_json_label(columns: list[str], given: str | None) -> bool:
+    """True for WebDataset rows whose only label is inside a `.json` member."""
+    return given is None and "json" in columns and not any(
+        c in columns for c in LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS)
 EVAL_SPLITS = ("validation", "valid", "val", "test")
 # File endings read as images in plain folders (what `imagefolder` and `vit-pipeline predict` pick up).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -292,7 +316,12 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
     if data_args.train_split not in raw:
         raise PipelineError(f"no '{data_args.train_split}' split (splits: {', '.join(raw)}); set train_split")
     train = raw[data_args.train_split]
-    image_col = find_column(train, data_args.image_column_name, IMAGE_COLUMNS, datasets.Image, "image")
+    if needs_json_label(train.column_names, data_args.label_column_name):
+        raw = DatasetDict({split: ds.map(JsonLabel(), desc=f"Reading {split} labels from json")
+                           for split, ds in raw.items()})
+        train = raw[data_args.train_split]
+    image_col = find_column(train, data_args.image_column_name, IMAGE_COLUMNS + WEBDATASET_IMAGE_COLUMNS,
+                            datasets.Image, "image")
     if data_args.label_column_name is None and train.column_names == [image_col]:
         # An imagefolder with a single class folder: datasets reads no label at all from it.
         raise PipelineError("the images have no labels: the data has a single class folder (or none); an image "
@@ -304,7 +333,8 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
             raise PipelineError(f"label_columns {missing} not in the dataset (columns: {', '.join(train.column_names)})"
                                 "; fix label_columns")
     else:
-        label_cols = [find_column(train, data_args.label_column_name, LABEL_COLUMNS, ClassLabel, "label")]
+        label_cols = [find_column(train, data_args.label_column_name, LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS,
+                                  ClassLabel, "label")]
     multi_label = bool(data_args.label_columns) or data_args.problem_type == MULTI_LABEL or (
         data_args.problem_type is None and is_list_feature(train.features[label_cols[0]]))
     if data_args.problem_type == SINGLE_LABEL and is_list_feature(train.features[label_cols[0]]):

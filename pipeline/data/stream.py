@@ -28,16 +28,19 @@ from datasets import ClassLabel, Dataset, IterableDataset
 
 from pipeline import PipelineError
 from pipeline.data.builtin import BUILTIN_PREFIX, resolve_builtin
-from pipeline.data.load import EVAL_SPLITS, IMAGE_COLUMNS, LABEL_COLUMNS
+from pipeline.data.load import (
+    EVAL_SPLITS,
+    IMAGE_COLUMNS,
+    LABEL_COLUMNS,
+    WEBDATASET_IMAGE_COLUMNS,
+    WEBDATASET_LABEL_COLUMNS,
+    JsonLabel,
+    needs_json_label,
+)
 from pipeline.utils import first_line, is_hub_id
 
 logger = logging.getLogger(__name__)
 
-# WebDataset shards name their columns after the file extensions in the tar.
-WEBDATASET_IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp")
-WEBDATASET_LABEL_COLUMNS = ("cls",)
-# A WebDataset `.json` member holding the label under one of these keys.
-JSON_LABEL_KEYS = ("label", "labels", "cls", "class")
 DEFAULT_STREAM_EVAL_ROWS = 1000
 
 
@@ -89,7 +92,8 @@ def open_stream(data_args, token: str | None = None) -> datasets.IterableDataset
     except Exception as err:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, HTTP, ...)
         where = name or data_args.train_dir
         raise PipelineError(f"cannot stream dataset '{where}': {type(err).__name__}: {first_line(err)}; check the "
-                            "path or dataset id, your network (or HF_HUB_OFFLINE), and HF_TOKEN for gated data") from err
+                            "path or dataset id, your network (or HF_HUB_OFFLINE), and HF_TOKEN for gated data"
+                            ) from err
 
 
 def _columns(ds: IterableDataset) -> tuple[list[str], dict]:
@@ -120,19 +124,6 @@ def _pick(columns: list[str], features: dict, given: str | None, candidates: tup
                         f"{what}_column_name")
 
 
-class JsonLabel:
-    """`IterableDataset.map` / `Dataset.map` function: the label out of a WebDataset `.json` member."""
-
-    def __init__(self, column: str):
-        self.column = column
-
-    def __call__(self, row: dict) -> dict:
-        value = row[self.column]
-        if isinstance(value, dict):
-            value = next((value[k] for k in JSON_LABEL_KEYS if k in value), None)
-        return {"label": value}
-
-
 def canonical_columns(ds, image_column: str | None, label_column: str | None):
     """`ds` (map-style or streaming) with only `image` (left encoded) and `label` columns.
 
@@ -145,8 +136,10 @@ def canonical_columns(ds, image_column: str | None, label_column: str | None):
         columns, features = list(ds.column_names), dict(ds.features)
     image_col = _pick(columns, features, image_column, IMAGE_COLUMNS + WEBDATASET_IMAGE_COLUMNS, datasets.Image,
                       "image")
-    if label_column is None and not any(c in columns for c in LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS) and (
-            "json" in columns) and not any(isinstance(f, ClassLabel) for f in features.values()):
+    if isinstance(features.get(image_col), datasets.Image):
+        # Rows carry the encoded bytes: the loader workers decode them (torchvision), not datasets (PIL).
+        ds = ds.cast_column(image_col, datasets.Image(decode=False))
+    if needs_json_label(columns, label_column) and not any(isinstance(f, ClassLabel) for f in features.values()):
         ds = ds.map(JsonLabel("json"))
         columns = [*columns, "label"]
         features = {**features, "label": None}
@@ -158,9 +151,6 @@ def canonical_columns(ds, image_column: str | None, label_column: str | None):
     renames = {c: n for c, n in ((image_col, "image"), (label_col, "label")) if c != n}
     if renames:
         ds = ds.rename_columns(renames)
-    if isinstance(features.get(image_col), datasets.Image):
-        # Rows carry the encoded bytes: the loader workers decode them (torchvision), not datasets (PIL).
-        ds = ds.cast_column("image", datasets.Image(decode=False))
     return ds
 
 
@@ -281,7 +271,8 @@ def stream_splits(data_args, seed: int, rank: int = 0, world_size: int = 1, toke
 
     # Shuffle (seeded: shard order and buffer), then give each process its shards.
     if data_args.shuffle_buffer_size > 0:
-        train = train.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
+        # One input shard at a time: datasets cannot restore the state of interleaved shards in loader workers.
+        train = train.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size, max_buffer_input_shards=1)
     if world_size > 1:
         from datasets.distributed import split_dataset_by_node
 

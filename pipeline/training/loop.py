@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, send_to_device
 from torch.utils.data import DataLoader
 from transformers import EvalPrediction, TrainerCallback, TrainerControl, TrainerState, get_scheduler, set_seed
 from transformers.integrations.integration_utils import rewrite_logs
@@ -63,6 +63,7 @@ from pipeline.training.optim import no_decay_names, param_groups_for, wants_para
 from pipeline.training.progress import ReadableProgress
 from pipeline.training.shared import TrainResult, training_extras
 from pipeline.utils import plain, save_metrics
+from pipeline.training.streaming import is_stream, load_stream_state, save_stream_state, stream_loader
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,9 @@ class AccelerateRecipe:
         self.compute_metrics = compute_metrics
         # Fast-path batches arrive as uint8: the processor's rescale + normalize run once per batch on the device.
         self.normalizer = PixelNormalizer(image_spec(image_processor)).to(self.accelerator.device)
-        self.num_train_rows = len(train_dataset)
+        # A training stream (streaming: true) has no length; its loader is resumable and already this process's.
+        self.stream = is_stream(train_dataset)
+        self.num_train_rows = None if self.stream else len(train_dataset)
         # Loss, training collator and EMA: built as the Trainer backend builds them.
         multi_label = is_multi_label(model)
         extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels),
@@ -194,10 +197,14 @@ class AccelerateRecipe:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None,
                                                   every_n_layers=every_n_layers, offload=offload)
         # MixUp / CutMix act on training batches only; evaluation batches keep their hard labels.
-        train_loader = self._loader(train_dataset, args.per_device_train_batch_size, shuffle=True,
-                                    collate_fn=extras.train_collator)
         eval_loader = self._loader(eval_dataset, args.per_device_eval_batch_size, shuffle=False)
-        self.train_loader, self.eval_loader = acc.prepare(train_loader, eval_loader)
+        if self.stream:
+            self.train_loader = self._stream_loader(train_dataset, extras.train_collator)
+            self.eval_loader = acc.prepare(eval_loader)
+        else:
+            train_loader = self._loader(train_dataset, args.per_device_train_batch_size, shuffle=True,
+                                        collate_fn=extras.train_collator)
+            self.train_loader, self.eval_loader = acc.prepare(train_loader, eval_loader)
         self._count_steps(self.num_train_rows)
         if acc.distributed_type == DistributedType.DEEPSPEED:
             # DeepSpeed reads the micro batch from the loaders it is prepared with (ours were prepared above), and
@@ -239,9 +246,27 @@ class AccelerateRecipe:
             drop_last=args.dataloader_drop_last and shuffle,
         )
 
-    def _count_steps(self, num_train_samples: int) -> None:
+    def _stream_loader(self, dataset, collate_fn) -> DataLoader:
+        """The training stream's resumable loader: not prepared by accelerate (the stream is this process's share
+        already); `_train_epoch` moves its batches to the device."""
+        args = self.args
+        return stream_loader(dataset, args.per_device_train_batch_size, collate_fn or collate,
+                             args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+                             prefetch_factor=args.dataloader_prefetch_factor, drop_last=args.dataloader_drop_last)
+
+    def _count_steps(self, num_train_samples: int | None) -> None:
         """Optimizer steps per epoch and in all, from the per-process loader (the Trainer's arithmetic)."""
         args, state = self.args, self.state
+        if self.stream:
+            # No length: max_steps bounds the run (`stream_schedule` set it); each pass over the stream is an epoch.
+            self.batches_per_epoch = args.max_steps * args.gradient_accumulation_steps
+            self.steps_per_epoch = state.max_steps = args.max_steps
+            self.num_epochs = args.max_steps
+            self.num_train_samples = args.max_steps * self.total_batch_size
+            state.num_train_epochs = self.num_epochs
+            state.train_batch_size = args.per_device_train_batch_size
+            state.compute_steps(args, state.max_steps)
+            return
         self.batches_per_epoch = len(self.train_loader)
         accumulation = args.gradient_accumulation_steps
         self.steps_per_epoch = max(math.ceil(self.batches_per_epoch / accumulation), 1)
@@ -282,6 +307,8 @@ class AccelerateRecipe:
     def _resume(self, checkpoint: str) -> None:
         check_checkpoint(checkpoint)
         self.accelerator.load_state(checkpoint)
+        if self.stream:
+            load_stream_state(self.train_loader, checkpoint, self.accelerator.process_index)
         self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE))
         self.state.is_local_process_zero = self.args.local_process_index == 0
         self.state.is_world_process_zero = self.args.process_index == 0
@@ -326,10 +353,15 @@ class AccelerateRecipe:
         self.model.train()
         for epoch in range(first_epoch, self.num_epochs):
             self._event("on_epoch_begin")
+            step_before = state.global_step
             self._train_epoch(epoch, skip if epoch == first_epoch else 0)
             self._event("on_epoch_end")
             self._maybe_log_save_evaluate()
             if self.control.should_training_stop:
+                break
+            if self.stream and state.global_step == step_before:
+                logger.warning("The training stream yielded no batch in pass %d: stopping at step %d of %d", epoch,
+                               state.global_step, state.max_steps)
                 break
         if state.global_step < state.max_steps and self.control.should_training_stop:
             logger.info("Training stopped at step %d of %d by a callback (early stopping: %s did not improve by more "
@@ -368,6 +400,8 @@ class AccelerateRecipe:
         batch_index = skip_batches - 1
         for batch in loader:
             batch_index += 1
+            if self.stream:
+                batch = send_to_device(batch, acc.device, non_blocking=args.dataloader_pin_memory)
             if batch_index % args.gradient_accumulation_steps == 0:
                 self._event("on_step_begin")
             with acc.accumulate(self.model):
@@ -509,6 +543,9 @@ class AccelerateRecipe:
             shutil.rmtree(partial)
         acc.wait_for_everyone()
         acc.save_state(str(partial))
+        if self.stream:
+            partial.mkdir(parents=True, exist_ok=True)
+            save_stream_state(self.train_loader, partial, acc.process_index)
         if state.best_global_step:
             best = output_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}"
             if best.exists() or best == final:
