@@ -62,8 +62,8 @@ from pipeline.training.loss import plain_loss
 from pipeline.training.optim import no_decay_names, param_groups_for, wants_param_groups
 from pipeline.training.progress import ReadableProgress
 from pipeline.training.shared import TrainResult, training_extras
-from pipeline.utils import plain, save_metrics
 from pipeline.training.streaming import is_stream, load_stream_state, save_stream_state, stream_loader
+from pipeline.utils import plain, save_metrics
 
 logger = logging.getLogger(__name__)
 

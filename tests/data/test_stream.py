@@ -111,7 +111,8 @@ def test_stream_bad_image_error_and_skip(model16, digits_rows, tmp_path):
     result = _train(model16, data, tmp_path / "error")
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("vit-pipeline: error: unreadable image in the training stream") and "bad_images: skip" in line
+    assert line.startswith("vit-pipeline: error: unreadable image in the training stream")
+    assert "bad_images: skip" in line
     result = _train(model16, data, tmp_path / "skip", "--bad_images", "skip")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Skipping unreadable image in the training stream" in result.stderr + result.stdout
