@@ -64,7 +64,12 @@ def main(argv: list[str]) -> dict:
 
     report = evaluate_dataset(model, image_processor, splits.eval, splits.labels, args.output_dir, model_name=name,
                               dataset_name=dataset_name, split=splits.eval_split_name, seed=args.seed,
-                              batch_size=args.batch_size, progress=True)
+                              batch_size=args.batch_size, progress=True,
+                              revision=args.model_revision)
+    if "map" in report:
+        print(f"map {report['map']:.4f}, f1_macro {report['f1_macro']:.4f}, f1_micro {report['f1_micro']:.4f} on "
+              f"{report['num_samples']} images (multi-label); report in {args.output_dir}")
+        return report
     low, high = report["accuracy_ci95"]
     print(f"accuracy {report['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}), f1 {report['f1']:.4f}, "
           f"ece {report['ece']:.4f} on {report['num_samples']} images; report in {args.output_dir}")

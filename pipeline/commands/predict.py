@@ -141,7 +141,20 @@ def main(argv: list[str]) -> list[dict]:
 
     dataset = datasets.Dataset.from_dict({"image": paths}, features=datasets.Features({"image": datasets.Image()}))
     logits, _ = predict_logits(model, dataset, image_processor, batch_size=args.batch_size, progress=True)
-    rows = prediction_table(paths, logits, model_labels(model), args.top_k, args.threshold)
+    from pipeline.model.inspect import is_multi_label
+
+    if is_multi_label(model):
+        from pipeline.evaluation.multilabel import multilabel_prediction_table, saved_thresholds
+
+        # Every label at or above its threshold: --threshold, else the ones tuned at training, else 0.5.
+        names = model_labels(model)
+        thresholds = args.threshold
+        if thresholds is None:
+            thresholds = saved_thresholds(name, names, token=get_token(), revision=args.model_revision)
+            thresholds = 0.5 if thresholds is None else thresholds
+        rows = multilabel_prediction_table(paths, logits, names, thresholds)
+    else:
+        rows = prediction_table(paths, logits, model_labels(model), args.top_k, args.threshold or 0.0)
     write_table(rows, args.output)
     print(f"{len(rows)} image(s) predicted into {args.output}" + (f"; {len(bad)} unreadable skipped" if bad else ""))
     return rows

@@ -40,10 +40,11 @@ class PredictArguments:
     output: str = field(default=None, metadata={"help": "Predictions file: .csv, .jsonl or .parquet."})
     top_k: int = field(default=5, metadata={"help": "Labels and scores listed per image (at most the classes)."})
     batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
-    threshold: float = field(
-        default=0.0,
+    threshold: float | None = field(
+        default=None,
         metadata={"help": "Scores below this are left out of `labels`/`scores`, and `label` is empty when even the "
-                  "best is below it (0: keep all)."},
+                  "best is below it (default 0: keep all). Multi-label models: every label at or above it is "
+                  "written; default: the per-class thresholds saved with the model (thresholds.json), else 0.5."},
     )
     bad_images: Literal["skip", "error"] = field(
         default="skip", metadata={"help": "Unreadable files: skip and count them, or stop with an error."}
@@ -59,7 +60,7 @@ class PredictArguments:
             raise PipelineError(f"top_k must be at least 1 (got {self.top_k})")
         if self.batch_size < 1:
             raise PipelineError(f"batch_size must be at least 1 (got {self.batch_size})")
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise PipelineError(f"threshold is a score in [0, 1] (got {self.threshold})")
 
 

@@ -21,23 +21,45 @@ ROLLOUT_IMAGES = 4
 
 
 def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str], out_dir, *, model_name: str,
-                     dataset_name: str, split: str, seed: int = 0, batch_size: int = 32, progress: bool = False
-                     ) -> dict[str, Any]:
+                     dataset_name: str, split: str, seed: int = 0, batch_size: int = 32, progress: bool = False,
+                     revision: str = "main") -> dict[str, Any]:
     """Predict over `dataset` (canonical image/label columns), build the report and write it into `out_dir`.
 
     Dataset labels are matched by name to the model's `id2label` (an unknown one raises `PipelineError`, named).
-    Returns the report dict.
+    Returns the report dict. A multi-label model (`config.problem_type`) gets the multi-label report
+    (`evaluation.multilabel`): map, F1s, per-class AP, precision-recall curves, the thresholds saved with the model
+    (`thresholds.json` of `model_name` at `revision`) applied, and thresholds tuned on this split.
     """
     import numpy as np
 
     from pipeline.data.transforms import to_rgb
     from pipeline.evaluation.inference import image_ids, match_labels, model_labels, predict_logits
     from pipeline.evaluation.report import build_report, prediction_rows, write_report
+    from pipeline.model.inspect import is_multi_label
 
     to_model = np.asarray(match_labels(dataset_labels, model))
     logits, labels = predict_logits(model, dataset, image_processor, batch_size=batch_size, progress=progress)
-    labels = to_model[labels]
     names = model_labels(model)
+    if is_multi_label(model):
+        from pipeline.evaluation.multilabel import (
+            build_multilabel_report,
+            saved_thresholds,
+            sigmoid,
+            write_multilabel_report,
+        )
+
+        # Dataset classes in the model's order (a single-label set counts one positive per image).
+        multi_hot = np.zeros((len(labels), len(names)), dtype=np.int64)
+        if labels.ndim == 1:
+            multi_hot[np.arange(len(labels)), to_model[labels]] = 1
+        else:
+            multi_hot[:, to_model] = labels
+        report = build_multilabel_report(logits, multi_hot, names, model=model_name, dataset=dataset_name,
+                                         split=split, saved=saved_thresholds(model_name, names, revision=revision))
+        ids, id_column = image_ids(dataset)
+        write_multilabel_report(report, out_dir, sigmoid(logits), multi_hot, ids, id_column)
+        return report
+    labels = to_model[labels]
     report = build_report(logits, labels, names, model=model_name, dataset=dataset_name, split=split, seed=seed)
     ids, id_column = image_ids(dataset)
     write_report(report, out_dir, predictions=prediction_rows(logits, labels, names, ids),

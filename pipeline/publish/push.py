@@ -49,6 +49,8 @@ PUSHED_FILES = (
     "misclassified.png",
     "training_curves.png",
     "attention_rollout.png",
+    # Multi-label runs: the per-class thresholds tuned on the eval split (`vit-pipeline predict` reads them).
+    "thresholds.json",
 )
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 # Files of the model itself, pushed to the repo root by the every_save / checkpoint strategies while training.
@@ -390,10 +392,13 @@ def _commit_message(folder: Path) -> str:
 
     message = f"Upload {folder.resolve().name or folder} with vit-pipeline"
     try:
-        accuracy = json.loads((folder / "eval_results.json").read_text()).get("eval_accuracy")
+        results = json.loads((folder / "eval_results.json").read_text())
     except (OSError, ValueError):
-        accuracy = None
-    return message + (f" (eval accuracy {accuracy:.4f})" if isinstance(accuracy, (int, float)) else "")
+        results = {}
+    # Multi-label runs report map instead of accuracy.
+    name = "accuracy" if "eval_accuracy" in results else "map"
+    value = results.get(f"eval_{name}")
+    return message + (f" (eval {name} {value:.4f})" if isinstance(value, (int, float)) else "")
 
 
 class _NoToken(Exception):

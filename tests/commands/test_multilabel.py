@@ -98,3 +98,87 @@ def test_malformed_label_column_is_one_line_from_the_command(tiny_vit, tmp_path)
     assert errors == ["vit-pipeline: error: label column 'loop' holds 2 in split 'train', row 5: label_columns take "
                       "0/1 values only (fix the row, or map it to 0 or 1)"]
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tag_classifier(tmp_path_factory) -> Path:
+    """A random tiny multi-label ViT for the digit tags, saved as a training run saves it (with thresholds.json)."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    from tests.conftest import TINY_VIT
+
+    path = tmp_path_factory.mktemp("tag-classifier")
+    torch.manual_seed(0)
+    config = ViTConfig(**TINY_VIT, num_labels=3, id2label=dict(enumerate(DIGIT_TAGS)),
+                       label2id={n: i for i, n in enumerate(DIGIT_TAGS)}, problem_type="multi_label_classification")
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    (path / "thresholds.json").write_text(json.dumps({"thresholds": {"even": 0.45, "greater_than_4": 0.5,
+                                                                     "loop": 0.55}, "tuned_on": "validation"}))
+    return path
+
+
+def pipeline_scores(model: Path, paths: list[str]) -> list[dict[str, float]]:
+    from transformers import pipeline
+
+    classifier = pipeline("image-classification", model=str(model), device="cpu")
+    return [{p["label"]: p["score"] for p in classifier(path, top_k=None)} for path in paths]
+
+
+def test_predict_writes_every_label_above_its_threshold(tag_classifier, tmp_path):
+    from pipeline.cli import main
+
+    paths = []
+    for i, (image, _) in enumerate(digits(n_per_class=1)):
+        paths.append(str(tmp_path / f"digit{i}.png"))
+        image.save(paths[-1])
+    expected = pipeline_scores(tag_classifier, paths)
+    saved = {"even": 0.45, "greater_than_4": 0.5, "loop": 0.55}
+    for threshold, cut in ((None, saved), ("0.49", dict.fromkeys(DIGIT_TAGS, 0.49))):
+        out = tmp_path / "preds.jsonl"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", str(tag_classifier), *paths, "--output", str(out),
+                  *(["--threshold", threshold] if threshold else [])])
+            raise SystemExit(0)
+        assert exit_info.value.code == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["path"] for r in rows] == sorted(paths)
+        for row in rows:
+            scores = expected[paths.index(row["path"])]
+            kept = sorted((n for n in DIGIT_TAGS if scores[n] >= cut[n]), key=lambda n: -scores[n])
+            assert row["labels"] == kept, (row, scores)
+            assert row["scores"] == pytest.approx([scores[n] for n in kept], abs=1e-4)
+            assert row["label"] == (kept[0] if kept else None)
+
+
+def test_evaluate_writes_the_multilabel_report(tag_classifier, tagged_digits_parquet, tmp_path):
+    from pipeline.cli import main
+    from pipeline.evaluation.multilabel import compute_multilabel_metrics
+
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(tag_classifier), "--dataset_name", str(tagged_digits_parquet), "--max_eval_samples",
+              "40", "--output_dir", str(out)])
+        raise SystemExit(0)
+    assert exit_info.value.code == 0
+    for name in ("eval_report.json", "eval_report.md", "predictions.csv", "pr_curves.png", "thresholds.json"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "eval_report.json").read_text())
+    assert report["problem_type"] == "multi_label_classification" and report["num_samples"] == 40
+    assert report["thresholds_saved"] == {"even": 0.45, "greater_than_4": 0.5, "loop": 0.55}
+    assert report["thresholds_tuned"]["tuned_on"] == "validation"
+    import csv
+
+    with (out / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 40 and set(rows[0]) == {"row", "true_labels", "predicted_labels", "scores"}
+    # The report's metrics are scikit-learn's on the scores the rows hold (pipeline()'s sigmoid scores).
+    scores = np.array([[json.loads(r["scores"])[n] for n in DIGIT_TAGS] for r in rows])
+    truth = np.array([[float(n in json.loads(r["true_labels"])) for n in DIGIT_TAGS] for r in rows])
+    logits = np.log(np.clip(scores, 1e-9, 1)) - np.log(np.clip(1 - scores, 1e-9, 1))
+    for name, value in compute_multilabel_metrics(logits, truth).items():
+        assert report[name] == pytest.approx(value, abs=1e-4), name
+    assert [report["per_class"][n]["support"] for n in DIGIT_TAGS] == truth.sum(0).astype(int).tolist()
+    assert report["no_positive"] == int((truth.sum(1) == 0).sum())
+    assert "| Class | Support | AP |" in (out / "eval_report.md").read_text()
