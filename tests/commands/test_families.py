@@ -35,3 +35,19 @@ def test_family_trains_with_the_same_recipe_and_reloads_in_pipeline(family, phot
     assert config["model_type"] == family and len(config["id2label"]) == 3
     predictions = pipeline("image-classification", model=str(out))([im for im, _ in photos(n_per_class=1)])
     assert {p[0]["label"] for p in predictions} <= {"astronaut", "coffee", "chelsea"}
+
+
+@pytest.mark.slow  # about 30 s on 2 loaded cores
+def test_a_cnn_trains_on_the_accelerate_backend_with_frozen_backbone_and_ema(photos_parquet, tmp_path):
+    from safetensors.torch import load_file
+
+    checkpoint = save_tiny_model(tmp_path / "ckpt", "convnext", num_labels=3)
+    out = tmp_path / "out"
+    train("--model_name_or_path", str(checkpoint), "--dataset_name", str(photos_parquet), "--output_dir", str(out),
+          *FAST, "--num_train_epochs", "1", "--backend", "accelerate", "--freeze_backbone", "true",
+          "--ema_decay", "0.9", "--image_size", "40")
+    before, after = load_file(checkpoint / "model.safetensors"), load_file(out / "model.safetensors")
+    backbone = [k for k in before if k.startswith("convnext.")]
+    assert backbone and all((before[k] == after[k]).all() for k in backbone)  # frozen
+    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"shortest_edge": 40}
+    assert "eval_accuracy" in json.loads((out / "eval_results.json").read_text())
