@@ -75,6 +75,15 @@ class ExportArguments:
     )
     opset: int = field(default=17, metadata={"help": "ONNX opset version."})
     parity_samples: int = field(default=64, metadata={"help": "Real images the parity check runs on."})
+    atol: float = field(
+        default=1e-3, metadata={"help": "Largest absolute logit difference ONNX vs PyTorch (fp32) that passes."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Parity images: a dataset (default: the data of MODEL/recipe.yaml)."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    eval_split: str | None = field(default=None, metadata={"help": "Split of the parity images (default: found)."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Parity images: a labelled image folder."})
     batch_size: int = field(default=16, metadata={"help": "Images per batch in the parity check."})
     seed: int = field(default=42, metadata={"help": "Seeds the held-out split the parity images come from."})
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
@@ -86,6 +95,10 @@ class ExportArguments:
             raise PipelineError(f"opset must be between 7 and 25 (got {self.opset})")
         if self.parity_samples < 1:
             raise PipelineError(f"parity_samples must be at least 1 (got {self.parity_samples})")
+        if self.atol <= 0:
+            raise PipelineError(f"atol must be positive (got {self.atol})")
+        if self.batch_size < 1:
+            raise PipelineError(f"batch_size must be at least 1 (got {self.batch_size})")
 
 
 @dataclass
