@@ -17,13 +17,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-# What a transformers checkpoint folder holds its weights in (a LoRA run's adapter counts for pushes).
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# What a transformers model folder holds its weights in: safetensors (one file, or shards named by an index), or a
+# legacy pickle that `from_pretrained` still loads. Pushes publish the safetensors ones only (and a LoRA adapter's).
+SAFE_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+WEIGHT_FILES = (*SAFE_WEIGHT_FILES, "pytorch_model.bin")
+ADAPTER_WEIGHT_FILE = "adapter_model.safetensors"
 CHECKPOINT_PREFIX = "checkpoint"
 CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
 # Written last into a checkpoint by both backends: a checkpoint without it is incomplete.
 TRAINER_STATE = "trainer_state.json"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def cpu_count() -> int:
@@ -48,8 +50,17 @@ def first_line(err: BaseException) -> str:
 
 
 def is_hub_id(name: str | None) -> bool:
-    """True for an `org/name` Hub id that is not a local path (nor a `builtin:` dataset)."""
-    return bool(name) and not name.startswith("builtin:") and not Path(name).exists() and bool(_HUB_ID.match(name))
+    """True for a Hub repo id (`org/name`, or a legacy canonical `name`) that is not a local path (nor a `builtin:`
+    dataset). The id rule is the Hub client's own (`huggingface_hub.utils.validate_repo_id`)."""
+    if not name or name.startswith(("builtin:", ".", "/", "~")) or Path(name).exists():
+        return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def merge_json(path: str | os.PathLike, extra: dict) -> None:
@@ -92,14 +103,14 @@ def setup_logging(is_main: bool = True) -> None:
     # The Hub client's HTTP library logs every request at INFO.
     for name in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    import transformers
+    import sys
 
-    transformers.utils.logging.set_verbosity_warning()
-    if not is_main:
+    # Quiet the libraries a command has loaded (a command that never imports them does not pay for importing them).
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.set_verbosity_warning()
+    if not is_main and "datasets" in sys.modules:
         # The datasets progress bars flood multi-process logs; the main process keeps them.
-        import datasets
-
-        datasets.disable_progress_bars()
+        sys.modules["datasets"].disable_progress_bars()
 
 
 # What a failed write says: the OS error numbers, and the text torch / safetensors give them when they wrap them.
@@ -156,13 +167,20 @@ def _write_hint(code: int) -> str:
     return "free some space or pick an output_dir on a bigger disk; the last complete checkpoint is kept"
 
 
-class CommandParser(argparse.ArgumentParser):
-    """An argparse parser for a command's flags whose usage errors are one-line `PipelineError`s."""
+class OneLineErrors:
+    """For argparse parsers (argparse's or `HfArgumentParser`): a usage error raises a one-line `PipelineError` that
+    names `PROG --help`, instead of printing the usage and exiting."""
+
+    prog: str
 
     def error(self, message: str):  # noqa: D102 (argparse hook)
         from pipeline import PipelineError
 
         raise PipelineError(f"{message} (see `{self.prog} --help`)")
+
+
+class CommandParser(OneLineErrors, argparse.ArgumentParser):
+    """An argparse parser for a command's flags whose usage errors are one-line `PipelineError`s."""
 
 
 def parse_bool(value: str) -> bool:

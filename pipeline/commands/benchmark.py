@@ -55,6 +55,7 @@ from pipeline.training.throughput import (  # noqa: F401
     training_flops_per_image,
     vit_macs_per_image,
 )
+from pipeline.utils import cpu_count, setup_logging
 
 logger = logging.getLogger("pipeline")
 
@@ -92,10 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
     from transformers import set_seed
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=logging.INFO)
-    logger.setLevel(logging.INFO)
-    transformers.utils.logging.set_verbosity_error()
+    setup_logging()
+    transformers.utils.logging.set_verbosity_error()  # the figures are the output: no library warnings between
     set_seed(configs["pipeline"][1][2].seed)
 
     # Data, image processor and model, once: every configuration trains on the same rows from the same weights.
@@ -115,10 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = configs["pipeline"][1][2].device
     peak_flops, peak_source = device_peak(device)
     if device.type == "cuda":
-        where = f"{torch.cuda.get_device_name(device)}, {os.cpu_count()} CPU cores"
+        where = f"{torch.cuda.get_device_name(device)}, {cpu_count()} CPU cores"
     else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        where = f"cpu ({cores} cores, {torch.get_num_threads()} torch threads)"
+        where = f"cpu ({cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
     # Per configuration: its training dataset (the transforms differ) and warm-up.
     results: dict[str, Figures] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from pipeline import PipelineError
@@ -14,7 +13,7 @@ from pipeline.publish.push import (
     push_later_command,
     push_or_explain,
 )
-from pipeline.utils import CommandParser, parse_bool
+from pipeline.utils import CommandParser, parse_bool, setup_logging
 
 
 def push_parser() -> argparse.ArgumentParser:
@@ -50,10 +49,7 @@ def main(argv: list[str]) -> PushResult:
     """`vit-pipeline push OUTPUT_DIR --hub_model_id ORG/NAME [--hub_token T] [--hub_private_repo]
     [--hub_revision BRANCH] [--hub_strategy S] [--commit_message M]`: publish a finished output folder."""
     args = push_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("pipeline").setLevel(logging.INFO)
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per HTTP request otherwise
+    setup_logging()
     files_to_push(args.output_dir, args.hub_strategy)  # a missing or unfinished folder is the first thing to say
     repo_id = args.hub_model_id or _recipe_repo_id(args.output_dir)
     if not repo_id:

@@ -16,7 +16,7 @@ from typing import Literal
 from transformers import TrainingArguments
 
 from pipeline import PipelineError
-from pipeline.utils import plain
+from pipeline.utils import cpu_count, plain
 
 RECIPE_FILE = "recipe.yaml"
 SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"
@@ -305,7 +305,7 @@ def check_output_dir(output_dir: str | None) -> None:
 def _default_workers() -> int:
     # Decoding and augmenting images is CPU work: give the loader the cores this process can use, leaving one
     # for the training loop itself, and share them between the processes of a multi-process launch.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_count()
     local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     # Up to 16: a worker decodes and crops about 700 ImageNet-sized photos/s, and one GPU can take 3,000+.
     return max(0, min(16, cores // local_procs - 1))
@@ -523,7 +523,7 @@ class PipelineTrainingArguments(TrainingArguments):
         if self.early_stopping_patience is not None:
             if self.early_stopping_patience < 1:
                 raise PipelineError(f"early_stopping_patience must be at least 1 (got {self.early_stopping_patience})")
-            if str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
+            if str(plain(self.eval_strategy)) == "no":
                 raise PipelineError("early_stopping_patience needs evaluations: set eval_strategy to epoch or steps")
             if not self.load_best_model_at_end or not self.metric_for_best_model:
                 raise PipelineError("early_stopping_patience needs load_best_model_at_end: true and a "

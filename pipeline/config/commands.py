@@ -13,6 +13,7 @@ from typing import Literal
 from transformers import HfArgumentParser
 
 from pipeline import PipelineError
+from pipeline.utils import OneLineErrors
 
 PREDICTION_FORMATS = (".csv", ".jsonl", ".parquet")
 
@@ -121,7 +122,7 @@ class ExplainArguments:
             raise PipelineError(f"discard_ratio must be in [0, 1) (got {self.discard_ratio})")
 
 
-class CommandParser(HfArgumentParser):
+class CommandParser(OneLineErrors, HfArgumentParser):
     """`HfArgumentParser` for a command with positional arguments: flags into dataclasses, positionals returned.
 
     Errors raise `PipelineError` with one line, instead of argparse's usage dump and exit.
@@ -129,9 +130,6 @@ class CommandParser(HfArgumentParser):
 
     def __init__(self, dataclasses, prog: str, positionals: str):
         super().__init__(dataclasses, prog=prog, usage=f"{prog} {positionals} [--field value ...]")
-
-    def error(self, message: str):  # noqa: D102 (argparse hook)
-        raise PipelineError(f"{message} (see `{self.prog} --help`)")
 
     def parse_command(self, argv: list[str]) -> tuple[list[str], tuple]:
         """Parse `argv`; returns (positional arguments, the dataclasses).

@@ -17,10 +17,10 @@ from transformers import HfArgumentParser
 
 from pipeline import PipelineError
 from pipeline.config.arguments import DATACLASSES, DataArguments, ModelArguments, PipelineTrainingArguments
-from pipeline.utils import one_line
+from pipeline.utils import OneLineErrors, one_line
 
 
-class RecipeParser(HfArgumentParser):
+class RecipeParser(OneLineErrors, HfArgumentParser):
     """An `HfArgumentParser` that takes a YAML recipe, lets flags override it, and rejects unknown keys.
 
     Errors raise `PipelineError` with one line naming the key, instead of argparse's usage dump and exit.
@@ -32,9 +32,6 @@ class RecipeParser(HfArgumentParser):
             if action.dest in ("bf16", "fp16", "tf32"):
                 # Optional booleans (unset = automatic) still take a bare `--bf16`, as with the Trainer's scripts.
                 action.nargs, action.const = "?", True
-
-    def error(self, message: str):  # noqa: D102 (argparse hook)
-        raise PipelineError(f"{message} (see `{self.prog} --help`)")
 
     def known_fields(self) -> dict[str, dataclasses.Field]:
         """All recipe keys this parser accepts, with their dataclass fields."""

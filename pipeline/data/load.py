@@ -31,7 +31,7 @@ from pipeline.data.multilabel import (
     no_positive_count,
     with_multi_hot,
 )
-from pipeline.utils import one_line
+from pipeline.utils import cpu_count, first_line, is_hub_id, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def load_raw(data_args, cache_dir: str | None = None, token: str | None = None) 
             raise PipelineError(f"cannot load dataset '{where}': {type(cause).__name__}: {one_line(cause)}; the "
                                 "splits' columns have different types (lists of labels in one split, single labels "
                                 "in another?): give every split the same types") from err
-        raise PipelineError(f"cannot load dataset '{where}': {type(err).__name__}: {_first_line(err)}; {hint}") from err
+        raise PipelineError(f"cannot load dataset '{where}': {type(err).__name__}: {first_line(err)}; {hint}") from err
 
 
 def find_column(ds: Dataset, given: str | None, candidates: tuple[str, ...], feature_type: type, what: str) -> str:
@@ -229,7 +229,7 @@ def _check_batch(batch: dict) -> dict:
             errors.append("")
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             ok.append(False)
-            errors.append(f"{type(err).__name__}: {_first_line(err)}")
+            errors.append(f"{type(err).__name__}: {first_line(err)}")
     return {"ok": ok, "error": errors}
 
 
@@ -255,7 +255,7 @@ def find_bad_images(ds: Dataset, split: str, num_proc: int | None = None) -> lis
     raw = ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
     if num_proc is None:
         # Worker processes pay off only on larger sets; tiny ones check faster in-process.
-        num_proc = min(os.cpu_count() or 1, 8) if len(ds) > 5000 else None
+        num_proc = min(cpu_count(), 8) if len(ds) > 5000 else None
     _log_check_estimate(raw, split, num_proc)
     started = time.time()
     flags = raw.map(_check_batch, batched=True, batch_size=256, remove_columns=["image"], num_proc=num_proc,
@@ -406,20 +406,15 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
                     len(labels), no_positive["train"], len(train), no_positive[eval_name], len(evals))
 
     name = data_args.dataset_name
-    is_hub_id = bool(name) and not name.startswith(BUILTIN_PREFIX) and not Path(name).exists()
     return Splits(
         train=train,
         eval=evals,
         labels=labels,
         eval_split_name=eval_name,
-        hub_id=name if is_hub_id else None,
+        hub_id=name if is_hub_id(name) else None,
         config_name=data_args.dataset_config_name,
         skipped_images=skipped,
         multi_label=multi_label,
         no_positive=no_positive,
     )
 
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from pipeline.utils import plain
+from pipeline.utils import is_hub_id, plain
 
 TEMPLATE = "image_classification.md"
 CARD_FILE = "README.md"
@@ -175,13 +175,6 @@ def template_path(name: str = TEMPLATE) -> Path:
         return repo_copy
     with importlib.resources.as_file(importlib.resources.files("pipeline.model_cards") / name) as path:
         return Path(path)
-
-
-def is_hub_id(name: str | None) -> bool:
-    """True for `org/name` or `name` strings that are not local paths (what card metadata may link to)."""
-    if not name or Path(name).exists() or name.startswith((".", "/", "~")) or ":" in name:
-        return False
-    return name.count("/") <= 1
 
 
 def project_url(metadata=None) -> str | None:

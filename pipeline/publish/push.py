@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import PipelineError
+from pipeline.utils import ADAPTER_WEIGHT_FILE, SAFE_WEIGHT_FILES, checkpoints
 
 logger = logging.getLogger("pipeline.publish.push")
 
@@ -52,15 +53,14 @@ PUSHED_FILES = (
     # Multi-label runs: the per-class thresholds tuned on the eval split (`vit-pipeline predict` reads them).
     "thresholds.json",
 )
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+# The weights a push publishes: safetensors only (never a pickle), and a LoRA adapter's.
+PUSHED_WEIGHT_FILES = (*SAFE_WEIGHT_FILES, ADAPTER_WEIGHT_FILE)
 # Files of the model itself, pushed to the repo root by the every_save / checkpoint strategies while training.
-MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
-               "adapter_config.json", "config.json", "preprocessor_config.json")
+MODEL_FILES = (*PUSHED_WEIGHT_FILES, "adapter_config.json", "config.json", "preprocessor_config.json")
 # Never pushed, even inside a checkpoint folder: the pickled TrainingArguments are not needed to resume and a
 # pickle is unsafe to load from someone else's repo.
 NEVER_PUSHED = ("training_args.bin",)
 STRATEGIES = ("end", "every_save", "checkpoint", "all_checkpoints")
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Root-level weight files a new push replaces: left behind, a stale `model.safetensors` would shadow new shards.
 STALE_WEIGHTS_RE = re.compile(r"^(model\.safetensors|model\.safetensors\.index\.json|model-\d+-of-\d+\.safetensors)$")
 USAGE_RE = re.compile(r'(pipeline\("image-classification", model=")([^"]*)("\))')
@@ -169,7 +169,7 @@ def _weights_of(folder: Path) -> list[str]:
     """Weight files of a saved model in `folder`, shards found through their index."""
     import json
 
-    names = [name for name in WEIGHT_FILES if (folder / name).is_file()]
+    names = [name for name in PUSHED_WEIGHT_FILES if (folder / name).is_file()]
     if "model.safetensors.index.json" in names:
         try:
             index = json.loads((folder / "model.safetensors.index.json").read_text())
@@ -178,11 +178,6 @@ def _weights_of(folder: Path) -> list[str]:
             raise PipelineError(f"{folder / 'model.safetensors.index.json'} is not a valid weight index: save the "
                                 "model again (save_pretrained)") from None
     return names
-
-
-def _checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in output_dir.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)]
-    return sorted(found, key=lambda p: int(CHECKPOINT_RE.match(p.name).group(1)))
 
 
 def _checkpoint_files(checkpoint: Path, path_in_repo: str) -> dict[str, Path]:
@@ -215,11 +210,11 @@ def files_to_push(output_dir: str | os.PathLike, strategy: str = "end") -> dict[
     names = [name for name in PUSHED_FILES if (folder / name).is_file()] + [w for w in weights
                                                                              if w not in PUSHED_FILES]
     files = {name: folder / name for name in names}
-    checkpoints = _checkpoints(folder)
-    if strategy == "checkpoint" and checkpoints:
-        files.update(_checkpoint_files(checkpoints[-1], "last-checkpoint"))
+    found = checkpoints(folder)
+    if strategy == "checkpoint" and found:
+        files.update(_checkpoint_files(found[-1], "last-checkpoint"))
     elif strategy == "all_checkpoints":
-        for checkpoint in checkpoints:
+        for checkpoint in found:
             files.update(_checkpoint_files(checkpoint, checkpoint.name))
     return files
 

@@ -61,16 +61,12 @@ from pipeline.training.flow import (
 from pipeline.training.loss import plain_loss
 from pipeline.training.optim import no_decay_names, param_groups_for, wants_param_groups
 from pipeline.training.progress import ReadableProgress
-from pipeline.training.shared import TrainResult, training_extras
+from pipeline.training.shared import TrainResult, check_checkpoint, training_extras
 from pipeline.training.streaming import is_stream, load_stream_state, save_stream_state, stream_loader
-from pipeline.utils import plain, save_metrics
+from pipeline.utils import TRAINER_STATE, plain, save_metrics
 
 logger = logging.getLogger(__name__)
 
-TRAINER_STATE = "trainer_state.json"
-# Written by `accelerator.save_state` in every checkpoint (the Trainer writes optimizer.pt instead).
-ACCELERATE_OPTIMIZER_FILE = "optimizer.bin"
-TRAINER_OPTIMIZER_FILE = "optimizer.pt"
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -108,17 +104,6 @@ def _set_epoch(loader, epoch: int) -> None:
         sampler = getattr(node, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-
-
-def check_checkpoint(path: str | os.PathLike) -> None:
-    """Raise a `PipelineError` unless `path` is a checkpoint written by this backend."""
-    path = Path(path)
-    if (path / TRAINER_OPTIMIZER_FILE).exists() and not (path / ACCELERATE_OPTIMIZER_FILE).exists():
-        raise PipelineError(f"{path} was written by the trainer backend: resume it with --backend trainer, or pick "
-                            "a new output_dir to start over with --backend accelerate")
-    if not (path / TRAINER_STATE).exists():
-        raise PipelineError(f"{path} is not a complete checkpoint (no {TRAINER_STATE}): delete it to resume from the "
-                            "one before, or pick a new output_dir")
 
 
 class AccelerateRecipe:
@@ -305,7 +290,7 @@ class AccelerateRecipe:
         models.clear()  # loaded: accelerate skips them
 
     def _resume(self, checkpoint: str) -> None:
-        check_checkpoint(checkpoint)
+        check_checkpoint(checkpoint, "accelerate")
         self.accelerator.load_state(checkpoint)
         if self.stream:
             load_stream_state(self.train_loader, checkpoint, self.accelerator.process_index)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline import PipelineError
 from pipeline.data.augment import build_train_collator
 from pipeline.training.ema import ModelEMA
 from pipeline.training.loss import build_loss
+from pipeline.utils import TRAINER_STATE
 
 if TYPE_CHECKING:
     from pipeline.config.arguments import PipelineTrainingArguments
 
+# The optimizer state file each backend writes into its checkpoints (`accelerator.save_state` / the Trainer).
+OPTIMIZER_FILES = {"accelerate": "optimizer.bin", "trainer": "optimizer.pt"}
 # Evaluation entries that are not scores of the model.
 SPEED_AND_LOSS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_epoch")
 
@@ -67,3 +73,18 @@ def backend(name: str):
     from pipeline.training.trainer import train_with_trainer
 
     return train_with_trainer
+
+
+def check_checkpoint(path: str | os.PathLike, backend: str) -> None:
+    """Raise a `PipelineError` unless `path` is a complete checkpoint `backend` can resume from.
+
+    A checkpoint resumes only on the backend that wrote it (their optimizer, scheduler and RNG files differ).
+    """
+    path = Path(path)
+    other = next(name for name in OPTIMIZER_FILES if name != backend)
+    if (path / OPTIMIZER_FILES[other]).exists() and not (path / OPTIMIZER_FILES[backend]).exists():
+        raise PipelineError(f"{path} was written by the {other} backend: resume it with --backend {other}, or pick "
+                            f"a new output_dir to start over with --backend {backend}")
+    if not (path / TRAINER_STATE).exists():
+        raise PipelineError(f"{path} is not a complete checkpoint (no {TRAINER_STATE}): delete it to resume from the "
+                            "one before, or pick a new output_dir")

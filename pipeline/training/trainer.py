@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from transformers import PreTrainedModel, Trainer
 
-from pipeline import PipelineError
 from pipeline.data.transforms import PixelNormalizer, collate, image_spec
 from pipeline.model.inspect import base_model, is_multi_label
 from pipeline.training.progress import use_readable_progress
-from pipeline.training.shared import TrainResult
+from pipeline.training.shared import TrainResult, check_checkpoint
 
 
 class PipelineTrainer(Trainer):
@@ -134,10 +131,8 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
     same ones, see `training.flow`). Honours the fine-tuning options of `args` (see `training.shared.training_extras`
     and `training.flow.technique_callbacks`): loss, MixUp / CutMix, EMA, per-part learning rates, early stopping.
     """
-    if resume_from_checkpoint and not (Path(resume_from_checkpoint) / "optimizer.pt").exists() and (
-            Path(resume_from_checkpoint) / "optimizer.bin").exists():
-        raise PipelineError(f"{resume_from_checkpoint} was written by the accelerate backend: resume it with "
-                            "--backend accelerate, or pick a new output_dir to start over with --backend trainer")
+    if resume_from_checkpoint:
+        check_checkpoint(resume_from_checkpoint, "trainer")
     from pipeline.training.flow import technique_callbacks
     from pipeline.training.shared import training_extras
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from huggingface_hub import ModelCard, metadata_load
 
-from pipeline.publish.card import CardInputs, epoch_results, is_hub_id, project_url, write_card
+from pipeline.publish.card import CardInputs, epoch_results, project_url, write_card
+from pipeline.utils import is_hub_id
 
 
 def inputs(**overrides) -> CardInputs:
@@ -54,6 +55,8 @@ def test_from_scratch_is_said_and_local_paths_are_not_metadata(tmp_path):
 def test_is_hub_id(tmp_path):
     assert is_hub_id("google/vit-base-patch16-224") and is_hub_id("beans")
     assert not is_hub_id(str(tmp_path)) and not is_hub_id("builtin:digits") and not is_hub_id("./a/b")
+    # The Hub client's own id rule: one slash at most, no "..", no "--", no characters outside [\w.-].
+    assert not any(is_hub_id(name) for name in ("a/b/c", "org/a..b", "org/a--b", "org/na me", "~/m", "", None))
 
 
 def test_the_card_links_vit_pipeline_only_to_a_declared_url(tmp_path):

@@ -22,7 +22,7 @@ from pipeline import PipelineError
 from pipeline.cli import train_main
 from pipeline.config import RecipeParser
 from pipeline.publish.card import epoch_results
-from pipeline.training.loop import check_checkpoint
+from pipeline.training.shared import check_checkpoint
 from tests.commands.test_train import check_output
 from tests.conftest import FAST, REPO, photos, run_cli, to_dataset
 from tests.training.test_finetune import PHOTO_LABELS, tiny_model
@@ -124,10 +124,14 @@ def test_accelerate_backend_refuses_a_trainer_checkpoint(tmp_path):
     checkpoint.mkdir()
     (checkpoint / "optimizer.pt").write_bytes(b"")
     with pytest.raises(PipelineError, match="written by the trainer backend: resume it with --backend trainer"):
-        check_checkpoint(checkpoint)
+        check_checkpoint(checkpoint, "accelerate")
     (checkpoint / "optimizer.pt").unlink()
     with pytest.raises(PipelineError, match="not a complete checkpoint"):
-        check_checkpoint(checkpoint)
+        check_checkpoint(checkpoint, "accelerate")
+    # The same check, the other way round, for the Trainer backend.
+    (checkpoint / "optimizer.bin").write_bytes(b"")
+    with pytest.raises(PipelineError, match="written by the accelerate backend: resume it with --backend accelerate"):
+        check_checkpoint(checkpoint, "trainer")
 
 
 @pytest.mark.parametrize("flags, message", [
