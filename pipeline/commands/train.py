@@ -143,6 +143,11 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
                                             callbacks=hub_callbacks + list(callbacks or []))
     if not is_main:
         return result.scores
+    from pipeline.training.throughput import peak_memory_mib
+
+    # This process's peak while training (CUDA max_memory_allocated, or peak RSS on CPU): what benchmarks compare.
+    merge_json(Path(training_args.output_dir) / "all_results.json",
+               {"train_peak_memory_mib": round(peak_memory_mib(training_args.device), 1)})
     # LoRA: the saved model is the merged one, loadable with no peft.
     model = finalize_model(model, training_args.output_dir, model_args)
     per_class, thresholds, evaluation = [], None, None

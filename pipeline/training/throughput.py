@@ -278,6 +278,10 @@ def _peak_memory_mib(device) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 1024)
 
 
+# Public name for the commands (train records its peak in all_results.json).
+peak_memory_mib = _peak_memory_mib
+
+
 def _step_timer(device, warmup: int, steps: int):
     from transformers import TrainerCallback
 
