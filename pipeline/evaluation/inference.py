@@ -52,7 +52,7 @@ def load_trained(name: str, token: str | None = None, revision: str = "main", at
 
     transformers.utils.logging.disable_progress_bar()  # the per-tensor "Loading weights" bar
     model = load_classifier(name, token=token, revision=revision, attn_implementation=attn_implementation)
-    processor = load_image_processor(ModelArguments(model_name_or_path=name, model_revision=revision))
+    processor = load_image_processor(ModelArguments(model_name_or_path=name, model_revision=revision), token=token)
     return model, processor
 
 

@@ -72,3 +72,18 @@ def test_bad_inputs_one_line(digits_classifier, digits_folder, tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         last = err.splitlines()[-1]
         assert last.startswith("vit-pipeline: error:") and message in last and "Traceback" not in err, err
+
+
+def test_evaluate_a_hub_model(digits_classifier, digits_folder, tmp_path, hub_server, monkeypatch):
+    from huggingface_hub import HfApi
+
+    # The model is on the Hub (the stand-in), private: read with the token of `hf auth login` / HF_TOKEN.
+    api = HfApi()
+    api.create_repo("org/digits-vit", token="hf_good", private=True)
+    api.upload_folder(folder_path=str(digits_classifier), repo_id="org/digits-vit", token="hf_good")
+    out = tmp_path / "report"
+    monkeypatch.setenv("HF_TOKEN", "hf_good")
+    assert run("evaluate", "org/digits-vit", "--dataset_name", str(digits_folder), "--max_eval_samples", "10",
+               "--output_dir", str(out)) == 0
+    report = json.loads((out / "eval_report.json").read_text())
+    assert report["model"] == "org/digits-vit" and report["num_samples"] == 10
