@@ -136,11 +136,13 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     # Train and evaluate (either backend: same arguments, callbacks and output files).
     from pipeline.evaluation.metrics import metrics_for
     from pipeline.training.shared import backend
+    from pipeline.training.tracking import RecipeToTrackers
 
     compute_metrics = metrics_for(len(splits.labels), multi_label=splits.multi_label)
+    # The trackers of report_to get the whole resolved recipe once, beside the training arguments they log.
     result = backend(training_args.backend)(model, image_processor, train_dataset, eval_dataset, compute_metrics,
                                             training_args, resume_from_checkpoint=resume_from,
-                                            callbacks=hub_callbacks + list(callbacks or []))
+                                            callbacks=[*hub_callbacks, RecipeToTrackers(recipe), *(callbacks or [])])
     if not is_main:
         return result.scores
     from pipeline.training.throughput import peak_memory_mib

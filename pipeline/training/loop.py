@@ -139,6 +139,7 @@ class AccelerateRecipe:
             ),
         )
         self.trackers = trackers
+        self._tracking = True  # off for the final re-evaluation of the saved model
         # accelerate logs every file of every checkpoint at INFO: keep its warnings only.
         logging.getLogger("accelerate").setLevel(logging.WARNING)
         self.is_world_zero = self.accelerator.is_main_process
@@ -460,7 +461,7 @@ class AccelerateRecipe:
         state = self.state
         logs["epoch"] = state.epoch
         state.log_history.append({**logs, "step": state.global_step})
-        if self.trackers:
+        if self.trackers and self._tracking:
             # The Trainer's tracker names (eval_accuracy -> eval/accuracy, loss -> train/loss), from its own helper.
             self.accelerator.log(rewrite_logs({k: v for k, v in logs.items() if isinstance(v, (int, float))}),
                                  step=state.global_step)
@@ -572,7 +573,9 @@ class AccelerateRecipe:
             torch.save(args, output_dir / "training_args.bin")
             save_metrics(output_dir, "train", train_metrics)
             self.state.save_to_json(str(output_dir / TRAINER_STATE))
-        # The final evaluation re-scores the saved model, as the Trainer backend's `trainer.evaluate()` (callbacks too).
+        # The final evaluation re-scores the saved model, as the Trainer backend's `trainer.evaluate()` (callbacks too);
+        # as there, the trackers keep the run as it trained (no point at the last step for the best checkpoint).
+        self._tracking = False
         eval_metrics = self._evaluate_and_report()
         if args.should_save:
             save_metrics(output_dir, "eval", eval_metrics)

@@ -9,6 +9,7 @@ from pipeline.data.transforms import PixelNormalizer, collate, image_spec
 from pipeline.model.inspect import base_model, is_multi_label
 from pipeline.training.progress import use_readable_progress
 from pipeline.training.shared import TrainResult, check_checkpoint
+from pipeline.training.tracking import untrack
 
 
 class PipelineTrainer(Trainer):
@@ -164,6 +165,9 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
     trainer.save_state()
     # The history of the run itself: the final evaluation below re-scores the saved model and is not an epoch.
     log_history = list(trainer.state.log_history)
+    # The trackers keep the run as it trained: this re-score of the best checkpoint at the last step would draw a
+    # point that no step had (and reopen trackio's finished run, replacing its config).
+    untrack(trainer)
     eval_metrics = trainer.evaluate()
     trainer.log_metrics("eval", eval_metrics)
     trainer.save_metrics("eval", eval_metrics)

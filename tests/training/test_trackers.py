@@ -3,7 +3,8 @@
 A tiny run logs every 2 steps and evaluates every epoch; the test then reads the TensorBoard event files with
 tensorboard's `EventAccumulator` and trackio's local SQLite store (in `TRACKIO_DIR`), and checks that the training loss,
 the learning rate and the eval metrics are there at the steps of the run's own log (`trainer_state.json`), and that the
-hyperparameters were logged once.
+hyperparameters were logged once (the training arguments by each integration, the resolved recipe by the
+pipeline).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline import PipelineError
 from tests.conftest import run_cli
@@ -115,12 +117,22 @@ def test_tensorboard_and_trackio_hold_what_the_run_logged(backend, tiny_vit, dig
         assert sessions[0].hparams["learning_rate"].number_value == pytest.approx(LEARNING_RATE)
         assert sessions[0].hparams["num_train_epochs"].number_value == 2
 
+    # The resolved recipe (model and data options too), once, as a YAML text summary of the run.
+    recipes = [event for acc in accumulators if "recipe/text_summary" in acc.Tags()["tensors"]
+               for event in acc.Tensors("recipe/text_summary")]
+    assert len(recipes) == 1
+    logged_recipe = yaml.safe_load(recipes[0].tensor_proto.string_val[0].decode().strip("`").removeprefix("yaml\n"))
+    assert logged_recipe == yaml.safe_load((out / "recipe.yaml").read_text())
+
     # trackio: its local SQLite store in TRACKIO_DIR, the project and run the recipe named.
     assert (trackio_dir / f"{PROJECT}.db").is_file()
     values, configs = _trackio_store(trackio_dir, backend)
     _check_logged(values, log_history, "trackio")
     assert len(configs) == 1
     assert configs[0]["learning_rate"] == LEARNING_RATE and configs[0]["num_train_epochs"] == 2
+    assert configs[0]["recipe/dataset_name"] == str(digits_folder)
+    assert configs[0]["recipe/model_name_or_path"] == str(tiny_vit)
+    assert configs[0]["recipe/learning_rate"] == LEARNING_RATE
 
 
 @pytest.mark.parametrize("backend", ["trainer", "accelerate"])
