@@ -86,13 +86,25 @@ def layer_id(name: str, layers: int, pattern: re.Pattern = _BLOCK) -> int:
     return layers + 1
 
 
+def _keep_eval(module: nn.Module, _inputs) -> None:
+    # A forward pre-hook: the Trainer calls model.train() every step; a frozen batch norm stays in eval mode.
+    module.training = False
+
+
 def freeze_backbone(model: nn.Module) -> int:
-    """Stop gradients to every backbone weight; only the head trains. Returns how many parameters were frozen."""
+    """Stop gradients to every backbone weight; only the head trains. Returns how many parameters were frozen.
+
+    Batch norms of the backbone (ResNet, EfficientNet, RegNet) are frozen too: they normalize with their running
+    statistics and never update them, so the backbone computes exactly what it did before fine-tuning.
+    """
     frozen = 0
     for parameter in backbone(model).parameters():
         if parameter.requires_grad:
             parameter.requires_grad_(False)
             frozen += parameter.numel()
+    for module in backbone(model).modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.register_forward_pre_hook(_keep_eval)
     return frozen
 
 

@@ -102,3 +102,21 @@ def test_image_size_on_a_cnn_changes_only_the_processor(checkpoints):
     assert image_spec(processor).output_size == (48, 48)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model(pixel_values=torch.zeros(1, 3, 48, 48)).logits.shape == (1, len(LABELS))
+
+
+def test_a_frozen_resnet_backbone_keeps_its_batch_norm_statistics(checkpoints):
+    from pipeline.model.inspect import backbone, freeze_backbone
+
+    model = load_model(ModelArguments(model_name_or_path=str(checkpoints["resnet"])), LABELS)
+    freeze_backbone(model)
+    before = {k: v.clone() for k, v in backbone(model).state_dict().items()}
+    head = model.classifier[1].weight.detach().clone()
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        loss = model(pixel_values=torch.randn(4, 3, 32, 32) * 3, labels=torch.tensor([0, 1, 2, 3])).loss
+        loss.backward()
+        optimizer.step()
+    after = backbone(model).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and running statistics alike
+    assert not torch.equal(model.classifier[1].weight, head)  # the head trained
