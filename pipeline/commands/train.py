@@ -152,22 +152,22 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
                {"train_peak_memory_mib": round(peak_memory_mib(training_args.device), 1)})
     # LoRA: the saved model is the merged one, loadable with no peft.
     model = finalize_model(model, training_args.output_dir, model_args)
-    per_class, thresholds, evaluation = [], None, None
+    per_class, thresholds = [], None
     if splits.multi_label:
         from pipeline.evaluation.multilabel import tune_and_save_thresholds
 
         # The final evaluation scored the saved model: thresholds.json and the card's per-class table from it.
         per_class, thresholds = tune_and_save_thresholds(compute_metrics, splits.labels, splits.eval_split_name,
                                                          training_args.output_dir)
-    else:
-        # Evaluation report of the saved model on the eval split, training curves, rollout maps: the card shows them.
-        from pipeline.evaluation.run_report import report_training_run
+    # Single-label: the evaluation report of the saved model on the eval split and rollout maps; both: training
+    # curves. The card shows them.
+    from pipeline.evaluation.run_report import report_training_run
 
-        evaluation = report_training_run(
-            training_args.output_dir, splits.eval, splits.labels, result.log_history,
-            metric=training_args.metric_for_best_model, split=splits.eval_split_name, seed=training_args.seed,
-            dataset_name=splits.hub_id or data_args.dataset_name or data_args.train_dir,
-            batch_size=training_args.per_device_eval_batch_size)
+    evaluation = report_training_run(
+        training_args.output_dir, splits.eval, splits.labels, result.log_history,
+        metric=training_args.metric_for_best_model, split=splits.eval_split_name, seed=training_args.seed,
+        dataset_name=splits.hub_id or data_args.dataset_name or data_args.train_dir,
+        batch_size=training_args.per_device_eval_batch_size, multi_label=splits.multi_label)
 
     # Model card, metrics, push.
     from pipeline.publish.card import card_inputs, write_card

@@ -20,6 +20,15 @@ ROLLOUT_PNG = "attention_rollout.png"
 ROLLOUT_IMAGES = 4
 
 
+def picture(item):
+    """Any image cell (PIL image, encoded bytes, `{"bytes", "path"}`, file path, array) as an RGB PIL image."""
+    from PIL import Image
+
+    from pipeline.data.transforms import decode_rgb
+
+    return Image.fromarray(decode_rgb(item).permute(1, 2, 0).numpy())
+
+
 def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str], out_dir, *, model_name: str,
                      dataset_name: str, split: str, seed: int = 0, batch_size: int = 32, progress: bool = False,
                      revision: str = "main") -> dict[str, Any]:
@@ -32,7 +41,6 @@ def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str],
     """
     import numpy as np
 
-    from pipeline.data.transforms import to_rgb
     from pipeline.evaluation.inference import image_ids, match_labels, model_labels, predict_logits
     from pipeline.evaluation.report import build_report, prediction_rows, write_report
     from pipeline.model.inspect import is_multi_label
@@ -63,7 +71,7 @@ def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str],
     report = build_report(logits, labels, names, model=model_name, dataset=dataset_name, split=split, seed=seed)
     ids, id_column = image_ids(dataset)
     write_report(report, out_dir, predictions=prediction_rows(logits, labels, names, ids),
-                 images=lambda i: to_rgb(dataset[int(i)]["image"]), id_column=id_column)
+                 images=lambda i: picture(dataset[int(i)]["image"]), id_column=id_column)
     return report
 
 
@@ -83,7 +91,7 @@ def _rollout_rows(dataset, count: int) -> list[int]:
 
 def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: list[str], log_history: list[dict],
                         *, metric: str | None, dataset_name: str, split: str, seed: int = 0,
-                        batch_size: int = 32) -> dict[str, Any]:
+                        batch_size: int = 32, multi_label: bool = False) -> dict[str, Any]:
     """Write the eval report, training curves and rollout maps of a training run into `output_dir`.
 
     Args:
@@ -93,29 +101,33 @@ def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: li
         log_history: the Trainer-style log history of the run.
         metric: the best-model metric (plotted per epoch beside the losses).
         dataset_name, split: how the report names the data.
+        multi_label: a multi-label run: only the training curves (its report is `evaluation.multilabel`'s).
 
     Returns:
         What the card shows: `report` (the report dict), `per_class_top` / `per_class_bottom` rows, and the file
         names of the figures that were written (`confusion_matrix`, `training_curves`, `rollout`; None when not).
     """
-    from pipeline.data.transforms import to_rgb
     from pipeline.evaluation.inference import load_trained
     from pipeline.evaluation.plots import plot_rollouts, plot_training_curves
     from pipeline.evaluation.report import CONFUSION_PNG, class_table
     from pipeline.evaluation.rollout import has_attentions, rollout_images
 
     out = Path(output_dir)
+    curves = plot_training_curves(log_history, metric, out / CURVES_PNG)
+    if multi_label:
+        # Multi-label runs write their own per-class table and thresholds (`evaluation.multilabel`): curves only.
+        return {"report": None, "per_class_top": [], "per_class_bottom": [], "confusion_matrix": None,
+                "training_curves": curves.name if curves else None, "rollout": None}
     model, image_processor = load_trained(str(out))
     report = evaluate_dataset(model, image_processor, eval_dataset, dataset_labels, out,
                               model_name=out.name, dataset_name=dataset_name, split=split, seed=seed,
                               batch_size=batch_size)
     top, bottom = class_table(report)
-    curves = plot_training_curves(log_history, metric, out / CURVES_PNG)
     rollout = None
     if has_attentions(model):
         rows = _rollout_rows(eval_dataset, ROLLOUT_IMAGES)
         try:
-            maps = rollout_images(model, image_processor, [to_rgb(eval_dataset[i]["image"]) for i in rows])
+            maps = rollout_images(model, image_processor, [eval_dataset[i]["image"] for i in rows])
         except PipelineError as err:  # a ViT-like config whose attentions rollout cannot read
             logger.info("No attention rollout maps for the card: %s", err)
         else:

@@ -42,6 +42,9 @@ def check_multilabel_output(out: Path) -> dict:
     card = (out / "README.md").read_text()
     assert "| Label | Support | AP | Precision | Recall | F1 | Tuned threshold |" in card
     assert 'Images with no positive label ("no finding"): train 60, validation 20.' in card
+    # Training curves as for single-label runs; the single-label evaluation section is not there.
+    assert "](training_curves.png)" in card and (out / "training_curves.png").is_file()
+    assert "## Evaluation" not in card and not (out / "confusion_matrix.png").exists()
     thresholds = json.loads((out / "thresholds.json").read_text())
     assert set(thresholds["thresholds"]) == set(DIGIT_TAGS) and thresholds["tuned_on"] == "validation"
     assert yaml.safe_load((out / "recipe.yaml").read_text())["metric_for_best_model"] == "map"
