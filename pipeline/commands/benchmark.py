@@ -1,8 +1,8 @@
 """`vit-pipeline benchmark RECIPE.yaml [--steps N]`: how fast this machine trains a recipe, against the example script.
 
-For the recipe as configured ("pipeline") and for a reference configuration (`benchmarks/reference.yaml`: what
-transformers' `examples/pytorch/image-classification/run_image_classification.py` does as users run it), in the same
-process, on the same model, data, batch size and optimizer, it measures:
+For the recipe as configured ("pipeline") and for a reference configuration (`pipeline/training/reference.yaml`,
+shipped in the package: what transformers' `examples/pytorch/image-classification/run_image_classification.py` does as
+users run it), in the same process, on the same model, data, batch size and optimizer, it measures:
 
 - data only: images/s out of the training DataLoader alone, up to normalized float batches on the model's device;
 - model only: images/s of Trainer steps (forward, backward, optimizer) on a synthetic batch already on the device;
@@ -19,134 +19,160 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from pipeline import PipelineError
-from pipeline.training.throughput import (  # noqa: F401
-    GPU_PEAK_TFLOPS,
+from pipeline.training.throughput import (
     REFERENCE_FILE,
-    TRANSFORM_KINDS,
-    USAGE,
     ExampleScriptTransform,
-    Figures,
-    Options,
-    _Indices,
-    _make_trainer,
-    _peak_memory_mib,
-    _rate,
-    _reset_peak_memory,
-    _row,
-    _SameBatch,
-    _si,
-    _split_options,
-    _step_timer,
-    _synchronize,
-    counted_flops_per_image,
+    counted_flops_per_image,  # noqa: F401 - part of the command's public surface (tests, notebooks)
     device_peak,
     measure_data,
     measure_end_to_end,
     measure_model,
-    measured_matmul_flops,
-    read_reference,
-    report,
+    si_prefix,
     training_flops_per_image,
-    vit_macs_per_image,
+    vit_macs_per_image,  # noqa: F401
 )
-from pipeline.utils import cpu_count, setup_logging
+from pipeline.utils import OneLineErrors, cpu_count, setup_logging
 
 logger = logging.getLogger("pipeline")
 
+# Keys of a reference file that are the benchmark's own, not recipe options.
+TRANSFORM_KINDS = ("example_script", "pipeline")
+# What the benchmark sets on every configuration: no evaluation, checkpoints, logs or pushes while it measures.
+OVERRIDES = ["--eval_strategy", "no", "--save_strategy", "no", "--logging_strategy", "no",
+             "--load_best_model_at_end", "false", "--report_to", "none", "--disable_tqdm", "true",
+             "--dataloader_drop_last", "true", "--push_to_hub", "false", "--verify_images", "false"]
 
-def main(argv: list[str] | None = None) -> dict:
-    """`vit-pipeline benchmark RECIPE.yaml [--steps N] [--warmup N] [--reference FILE] [--json FILE] [flags]`.
 
-    Returns:
-        The figures as a dict (what `--json` writes).
+@dataclass
+class Options:
+    """The benchmark's own flags; every other flag is a recipe field, applied to both configurations."""
+
+    steps: int = field(default=20, metadata={"help": "Timed steps per measurement."})
+    warmup: int | None = field(default=None, metadata={
+        "help": "Untimed steps first (default 3; 10 with torch_compile)."})
+    repeats: int = field(default=1, metadata={
+        "help": "Measure everything N times, alternating the configurations, and keep the best of each figure (more "
+                "on a busy machine)."})
+    reference: str | None = field(default=str(REFERENCE_FILE), metadata={
+        "help": "Reference configuration: recipe keys applied on top of the recipe, and `transforms` (default: the "
+                "transformers example script's way, shipped with the package)."})
+    no_reference: bool = field(default=False, metadata={"help": "Measure the recipe only."})
+    json: str | None = field(default=None, metadata={"help": "Also write the figures as JSON to this file."})
+
+    def __post_init__(self):
+        for name, least in (("steps", 1), ("warmup", 0), ("repeats", 1)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise PipelineError(f"--{name} must be at least {least}, got {value}")
+        if self.no_reference:
+            self.reference = None
+
+
+@dataclass
+class Figures:
+    """What one configuration measured."""
+
+    settings: str
+    data_images_per_s: float = 0.0
+    model_images_per_s: float = 0.0
+    end_to_end_images_per_s: float = 0.0
+    peak_memory_mib: float = 0.0
+    mfu_model: float = 0.0
+    mfu_end_to_end: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
+    """Split `argv` into the benchmark's `Options` and the recipe's own arguments (path and field flags).
 
     Raises:
-        PipelineError: bad flags, an unreadable reference, or a recipe the parser rejects.
+        PipelineError: a bad value for a benchmark flag, in one line.
     """
-    from pipeline.config import RecipeParser, speed_summary
+    from transformers import HfArgumentParser
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    options, recipe_argv = _split_options(argv)
-    if not recipe_argv:
-        raise PipelineError("no recipe: vit-pipeline benchmark RECIPE.yaml [--steps N]")
+    class OptionParser(OneLineErrors, HfArgumentParser):
+        pass
 
-    # Configuration: the recipe as the pipeline runs it, and the reference on top of it; no eval, no checkpoints.
-    workdir = tempfile.mkdtemp(prefix="vit-pipeline-benchmark-")
-    overrides = ["--output_dir", workdir, "--eval_strategy", "no", "--save_strategy", "no", "--logging_strategy", "no",
-                 "--load_best_model_at_end", "false", "--report_to", "none", "--disable_tqdm", "true",
-                 "--dataloader_drop_last", "true", "--push_to_hub", "false", "--verify_images", "false"]
+    parser = OptionParser(Options, prog="vit-pipeline benchmark", allow_abbrev=False,
+                          usage="vit-pipeline benchmark RECIPE.yaml [--steps N] [--warmup N] [--repeats N] "
+                                "[--reference FILE | --no_reference] [--json FILE] [--field value ...]",
+                          description=__doc__.splitlines()[0])
+    options, rest = parser.parse_args_into_dataclasses(args=list(argv), return_remaining_strings=True)
+    return options, rest
+
+
+def read_reference(path: str) -> tuple[str, list[str]]:
+    """Read a reference file: its transform kind and its other keys as command-line flags.
+
+    Raises:
+        PipelineError: the file cannot be read, is not a mapping, or names an unknown transform kind.
+    """
+    from pipeline.config.parser import _scalar
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise PipelineError(f"cannot read the reference configuration {path}: {err}; pass --reference FILE or "
+                            "--no_reference") from err
+    if not isinstance(data, dict):
+        raise PipelineError(f"reference configuration {path} must be a mapping of key: value")
+    kind = data.pop("transforms", "pipeline")
+    if kind not in TRANSFORM_KINDS:
+        raise PipelineError(f"transforms: {kind} in {path} is not one of {', '.join(TRANSFORM_KINDS)}")
+    return kind, [f"--{key}={_scalar(value)}" for key, value in data.items()]
+
+
+def configurations(options: Options, recipe_argv: list[str]) -> dict[str, tuple[str, tuple]]:
+    """The configurations to measure, by name: (transform kind, the parsed recipe), the reference on top of it."""
+    from pipeline.config import RecipeParser
+
+    overrides = ["--output_dir", tempfile.mkdtemp(prefix="vit-pipeline-benchmark-"), *OVERRIDES]
     parser = RecipeParser(prog="vit-pipeline benchmark")
     configs = {"pipeline": ("pipeline", parser.parse(recipe_argv + overrides))}
     if options.reference:
         kind, reference_flags = read_reference(options.reference)
         configs["reference"] = (kind, parser.parse(recipe_argv + reference_flags + overrides))
-    model_args, data_args, _, recipe_path = configs["pipeline"][1]
+    return configs
 
-    # Logging and seed.
-    import torch
-    import transformers
+
+def training_dataset(kind: str, splits, image_processor, data_args, args) -> tuple[object, str]:
+    """The training rows a configuration measures on (its transforms), and its settings in words."""
+    from pipeline.config import speed_summary
+    from pipeline.data.transforms import prepare_dataset
+
+    if kind == "example_script":
+        dataset = splits.train.with_transform(ExampleScriptTransform(image_processor))
+        settings = speed_summary(args, dataclasses.replace(data_args, fast_transforms=False, pixel_cache=False))
+        return dataset, settings.replace("per-image float transforms",
+                                         "example-script per-image PIL transforms (set_transform)")
+    start = time.perf_counter()
+    dataset = prepare_dataset(splits.train, image_processor, data_args, train=True,
+                              num_proc=data_args.preprocessing_num_workers)
+    settings = speed_summary(args, data_args)
+    if data_args.pixel_cache:
+        # Paid once per dataset (then found again in the datasets cache), not per epoch: shown apart.
+        seconds = time.perf_counter() - start
+        settings += f" (cache: {len(dataset)} images in {seconds:.1f} s, {len(dataset) / seconds:,.0f}/s)"
+    if len(dataset) < args.train_batch_size:
+        raise PipelineError(f"{len(dataset)} training images, fewer than one batch of {args.train_batch_size}: "
+                            "lower per_device_train_batch_size")
+    return dataset, settings
+
+
+def measure(runs: dict, results: dict[str, Figures], model, image_processor, image_size, num_labels: int,
+            options: Options) -> None:
+    """Measure every configuration `options.repeats` times, taking turns, so that a busy spell of the machine hits
+    both alike; each figure keeps its best value over the repeats (the least disturbed one)."""
     from transformers import set_seed
 
-    setup_logging()
-    transformers.utils.logging.set_verbosity_error()  # the figures are the output: no library warnings between
-    set_seed(configs["pipeline"][1][2].seed)
-
-    # Data, image processor and model, once: every configuration trains on the same rows from the same weights.
-    from pipeline.data.load import load_splits
-    from pipeline.data.transforms import image_spec, prepare_dataset
-    from pipeline.model.load import load_image_processor, load_model
-
-    splits = load_splits(data_args, seed=configs["pipeline"][1][2].seed)
-    image_processor = load_image_processor(model_args)
-    model = load_model(model_args, splits.labels)
-    from pipeline.model.prepare import prepare_model
-
-    # What `train` trains: a new resolution, a frozen backbone or LoRA change the work (and FLOPs) per image.
-    model = prepare_model(model, image_processor, model_args)
-    image_size = image_spec(image_processor).output_size
-    flops_per_image, flops_source = training_flops_per_image(model, image_size)
-    device = configs["pipeline"][1][2].device
-    peak_flops, peak_source = device_peak(device)
-    if device.type == "cuda":
-        where = f"{torch.cuda.get_device_name(device)}, {cpu_count()} CPU cores"
-    else:
-        where = f"cpu ({cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-
-    # Per configuration: its training dataset (the transforms differ) and warm-up.
-    results: dict[str, Figures] = {}
-    runs = {}
-    for name, (kind, (_, config_data, args, _)) in configs.items():
-        warmup = options.warmup if options.warmup is not None else (10 if args.torch_compile else 3)
-        args.max_steps = warmup + options.steps
-        if kind == "example_script":
-            dataset = splits.train.with_transform(ExampleScriptTransform(image_processor))
-            settings = speed_summary(args, dataclasses.replace(config_data, fast_transforms=False, pixel_cache=False))
-            settings = settings.replace("per-image float transforms",
-                                        "example-script per-image PIL transforms (set_transform)")
-        else:
-            start = time.perf_counter()
-            dataset = prepare_dataset(splits.train, image_processor, config_data, train=True,
-                                      num_proc=config_data.preprocessing_num_workers)
-            settings = speed_summary(args, config_data)
-            if config_data.pixel_cache:
-                # Paid once per dataset (then found again in the datasets cache), not per epoch: shown apart.
-                seconds = time.perf_counter() - start
-                settings += f" (cache: {len(dataset)} images in {seconds:.1f} s, {len(dataset) / seconds:,.0f}/s)"
-        if len(dataset) < args.train_batch_size:
-            raise PipelineError(f"{len(dataset)} training images, fewer than one batch of {args.train_batch_size}: "
-                                "lower per_device_train_batch_size")
-        runs[name] = (args, dataset, warmup)
-        results[name] = Figures(settings=settings)
-
-    # Measurements: the configurations take turns, so that a busy spell of the machine hits both alike; each figure
-    # keeps its best value over the repeats (the least disturbed one).
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for repeat in range(options.repeats):
         for name, (args, dataset, warmup) in runs.items():
             figures = results[name]
@@ -154,8 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
             set_seed(args.seed)
             logger.info("Benchmarking %s (%d/%d): %s", name, repeat + 1, options.repeats, figures.settings)
             data = measure_data(model, args, dataset, image_processor, warmup, options.steps)
-            model_only = measure_model(model, args, image_size, len(splits.labels), image_processor, warmup,
-                                       options.steps)
+            model_only = measure_model(model, args, image_size, num_labels, image_processor, warmup, options.steps)
             end_to_end, peak = measure_end_to_end(model, args, dataset, image_processor, warmup, options.steps)
             figures.data_images_per_s = max(figures.data_images_per_s, data)
             figures.model_images_per_s = max(figures.model_images_per_s, model_only)
@@ -164,36 +189,113 @@ def main(argv: list[str] | None = None) -> dict:
             figures.extra.setdefault("runs", []).append(
                 {"data_images_per_s": data, "model_images_per_s": model_only, "end_to_end_images_per_s": end_to_end,
                  "peak_memory_mib": peak})
-    if device.type == "cpu":
+
+
+def machine(device) -> str:
+    """Where the figures were measured, in words (the device, cores, torch threads)."""
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {cpu_count()} CPU cores"
+    return f"cpu ({cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def main(argv: list[str]) -> dict:
+    """`vit-pipeline benchmark RECIPE.yaml [--steps N] [--warmup N] [--reference FILE] [--json FILE] [flags]`.
+
+    Returns:
+        The figures as a dict (what `--json` writes).
+
+    Raises:
+        PipelineError: bad flags, an unreadable reference, or a recipe the parser rejects.
+    """
+    options, recipe_argv = parse_options(argv)
+    if not recipe_argv:
+        raise PipelineError("no recipe: vit-pipeline benchmark RECIPE.yaml [--steps N]")
+    # Configuration: the recipe as the pipeline runs it, and the reference on top of it; no eval, no checkpoints.
+    configs = configurations(options, recipe_argv)
+    model_args, data_args, args, recipe_path = configs["pipeline"][1]
+
+    # Logging and seed.
+    import transformers
+    from transformers import set_seed
+
+    setup_logging()
+    transformers.utils.logging.set_verbosity_error()  # the figures are the output: no library warnings between
+    set_seed(args.seed)
+
+    # Data, image processor and model, once: every configuration trains on the same rows from the same weights.
+    from pipeline.data.load import load_splits
+    from pipeline.data.transforms import image_spec
+    from pipeline.model.load import load_image_processor, load_model
+    from pipeline.model.prepare import prepare_model
+
+    splits = load_splits(data_args, seed=args.seed)
+    image_processor = load_image_processor(model_args)
+    # What `train` trains: a new resolution, a frozen backbone or LoRA change the work (and FLOPs) per image.
+    model = prepare_model(load_model(model_args, splits.labels), image_processor, model_args)
+    image_size = image_spec(image_processor).output_size
+    flops_per_image, flops_source = training_flops_per_image(model, image_size)
+    peak_flops, peak_source = device_peak(args.device)
+
+    # Per configuration: its training rows (the transforms differ) and warm-up; then the measurements.
+    results, runs = {}, {}
+    for name, (kind, (_, config_data, config_args, _)) in configs.items():
+        warmup = options.warmup if options.warmup is not None else (10 if config_args.torch_compile else 3)
+        config_args.max_steps = warmup + options.steps
+        dataset, settings = training_dataset(kind, splits, image_processor, config_data, config_args)
+        runs[name], results[name] = (config_args, dataset, warmup), Figures(settings=settings)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    measure(runs, results, model, image_processor, image_size, len(splits.labels), options)
+    if args.device.type == "cpu":
         # A busy spell during the first measurement would understate the peak (and overstate MFU): measure again.
-        peak_flops = max(peak_flops, device_peak(device)[0])
+        peak_flops = max(peak_flops, device_peak(args.device)[0])
     for figures in results.values():
         figures.mfu_model = figures.model_images_per_s * flops_per_image / peak_flops
         figures.mfu_end_to_end = figures.end_to_end_images_per_s * flops_per_image / peak_flops
 
     # Report.
-    args = configs["pipeline"][1][2]
-    if device.type == "cpu" and load_before is not None:
+    where = machine(args.device)
+    if args.device.type == "cpu" and load_before is not None:
         # Other processes on the same cores skew CPU figures: say how busy the machine was.
         where += f", load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after"
-    memory_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS of the training process"
-    header = [
+    header = header_lines(recipe_path, where, model, image_size, (flops_per_image, flops_source),
+                          (peak_flops, peak_source), args, options, runs, len(splits.train))
+    print(report(results, header), flush=True)
+    figures_json = as_json(results, recipe_path, where, image_size, flops_per_image, (peak_flops, peak_source),
+                           options)
+    if options.json:
+        Path(options.json).write_text(json.dumps(figures_json, indent=2) + "\n")
+    return figures_json
+
+
+def header_lines(recipe_path, where: str, model, image_size, flops: tuple[float, str], peak: tuple[float, str], args,
+                 options: Options, runs: dict, train_images: int) -> list[str]:
+    """The lines above the table: machine, model and FLOPs, device peak, batch and steps."""
+    import torch
+
+    memory_kind = "CUDA max_memory_allocated" if args.device.type == "cuda" else "peak RSS of the training process"
+    return [
         f"vit-pipeline benchmark {recipe_path or ''} on {where}, torch {torch.__version__}",
         f"model: {model.config.model_type}, {type(model).__name__}, {image_size[0]}x{image_size[1]} px, "
-        f"{_si(flops_per_image)}FLOP per training image ({flops_source})",
-        f"device peak: {_si(peak_flops)}FLOP/s ({peak_source}); peak memory: {memory_kind}",
+        f"{si_prefix(flops[0])}FLOP per training image ({flops[1]})",
+        f"device peak: {si_prefix(peak[0])}FLOP/s ({peak[1]}); peak memory: {memory_kind}",
         f"batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation, {options.steps} timed "
         f"steps after {', '.join(f'{w} ({n})' for n, (_, _, w) in runs.items())} warm-up steps, best of "
-        f"{options.repeats} run{'s' if options.repeats != 1 else ''}, {len(splits.train)} training images",
+        f"{options.repeats} run{'s' if options.repeats != 1 else ''}, {train_images} training images",
     ]
-    print(report(results, header), flush=True)
+
+
+def as_json(results: dict[str, Figures], recipe_path, where: str, image_size, flops_per_image: float,
+            peak: tuple[float, str], options: Options) -> dict:
+    """The figures as `--json` writes them (the ratio pipeline / reference when both ran)."""
     figures_json = {
         "recipe": recipe_path,
         "device": where,
         "image_size": list(image_size),
         "flops_per_image": flops_per_image,
-        "device_peak_flops": peak_flops,
-        "device_peak_source": peak_source,
+        "device_peak_flops": peak[0],
+        "device_peak_source": peak[1],
         "steps": options.steps,
         "repeats": options.repeats,
         "configurations": {name: dataclasses.asdict(f) for name, f in results.items()},
@@ -202,9 +304,32 @@ def main(argv: list[str] | None = None) -> dict:
         a, b = results["pipeline"], results["reference"]
         figures_json["ratio"] = {key: getattr(a, key) / getattr(b, key) for key in (
             "data_images_per_s", "model_images_per_s", "end_to_end_images_per_s", "peak_memory_mib")}
-    if options.json:
-        Path(options.json).write_text(json.dumps(figures_json, indent=2) + "\n")
     return figures_json
+
+
+def _row(label: str, values: list[float], unit_format: str, ratio: bool = True) -> str:
+    cells = [format(v, unit_format) for v in values]
+    text = f"{label:<26}" + "".join(f"{c:>14}" for c in cells)
+    if ratio and len(values) == 2 and values[1] > 0:
+        text += f"{values[0] / values[1]:>11.2f}x"
+    return text
+
+
+def report(results: dict[str, Figures], header: list[str]) -> str:
+    """The printed table: one column per configuration, the ratio pipeline / reference last."""
+    names = list(results)
+    lines = [*header, "", f"{'':<26}" + "".join(f"{n:>14}" for n in names) + (f"{'ratio':>12}" if len(names) == 2
+                                                                                else "")]
+    figures = list(results.values())
+    lines.append(_row("data only (images/s)", [f.data_images_per_s for f in figures], ",.1f"))
+    lines.append(_row("model only (images/s)", [f.model_images_per_s for f in figures], ",.1f"))
+    lines.append(_row("end to end (images/s)", [f.end_to_end_images_per_s for f in figures], ",.1f"))
+    lines.append(_row("peak memory (MiB)", [f.peak_memory_mib for f in figures], ",.0f"))
+    lines.append(_row("MFU model only (%)", [100 * f.mfu_model for f in figures], ".3g"))
+    lines.append(_row("MFU end to end (%)", [100 * f.mfu_end_to_end for f in figures], ".3g"))
+    lines.append("")
+    lines += [f"{name}: {f.settings}" for name, f in results.items()]
+    return "\n".join(lines)
 
 
 def _apply_tf32(args) -> None:

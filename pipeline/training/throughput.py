@@ -11,34 +11,15 @@ import logging
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from pipeline import PipelineError
 
 logger = logging.getLogger("pipeline")
 
-REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "reference.yaml"
-# Keys of a reference file that are the benchmark's own, not recipe options.
-TRANSFORM_KINDS = ("example_script", "pipeline")
-
-USAGE = """usage: vit-pipeline benchmark RECIPE.yaml [--steps N] [--warmup N] [--reference FILE | --no_reference]
-                              [--json FILE] [--field value ...]
-
-Measures data-only, model-only and end-to-end images/s, peak memory and MFU for the recipe on this machine, and the
-same figures for the reference configuration (default: benchmarks/reference.yaml, the transformers example script's
-way) in the same run. Any recipe field can be overridden with a flag, for both configurations.
-
-  --steps N          timed steps per measurement (default 20)
-  --warmup N         untimed steps first (default 3; 10 with torch_compile)
-  --repeats N        measure everything N times, alternating the configurations, and keep the best of each
-                     figure (default 1; more on a busy machine)
-  --reference FILE   reference configuration: recipe keys applied on top of the recipe, and `transforms`
-  --no_reference     measure the recipe only
-  --json FILE        also write the figures as JSON"""
-
+# The reference configuration of `vit-pipeline benchmark` (transformers' example script as users run it): package
+# data, so an installed package finds it too.
+REFERENCE_FILE = Path(__file__).resolve().with_name("reference.yaml")
 # Dense (no sparsity) bf16 / fp16 tensor-core peaks from NVIDIA's datasheets, TFLOP/s; the first name that is part of
 # the device's name wins, so the PCIe and NVL variants come before the SXM H100.
 GPU_PEAK_TFLOPS = (
@@ -49,90 +30,6 @@ GPU_PEAK_TFLOPS = (
     ("H800", 989.4),
     ("A100", 312.0),
 )
-
-
-@dataclass
-class Options:
-    """The benchmark's own flags (everything else is a recipe field)."""
-
-    steps: int = 20
-    warmup: int | None = None
-    repeats: int = 1
-    reference: str | None = str(REFERENCE_FILE)
-    json: str | None = None
-
-
-@dataclass
-class Figures:
-    """What one configuration measured."""
-
-    settings: str
-    data_images_per_s: float = 0.0
-    model_images_per_s: float = 0.0
-    end_to_end_images_per_s: float = 0.0
-    peak_memory_mib: float = 0.0
-    mfu_model: float = 0.0
-    mfu_end_to_end: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-
-def _split_options(argv: list[str]) -> tuple[Options, list[str]]:
-    options, rest = Options(), []
-    values = {"--steps": "steps", "--warmup": "warmup", "--repeats": "repeats", "--reference": "reference",
-              "--json": "json"}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name, _, inline = arg.partition("=")
-        if arg in ("-h", "--help"):
-            print(USAGE)
-            raise SystemExit(0)
-        if arg == "--no_reference":
-            options.reference = None
-        elif name in values:
-            if inline:
-                value = inline
-            elif i + 1 < len(argv):
-                value, i = argv[i + 1], i + 1
-            else:
-                raise PipelineError(f"{name} needs a value (see `vit-pipeline benchmark --help`)")
-            if name in ("--steps", "--warmup", "--repeats"):
-                try:
-                    number = int(value)
-                except ValueError:
-                    raise PipelineError(f"{name} takes a whole number, got '{value}'") from None
-                least = 0 if name == "--warmup" else 1
-                if number < least:
-                    raise PipelineError(f"{name} must be at least {least}, got {number}")
-                setattr(options, values[name], number)
-            else:
-                setattr(options, values[name], value)
-        else:
-            rest.append(arg)
-        i += 1
-    return options, rest
-
-
-def read_reference(path: str) -> tuple[str, list[str]]:
-    """Read a reference file: its transform kind and its other keys as command-line flags.
-
-    Raises:
-        PipelineError: the file cannot be read, is not a mapping, or names an unknown transform kind.
-    """
-    from pipeline.config.parser import _scalar
-
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise PipelineError(f"cannot read the reference configuration {path}: {err}; pass --reference FILE or "
-                            "--no_reference") from err
-    if not isinstance(data, dict):
-        raise PipelineError(f"reference configuration {path} must be a mapping of key: value")
-    kind = data.pop("transforms", "pipeline")
-    if kind not in TRANSFORM_KINDS:
-        raise PipelineError(f"transforms: {kind} in {path} is not one of {', '.join(TRANSFORM_KINDS)}")
-    flags = [f"--{key}={_scalar(value)}" for key, value in data.items()]
-    return kind, flags
 
 
 # --- What the reference does: transformers' example script (run_image_classification.py), as users run it.
@@ -197,11 +94,19 @@ def counted_flops_per_image(model, image_size: tuple[int, int]) -> float:
     return 3.0 * counter.get_total_flops()
 
 
+def si_prefix(value: float) -> str:
+    """`value` with an SI prefix and 3 significant digits: 1.23e9 -> '1.23 G'."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.3g} {prefix}"
+    return f"{value:.3g} "
+
+
 def training_flops_per_image(model, image_size: tuple[int, int]) -> tuple[float, str]:
     """FLOPs of one training step per image: 3 x 2 x forward MACs (forward, and a backward twice its cost)."""
     macs = vit_macs_per_image(model.config, image_size)
     if macs is not None:
-        return 6.0 * macs, f"3 x 2 x {_si(macs)}MAC per forward, from the config"
+        return 6.0 * macs, f"3 x 2 x {si_prefix(macs)}MAC per forward, from the config"
     return counted_flops_per_image(model, image_size), "3 x the forward FLOPs counted by torch's FlopCounterMode"
 
 
@@ -400,38 +305,3 @@ def _rate(timer, steps: int, args) -> float:
         raise PipelineError("the benchmark ran fewer steps than asked: check max_steps and the dataset size")
     images = steps * args.train_batch_size * args.gradient_accumulation_steps
     return images / (timer.marks[1] - timer.marks[0])
-
-
-# --- Report.
-
-
-def _si(value: float) -> str:
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= factor:
-            return f"{value / factor:.3g} {prefix}"
-    return f"{value:.3g} "
-
-
-def _row(label: str, values: list[float], unit_format: str, ratio: bool = True) -> str:
-    cells = [format(v, unit_format) for v in values]
-    text = f"{label:<26}" + "".join(f"{c:>14}" for c in cells)
-    if ratio and len(values) == 2 and values[1] > 0:
-        text += f"{values[0] / values[1]:>11.2f}x"
-    return text
-
-
-def report(results: dict[str, Figures], header: list[str]) -> str:
-    """The printed table: one column per configuration, the ratio pipeline / reference last."""
-    names = list(results)
-    lines = [*header, "", f"{'':<26}" + "".join(f"{n:>14}" for n in names) + (f"{'ratio':>12}" if len(names) == 2
-                                                                                else "")]
-    figures = list(results.values())
-    lines.append(_row("data only (images/s)", [f.data_images_per_s for f in figures], ",.1f"))
-    lines.append(_row("model only (images/s)", [f.model_images_per_s for f in figures], ",.1f"))
-    lines.append(_row("end to end (images/s)", [f.end_to_end_images_per_s for f in figures], ",.1f"))
-    lines.append(_row("peak memory (MiB)", [f.peak_memory_mib for f in figures], ",.0f"))
-    lines.append(_row("MFU model only (%)", [100 * f.mfu_model for f in figures], ".3g"))
-    lines.append(_row("MFU end to end (%)", [100 * f.mfu_end_to_end for f in figures], ".3g"))
-    lines.append("")
-    lines += [f"{name}: {f.settings}" for name, f in results.items()]
-    return "\n".join(lines)

@@ -16,6 +16,7 @@ from pipeline.commands.benchmark import (
     ExampleScriptTransform,
     counted_flops_per_image,
     main,
+    parse_options,
     read_reference,
     vit_macs_per_image,
 )
@@ -27,6 +28,7 @@ ROWS = ("data only (images/s)", "model only (images/s)", "end to end (images/s)"
         "MFU model only (%)", "MFU end to end (%)")
 
 
+@pytest.mark.slow
 def test_benchmark_command_prints_every_figure(tmp_path):
     """The real command on the quickstart recipe, few steps: each figure for both configurations, and the ratio."""
     out = tmp_path / "figures.json"
@@ -92,8 +94,6 @@ def test_example_script_transform_gives_float_rows():
 
 @pytest.mark.parametrize("recipe", sorted(BENCHMARKS.glob("*.yaml")), ids=lambda p: p.name)
 def test_benchmark_recipes_parse(recipe, tmp_path):
-    if recipe.name == "reference.yaml":
-        return
     model_args, data_args, args, _ = RecipeParser().parse([str(recipe), "--output_dir", str(tmp_path)])
     assert (REPO / model_args.model_name_or_path / "config.json").is_file()
     header = recipe.read_text().split("\n\n")[0]
@@ -120,13 +120,22 @@ def test_photo_dataset_is_real_jpegs(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["recipes/quickstart.yaml", "--steps", "0"], "--steps must be at least 1"),
-    (["recipes/quickstart.yaml", "--warmup", "x"], "--warmup takes a whole number"),
-    (["recipes/quickstart.yaml", "--reference"], "--reference needs a value"),
+    (["recipes/quickstart.yaml", "--warmup", "x"], "argument --warmup: invalid int value: 'x'"),
+    (["recipes/quickstart.yaml", "--reference"], "argument --reference: expected one argument"),
     ([], "no recipe"),
 ])
 def test_bad_benchmark_flags(argv, message):
     with pytest.raises(PipelineError, match=re.escape(message)):
         main(argv)
+
+
+def test_benchmark_flags_and_recipe_flags_are_told_apart():
+    options, recipe_argv = parse_options(["r.yaml", "--warmup_steps", "0.1", "--steps=5", "--learning_rate", "1e-3",
+                                          "--no_reference", "--repeats", "2"])
+    assert (options.steps, options.repeats, options.reference, options.warmup) == (5, 2, None, None)
+    # `--warmup_steps` is a recipe field, not an abbreviation of --warmup.
+    assert recipe_argv == ["r.yaml", "--warmup_steps", "0.1", "--learning_rate", "1e-3"]
+    assert parse_options(["r.yaml"])[0].reference == str(REFERENCE_FILE)
 
 
 def test_unknown_transform_kind_in_a_reference(tmp_path):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import run_cli
 
 
+@pytest.mark.slow
 def test_quickstart_recipe_as_is(tmp_path):
     out = tmp_path / "quickstart"
     # Only the output folder changes (the recipe's own is relative to the repository root).

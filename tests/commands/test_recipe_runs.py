@@ -51,6 +51,7 @@ def run_recipe(name: str, checkpoint: Path, data: Path, out: Path, *extra: str) 
 
 
 @pytest.mark.parametrize("name", sorted(standins.STANDINS))
+@pytest.mark.slow
 def test_recipe_runs_on_its_dataset_schema(name, tiny_classifier, tiny_backbone, tmp_path):
     standin = standins.STANDINS[name]
     recipe = yaml.safe_load((RECIPES / name).read_text())

@@ -51,6 +51,7 @@ def check_output(out: Path, labels: list[str]) -> list[dict]:
     return predictions
 
 
+@pytest.mark.slow
 def test_imagefolder_with_validation_split(tiny_vit, digits_folder, tmp_path):
     out = tmp_path / "out"
     train("--model_name_or_path", str(tiny_vit), "--dataset_name", str(digits_folder), "--output_dir", str(out),
@@ -69,6 +70,7 @@ def test_imagefolder_with_validation_split(tiny_vit, digits_folder, tmp_path):
     assert final["eval_accuracy"] == pytest.approx(state["best_metric"])
 
 
+@pytest.mark.slow
 def test_parquet_repo_img_column_string_labels_test_split(tiny_backbone, photos_parquet, tmp_path):
     # A Hub-like parquet repo (README with dataset_info), `img` column, string labels, no validation but a test split;
     # the checkpoint is a bare backbone, so the head is fresh.
@@ -82,6 +84,7 @@ def test_parquet_repo_img_column_string_labels_test_split(tiny_backbone, photos_
     assert "test" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_save_to_disk_and_integer_labels(tiny_vit, tmp_path):
     import datasets
 
@@ -98,6 +101,7 @@ def test_save_to_disk_and_integer_labels(tiny_vit, tmp_path):
     assert "36 training images, 12 evaluation images" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_train_dir_and_validation_dir(tiny_vit, tmp_path):
     rows = photos(n_per_class=6)
     write_imagefolder(tmp_path / "data", {"train": rows[::2] + rows[1::2][:3], "val": rows[1::2][3:]}, fmt="jpg")
@@ -107,6 +111,7 @@ def test_train_dir_and_validation_dir(tiny_vit, tmp_path):
     check_output(out, ["astronaut", "chelsea", "coffee"])
 
 
+@pytest.mark.slow
 def test_console_command_and_resume(tiny_vit, digits_folder, tmp_path):
     """The real command in a subprocess; a second run in the same folder resumes from its last checkpoint."""
     out = tmp_path / "out"

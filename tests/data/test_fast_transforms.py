@@ -238,6 +238,7 @@ def test_pixel_cache_needs_the_fast_transforms():
         DataArguments(dataset_name="x", pixel_cache=True, fast_transforms=False)
 
 
+@pytest.mark.slow
 def test_train_with_pixel_cache_and_reload_with_pipeline(tiny_vit, photos_parquet, tmp_path):
     """The real command with the pixel cache: it trains, evaluates on cached pixels, and pipeline() reloads it."""
     import json

@@ -452,6 +452,7 @@ def test_train_checks_the_push_before_loading_anything(tiny_vit, digits_folder, 
 # The checkpoint push is a TrainerCallback: both backends call it (their checkpoints hold different optimizer files).
 @pytest.mark.parametrize("backend, optimizer_files", [("trainer", ("optimizer.pt", "scheduler.pt")),
                                                       ("accelerate", ("optimizer.bin", "scheduler.bin"))])
+@pytest.mark.slow
 def test_hub_strategy_all_checkpoints_pushes_while_training(backend, optimizer_files, tiny_vit, digits_folder,
                                                              tmp_path, hub_server):
     out = tmp_path / "out"

@@ -66,6 +66,7 @@ def evaluate_saved_model(out: Path, data_args) -> dict[str, float]:
 
 @pytest.mark.parametrize("backend, launcher", [("trainer", "torchrun"), ("accelerate", "torchrun"),
                                                ("trainer", "accelerate launch")])
+@pytest.mark.slow
 def test_two_processes_train_and_evaluate_exactly(backend, launcher, tiny_vit, digits_folder, tmp_path):
     from pipeline.config import DataArguments
 

@@ -107,6 +107,7 @@ def test_backbone_rate_with_layer_decay_and_through_the_trainer(tmp_path):
 
 
 @backends
+@pytest.mark.slow
 def test_frozen_backbone_weights_do_not_change(backend, tiny3, photos_repo, tmp_path):
     out = tmp_path / "out"
     train("--model_name_or_path", str(tiny3), "--dataset_name", str(photos_repo), "--output_dir", str(out), *QUICK,
@@ -215,6 +216,7 @@ def test_label_smoothing_and_class_weights_change_the_loss():
 
 
 @backends
+@pytest.mark.slow
 def test_class_weighted_loss_and_label_smoothing_run_end_to_end(backend, tiny3, tmp_path):
     # Imbalanced: 12 astronaut, 4 chelsea, 4 coffee images.
     rows = [r for r in photos(n_per_class=12) if r[1] == "astronaut"] + \
@@ -234,6 +236,7 @@ def test_class_weighted_loss_and_label_smoothing_run_end_to_end(backend, tiny3, 
 # EMA of the weights.
 
 @backends
+@pytest.mark.slow
 def test_ema_weights_are_evaluated_saved_and_differ_from_the_raw_weights(backend, tiny3, photos_repo, tmp_path):
     out = tmp_path / "out"
     train("--model_name_or_path", str(tiny3), "--dataset_name", str(photos_repo), "--output_dir", str(out), *QUICK,
@@ -251,6 +254,7 @@ def test_ema_weights_are_evaluated_saved_and_differ_from_the_raw_weights(backend
     assert not all(torch.equal(saved[k], raw[k]) for k in saved)
 
 
+@pytest.mark.slow
 def test_ema_resumes_from_its_checkpoint(tiny3, photos_repo, tmp_path):
     from pipeline.training.ema import ModelEMA
 
@@ -276,6 +280,7 @@ def test_ema_resumes_from_its_checkpoint(tiny3, photos_repo, tmp_path):
 # Early stopping.
 
 @backends
+@pytest.mark.slow
 def test_early_stopping_stops_before_the_last_epoch(backend, tiny3, photos_repo, tmp_path):
     out = tmp_path / "out"
     # A threshold of 1.0 accuracy can never be beaten: the second evaluation already counts as no improvement.
@@ -311,6 +316,7 @@ def test_resized_position_embeddings_match_on_the_fly_interpolation():
     assert dict(processor.size) == {"height": 48, "width": 48}
 
 
+@pytest.mark.slow
 def test_higher_resolution_output_reloads_in_pipeline_at_the_new_size(tiny3, photos_repo, tmp_path):
     from transformers import pipeline
 
@@ -327,6 +333,7 @@ def test_higher_resolution_output_reloads_in_pipeline_at_the_new_size(tiny3, pho
 # LoRA.
 
 @backends
+@pytest.mark.slow
 def test_lora_trains_adapters_and_head_only_and_merges_into_a_plain_model(backend, tmp_path, photos_repo):
     from peft import PeftModel
     from transformers import AutoModelForImageClassification, ViTImageProcessor

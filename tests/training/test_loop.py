@@ -76,6 +76,7 @@ def recording_tracker():
     LOGGER_TYPE_TO_CLASS.pop("recording", None)
 
 
+@pytest.mark.slow
 def test_accelerate_backend_writes_the_trainer_backends_output(tiny_vit, digits_folder, tmp_path, one_thread,
                                                                recording_tracker):
     out = tmp_path / "out"
@@ -151,6 +152,7 @@ def test_accelerate_backend_rejects_what_it_cannot_do(flags, message):
         RecipeParser().parse(["--model_name_or_path", "m", "--dataset_name", "d", "--backend", "accelerate", *flags])
 
 
+@pytest.mark.slow
 def test_trainer_and_accelerate_backends_reach_the_same_accuracy(tmp_path, one_thread):
     """Same recipe, same seed, one process: the two loops agree (measured: identical to the last digit on CPU)."""
     # The quickstart recipe on 800 of its digits for 8 epochs (400 steps): enough for about 0.87 accuracy.
@@ -294,6 +296,7 @@ class EventRecorder(TrainerCallback):
         return super().__getattribute__(name)
 
 
+@pytest.mark.slow
 def test_both_backends_call_trainer_callbacks_the_same_way(tmp_path, one_thread):
     """One flow policy: the same TrainerCallback hears the same events at the same steps from either backend."""
     from transformers import ViTImageProcessor
@@ -373,6 +376,7 @@ def train_log_count(backend: str, output: str) -> int:
 
 
 @pytest.mark.parametrize("backend", ["accelerate", "trainer"])
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(backend, tiny_vit, digits_folder, tmp_path):
     # The reference: the same command, never interrupted.
     reference = tmp_path / "reference"
@@ -416,6 +420,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(backend, tiny_vit, digits_f
     check_output(out, [str(d) for d in range(10)])
 
 
+@pytest.mark.slow
 def test_resumed_run_restores_the_weight_average(tiny_vit, digits_folder, tmp_path, one_thread):
     """A run resumed from a checkpoint ends with the uninterrupted run's EMA; without the saved average it does not."""
     def run(out: Path, *extra: str) -> dict[str, torch.Tensor]:

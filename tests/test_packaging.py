@@ -1,0 +1,81 @@
+"""A built wheel, installed without `-e`, runs every command from any folder: the card template, the offline evaluate
+modules and the benchmark's reference configuration are package data, found without the source tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+# What a source distribution of the project holds (the wheel is built from a copy: the checkout stays clean).
+SOURCES = ("pyproject.toml", "README.md", "pipeline", "model_cards")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The wheel built from a copy of the sources, installed (no dependencies: the test venv has them) into a folder."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    wheels, target = root / "wheels", root / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
+    built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels),
+                            str(source)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = wheels.glob("vit_pipeline-*.whl")
+    done = subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return target
+
+
+def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` with the installed copy first on the path and a folder outside the checkout."""
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_runs_every_command_from_any_folder(installed, tmp_path):
+    where = run_installed(installed, tmp_path, "-c", "import pipeline, sys; print(pipeline.__file__)")
+    assert where.stdout.strip().startswith(str(installed)), where.stdout + where.stderr  # not the source tree
+    # Package data: the card template, the evaluate modules, the benchmark reference.
+    found = run_installed(installed, tmp_path, "-c", "; ".join([
+        "from pipeline.publish.card import template_path",
+        "from pipeline.evaluation.metrics import MODULES_DIR",
+        "from pipeline.training.throughput import REFERENCE_FILE",
+        "from pipeline.commands.benchmark import read_reference",
+        "print(template_path(), MODULES_DIR, REFERENCE_FILE, read_reference(str(REFERENCE_FILE))[0], sep='\\n')"]))
+    assert found.returncode == 0, found.stderr[-3000:]
+    template, modules, reference, kind = found.stdout.split()
+    assert all(path.startswith(str(installed)) and Path(path).exists() for path in (template, modules, reference))
+    assert (Path(modules) / "accuracy" / "accuracy.py").is_file() and kind == "example_script"
+    # Every command answers --help; the usage names them all.
+    usage = run_installed(installed, tmp_path, "-m", "pipeline", "--help")
+    assert usage.returncode == 0 and "train" in usage.stdout and "benchmark" in usage.stdout
+    from pipeline.cli import COMMANDS
+
+    for command in COMMANDS:
+        shown = run_installed(installed, tmp_path, "-m", "pipeline", command, "--help")
+        assert shown.returncode == 0, f"{command} --help: {shown.stderr[-2000:]}"
+    # A tiny training run: metrics through the packaged evaluate modules, the card from the packaged template.
+    trained = run_installed(installed, tmp_path, "-m", "pipeline", "train", str(REPO / "recipes" / "quickstart.yaml"),
+                            "--model_name_or_path", str(REPO / "recipes" / "models" / "vit-tiny-digits"),
+                            "--output_dir", "out", "--num_train_epochs", "1", "--max_train_samples", "64",
+                            "--max_eval_samples", "32", "--dataloader_num_workers", "0")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    out = tmp_path / "out"
+    assert "eval_accuracy" in json.loads((out / "eval_results.json").read_text())
+    assert "## Training procedure" in (out / "README.md").read_text()
