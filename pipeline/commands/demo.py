@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from pipeline import PipelineError
-from pipeline.utils import CommandParser, is_hub_id, parse_bool, setup_logging
+from pipeline.utils import CommandParser, first_line, is_hub_id, parse_bool, setup_logging
 
 logger = logging.getLogger("pipeline")
 
@@ -150,7 +150,11 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from pipeline.publish.space_app import build_demo
 
-    demo = build_demo(args.model, token=args.hub_token or None, top_k=args.top_k)
+    try:
+        demo = build_demo(args.model, token=args.hub_token or None, top_k=args.top_k)
+    except OSError as err:  # what transformers raises for a repo it cannot find or reach
+        raise PipelineError(f"cannot load model '{args.model}': {first_line(err)} (give a `vit-pipeline train` output "
+                            "folder, or a Hub id that exists and is reachable)") from err
     logger.info("Serving %s on http://%s:%d (Ctrl+C stops it)", args.model, args.host, args.port)
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False,

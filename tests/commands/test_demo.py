@@ -203,7 +203,8 @@ def test_write_space_serves_the_hub_model_without_the_package(demo_model, cat_ph
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["missing-folder"], "no model 'missing-folder'"),
+    (["missing/folder/x"], "no model 'missing/folder/x'"),
+    (["missing-folder"], "cannot load model 'missing-folder': "),  # a legacy Hub id, offline here
     ([".", "--top_k", "0"], "--top_k must be at least 1"),
     ([".", "--port", "70000"], "--port must be in 1-65535"),
     ([".", "--write_space", "space"], "names no pushed repo"),
