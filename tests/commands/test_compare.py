@@ -104,3 +104,22 @@ def test_the_shipped_vit_vs_cnn_command_parses_for_every_model():
         _, _, training_args, _ = RecipeParser().parse([str(path), *shared, "--model_name_or_path", name,
                                                        *[f"--{k}={v}" for k, v in overrides.items()]])
         assert training_args.num_train_epochs == 3 and training_args.seed == 42
+
+
+def test_multi_label_runs_report_map_and_the_table_shows_it(tmp_path):
+    from pipeline.commands.compare import read_metrics, write_csv, write_markdown
+
+    run = tmp_path / "run"
+    run.mkdir()
+    # The keys a multi-label run writes (pipeline/evaluation/multilabel.py), as Trainer.save_metrics writes them.
+    (run / "eval_results.json").write_text(json.dumps({"eval_map": 0.71, "eval_f1_macro": 0.55,
+                                                       "eval_subset_accuracy": 0.4, "eval_loss": 0.3}))
+    (run / "all_results.json").write_text(json.dumps({"train_samples_per_second": 12.5}))
+    metrics = read_metrics(run)
+    assert metrics == {"accuracy": 0.4, "macro_f1": 0.55, "mAP": 0.71, "train_images_per_second": 12.5}
+    row = {"model": "m", "overrides": "", **metrics, "parameters": 10**6, "gflops_per_image": 1.0,
+           "peak_memory_mib": 100.0, "latency_batch1_ms": 1.0, "latency_batch32_ms": 9.0, "folder": "run"}
+    markdown = write_markdown([row], tmp_path / "c.md", "vit-pipeline compare ...", "CPU").read_text()
+    assert "| mAP |" in markdown and "0.7100" in markdown
+    with write_csv([row], tmp_path / "c.csv").open() as file:
+        assert next(csv.DictReader(file))["mAP"] == "0.71"
