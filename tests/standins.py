@@ -64,12 +64,19 @@ EUROSAT = ["Annual Crop", "Forest", "Herbaceous Vegetation", "Highway", "Industr
            "Permanent Crop", "Residential Buildings", "River", "SeaLake"]
 
 
+# danjacobellis/chestmnist_224 (MedMNIST+ ChestMNIST): 14 unnamed 0/1 flags per image, in MedMNIST's order.
+CHESTMNIST = ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia", "pneumothorax",
+              "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"]
+
+
 @dataclass
 class Standin:
     """One Hub dataset's schema: columns (name -> kind), the label column and its names, and rows per class per split.
 
     Column kinds: "image", "classlabel" (the label), "string_label" (the label as a plain string), "string", "bool",
-    or ("classlabel", names) for a second ClassLabel column (CIFAR-100's coarse_label).
+    ("classlabel", names) for a second ClassLabel column (CIFAR-100's coarse_label), or "flags" (multi-label: a
+    sequence of uint8 0/1 flags, one per label, the class's own flag set; every third row of a class also has
+    none set, a "no finding" image).
     """
 
     hub_id: str
@@ -108,6 +115,9 @@ STANDINS: dict[str, Standin] = {
     "oxford-flowers/vit-base.yaml": Standin(
         "nelorth/oxford-flowers", {"image": "image", "label": "classlabel"}, "label", FLOWERS,
         {"train": 1, "test": 1}, eval_classes=20),
+    "chestmnist/vit-base.yaml": Standin(
+        "danjacobellis/chestmnist_224", {"path": "string", "label": "flags", "image": "image"}, "label", CHESTMNIST,
+        {"train": 3, "validation": 3}),
     "eurosat/vit-base.yaml": Standin(
         "blanchon/EuroSAT_RGB", {"image": "image", "label": "classlabel", "filename": "string"}, "label", EUROSAT,
         {"train": 3, "test": 1, "validation": 1}),
@@ -138,6 +148,8 @@ def features_of(standin: Standin):
             features[name] = datasets.Value("string")
         elif kind == "bool":
             features[name] = datasets.Value("bool")
+        elif kind == "flags":
+            features[name] = datasets.List(datasets.Value("uint8"))
         else:
             raise ValueError(kind)
     return datasets.Features(features)
@@ -168,6 +180,8 @@ def build(standin: Standin, root: Path, rename: dict[str, str] | None = None) ->
                         value = standin.labels[c]
                     elif isinstance(kind, tuple):
                         value = c % len(kind[1])
+                    elif kind == "flags":
+                        value = [int(j == c and i % 3 != 2) for j in range(len(standin.labels))]
                     elif kind == "bool":
                         value = standin.labels[c][0].islower()
                     else:

@@ -123,6 +123,13 @@ class DataArguments:
             "the column names become the class names. Instead of label_column_name."
         },
     )
+    label_flag_names: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Multi-label from a label column of 0/1 vectors, one flag per class (MedMNIST's ChestMNIST "
+            "layout): the class names, in the vectors' order."
+        },
+    )
     problem_type: str | None = field(
         default=None,
         metadata={
@@ -220,6 +227,15 @@ class DataArguments:
             raise PipelineError(f"crop_scale_min must be in (0, 1] (got {self.crop_scale_min})")
         if self.problem_type not in (None, *PROBLEM_TYPES):
             raise PipelineError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)} (got {self.problem_type})")
+        if self.label_flag_names is not None:
+            if self.label_columns is not None:
+                raise PipelineError("label_flag_names names the flags of a 0/1 vector column: drop it with "
+                                    "label_columns (the column names are the class names)")
+            if not self.label_flag_names or len(set(self.label_flag_names)) != len(self.label_flag_names):
+                raise PipelineError(f"label_flag_names must be distinct class names (got {self.label_flag_names})")
+            if self.problem_type == SINGLE_LABEL:
+                raise PipelineError("label_flag_names (0/1 vectors) is multi-label: set problem_type: "
+                                    "multi_label_classification or leave it unset")
         if self.label_columns is not None:
             if self.label_column_name is not None:
                 raise PipelineError("set either label_columns (several 0/1 columns) or label_column_name, not both")

@@ -25,6 +25,7 @@ from pipeline.data.builtin import BUILTIN_PREFIX, resolve_builtin
 from pipeline.data.multilabel import (
     columns_to_multi_hot,
     encode_label_lists,
+    flag_vectors_to_multi_hot,
     is_list_feature,
     iterative_split,
     label_matrix,
@@ -335,7 +336,8 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
     else:
         label_cols = [find_column(train, data_args.label_column_name, LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS,
                                   ClassLabel, "label")]
-    multi_label = bool(data_args.label_columns) or data_args.problem_type == MULTI_LABEL or (
+    multi_label = bool(data_args.label_columns or data_args.label_flag_names) or (
+        data_args.problem_type == MULTI_LABEL) or (
         data_args.problem_type is None and is_list_feature(train.features[label_cols[0]]))
     if data_args.problem_type == SINGLE_LABEL and is_list_feature(train.features[label_cols[0]]):
         raise PipelineError(f"label column '{label_cols[0]}' holds lists of labels: set problem_type: "
@@ -356,6 +358,9 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
     def encode(train: Dataset, evals: Dataset, eval_name: str) -> tuple[Dataset, Dataset, list[str]]:
         if data_args.label_columns:
             return train, evals, label_cols
+        if data_args.label_flag_names:
+            return (*flag_vectors_to_multi_hot(train, evals, eval_name, list(data_args.label_flag_names)),
+                    list(data_args.label_flag_names))
         if multi_label:
             return encode_label_lists(train, evals, eval_name)
         return encode_labels(train, evals, eval_name)

@@ -130,6 +130,29 @@ def encode_label_lists(train: Dataset, evals: Dataset, eval_name: str) -> tuple[
             with_multi_hot(evals, ["label"], _to_multi_hot(eval_rows, index)), names)
 
 
+def flag_vectors_to_multi_hot(train: Dataset, evals: Dataset, eval_name: str, names: list[str]
+                              ) -> tuple[Dataset, Dataset]:
+    """Turn a `label` column of 0/1 vectors (one flag per class, in the order of `names`) into multi-hot rows.
+
+    Raises:
+        PipelineError: a row that is not a list, has another length than `names`, or holds a value other than 0/1.
+    """
+    out = []
+    for ds, split in ((train, "train"), (evals, eval_name)):
+        values = _values(ds, "label")
+        for row, value in enumerate(values):
+            if not isinstance(value, list) or len(value) != len(names):
+                shown = f"{len(value)} flags" if isinstance(value, list) else repr(value)
+                raise PipelineError(f"split '{split}' row {row} holds {shown} where label_flag_names has "
+                                    f"{len(names)} classes: each row needs one 0/1 flag per name")
+            bad = [v for v in value if v is None or v not in (0, 1)]
+            if bad:
+                raise PipelineError(f"split '{split}' row {row} holds {bad[0]!r} in its 0/1 flags: "
+                                    "label_flag_names takes vectors of 0/1 values only")
+        out.append(with_multi_hot(ds, ["label"], np.asarray(values, dtype=np.float32).reshape(len(values), -1)))
+    return out[0], out[1]
+
+
 def columns_to_multi_hot(ds: Dataset, columns: list[str], split: str) -> np.ndarray:
     """Stack 0/1 columns (integers, booleans, floats equal to 0 or 1, or two-class ClassLabels) into multi-hot rows.
 

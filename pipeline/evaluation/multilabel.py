@@ -40,7 +40,8 @@ def compute_multilabel_metrics(logits: np.ndarray, labels: np.ndarray, threshold
 
     Returns:
         map (mean over the classes with at least one positive of the average precision), map_micro (average
-        precision of all (image, class) pairs pooled), f1_micro, f1_macro, precision and recall (macro), all at
+        precision of all (image, class) pairs pooled), auroc (macro ROC AUC over the classes with positives and
+        negatives), f1_micro, f1_macro, precision and recall (macro), all at
         `threshold`, subset_accuracy (every class of an image right), hamming_loss (share of wrong (image, class)
         pairs). Macro averages run over the classes with at least one positive, as map does; with no positive at
         all the ranking metrics are NaN.
@@ -52,6 +53,7 @@ def compute_multilabel_metrics(logits: np.ndarray, labels: np.ndarray, threshold
         hamming_loss,
         precision_score,
         recall_score,
+        roc_auc_score,
     )
 
     scores = sigmoid(logits)
@@ -64,6 +66,9 @@ def compute_multilabel_metrics(logits: np.ndarray, labels: np.ndarray, threshold
         results["map_micro"] = float(average_precision_score(y, scores, average="micro"))
     else:
         results["map"] = results["map_micro"] = math.nan
+    # AUROC needs positives and negatives: macro over the classes that have both (what ChestX-ray14 papers report).
+    both = np.flatnonzero((y.sum(0) > 0) & (y.sum(0) < len(y)))
+    results["auroc"] = float(roc_auc_score(y[:, both], scores[:, both], average="macro")) if len(both) else math.nan
     results["f1_micro"] = float(f1_score(y, predicted, average="micro", zero_division=0))
     classes = present.tolist() or list(range(y.shape[1]))
     results["f1_macro"] = float(f1_score(y, predicted, labels=classes, average="macro", zero_division=0))
@@ -303,7 +308,7 @@ def _report_markdown(report: dict) -> str:
     lines = [f"# Evaluation of {report['model']} (multi-label)", "",
              f"{report['dataset']}, split {report['split']}: {report['num_samples']} images, "
              f"{report['no_positive']} with no positive label.", "", "| Metric | Value |", "|---|---|"]
-    for name in ("map", "map_micro", "f1_micro", "f1_macro", "precision", "recall", "subset_accuracy",
+    for name in ("map", "map_micro", "auroc", "f1_micro", "f1_macro", "precision", "recall", "subset_accuracy",
                  "hamming_loss", "f1_macro_at_saved_thresholds"):
         if name in report:
             lines.append(f"| {name} | {report[name]:.4f} |")

@@ -238,7 +238,7 @@ def _metric_args(name: str) -> dict | None:
         return {"average": "macro"}
     if name in ("f1_micro", "map_micro"):
         return {"average": "micro"}
-    if name == "map":
+    if name in ("map", "auroc"):
         return {"average": "macro over classes with a positive"}
     return None
 
@@ -278,6 +278,7 @@ def render_card(inputs: CardInputs) -> ModelCard:
         train_samples=inputs.train_samples,
         eval_metrics=inputs.eval_metrics,
         usage_id=inputs.hub_model_id or "path/to/output_dir",
+        hub_model_id=inputs.hub_model_id,
         labels=inputs.labels,
         skipped_images=inputs.skipped_images,
         backend=inputs.backend,

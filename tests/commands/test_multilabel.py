@@ -29,7 +29,7 @@ def check_multilabel_output(out: Path) -> dict:
     assert config["problem_type"] == "multi_label_classification"
     assert [config["id2label"][str(i)] for i in range(3)] == DIGIT_TAGS
     results = json.loads((out / "eval_results.json").read_text())
-    for name in ("map", "map_micro", "f1_micro", "f1_macro", "precision", "recall", "subset_accuracy",
+    for name in ("map", "map_micro", "auroc", "f1_micro", "f1_macro", "precision", "recall", "subset_accuracy",
                  "hamming_loss"):
         assert f"eval_{name}" in results, name
     assert "eval_accuracy" not in results
@@ -51,7 +51,7 @@ def check_multilabel_output(out: Path) -> dict:
     # pipeline() applies a sigmoid per label: independent scores that need not sum to 1.
     classifier = pipeline("image-classification", model=str(out))
     rows = digits(n_per_class=1, seed=3)
-    predictions = classifier([im.convert("RGB") for im, _ in rows], top_k=None)
+    predictions = classifier([im.convert("RGB") for im, _ in rows], top_k=len(DIGIT_TAGS))
     sums = [sum(p["score"] for p in prediction) for prediction in predictions]
     assert all({p["label"] for p in prediction} == set(DIGIT_TAGS) for prediction in predictions)
     assert all(0.0 <= p["score"] <= 1.0 for prediction in predictions for p in prediction)
@@ -126,7 +126,7 @@ def pipeline_scores(model: Path, paths: list[str]) -> list[dict[str, float]]:
     from transformers import pipeline
 
     classifier = pipeline("image-classification", model=str(model), device="cpu")
-    return [{p["label"]: p["score"] for p in classifier(path, top_k=None)} for path in paths]
+    return [{p["label"]: p["score"] for p in classifier(path, top_k=len(DIGIT_TAGS))} for path in paths]
 
 
 def test_predict_writes_every_label_above_its_threshold(tag_classifier, tmp_path):

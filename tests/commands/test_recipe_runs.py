@@ -67,7 +67,10 @@ def test_recipe_runs_on_its_dataset_schema(name, tiny_classifier, tiny_backbone,
     run_recipe(name, checkpoint, data, out)
 
     labels = sorted(standin.labels) if standin.columns[standin.label_column] == "string_label" else standin.labels
-    check_output(out, labels)
+    if standin.columns[standin.label_column] == "flags":
+        check_multilabel_output(out, labels)
+    else:
+        check_output(out, labels)
     config = json.loads((out / "config.json").read_text())
     processor = json.loads((out / "preprocessor_config.json").read_text())
     if recipe.get("image_size"):
@@ -78,12 +81,31 @@ def test_recipe_runs_on_its_dataset_schema(name, tiny_classifier, tiny_backbone,
         assert not (out / "adapter_config.json").exists() and (out / "adapter" / "adapter_config.json").is_file()
     resolved = yaml.safe_load((out / "recipe.yaml").read_text())
     for key in ("image_column_name", "label_column_name", "eval_split", "layer_decay", "ema_decay", "mixup_alpha",
-                "auto_augment", "use_peft", "class_weighted_loss", "backbone_learning_rate"):
+                "auto_augment", "use_peft", "class_weighted_loss", "backbone_learning_rate", "label_flag_names"):
         if key in recipe:
             assert resolved[key] == recipe[key], key
 
 
 @pytest.mark.parametrize("change", ["renamed label column", "renamed split"])
+def check_multilabel_output(out: Path, labels: list[str]) -> None:
+    """A multi-label output folder: problem type, label names, map in model-index, thresholds, sigmoid scores."""
+    from huggingface_hub import metadata_load
+    from transformers import pipeline
+
+    from tests.conftest import photos
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
+    assert [config["id2label"][str(i)] for i in range(len(labels))] == labels
+    metrics = {m["type"] for m in metadata_load(out / "README.md")["model-index"][0]["results"][0]["metrics"]}
+    assert {"map", "f1_micro", "f1_macro", "auroc"} <= metrics
+    assert set(json.loads((out / "thresholds.json").read_text())["thresholds"]) == set(labels)
+    classifier = pipeline("image-classification", model=str(out))
+    prediction = classifier(photos(n_per_class=1)[0][0].convert("RGB"), top_k=len(labels))
+    assert {p["label"] for p in prediction} == set(labels)
+    assert sum(p["score"] for p in prediction) != pytest.approx(1.0, abs=1e-3)  # independent sigmoid scores
+
+
 def test_recipe_fails_when_the_dataset_schema_drifts(change, tiny_backbone, tmp_path, capsys):
     standin = standins.STANDINS["beans/vit-base.yaml"]
     if change == "renamed label column":

@@ -170,3 +170,19 @@ def test_parquet_repo_with_mixed_list_and_scalar_splits_is_one_line(tmp_path):
     message = str(info.value)
     assert "Couldn't cast array of type string to List(Value('string'))" in message
     assert "the splits' columns have different types" in message and "\n" not in message
+
+
+def test_zero_one_flag_vectors_with_label_flag_names(tmp_path):
+    rows = digits(n_per_class=2)
+    flags = expected_matrix(rows).astype(int).tolist()
+    ds = datasets.Dataset.from_dict({"path": [f"{i}.png" for i in range(len(rows))], "label": flags,
+                                     "image": [im for im, _ in rows]},
+                                    features=datasets.Features({"path": datasets.Value("string"),
+                                                                "label": datasets.List(datasets.Value("uint8")),
+                                                                "image": datasets.Image()}))
+    splits = load(dataset_name=repo(tmp_path, ds, ds), label_column_name="label", label_flag_names=DIGIT_TAGS)
+    assert splits.multi_label and splits.labels == DIGIT_TAGS
+    np.testing.assert_array_equal(label_matrix(splits.eval), expected_matrix(rows))
+    with pytest.raises(PipelineError, match=r"split 'train' row 0 holds 3 flags where label_flag_names has 2 classes"):
+        load(dataset_name=repo(tmp_path / "b", ds, ds), label_column_name="label", label_flag_names=["a", "b"],
+             verify_images=False)

@@ -13,6 +13,7 @@ from sklearn.metrics import (
     hamming_loss,
     precision_score,
     recall_score,
+    roc_auc_score,
 )
 from transformers import EvalPrediction
 
@@ -44,6 +45,7 @@ def test_same_numbers_as_sklearn():
     present = [0, 1, 2, 3]
     assert ours["map"] == pytest.approx(np.mean([average_precision_score(y[:, c], scores[:, c]) for c in present]))
     assert ours["map_micro"] == pytest.approx(average_precision_score(y, scores, average="micro"))
+    assert ours["auroc"] == pytest.approx(roc_auc_score(y[:, present], scores[:, present], average="macro"))
     assert ours["f1_micro"] == pytest.approx(f1_score(y, predicted, average="micro"))
     assert ours["f1_macro"] == pytest.approx(f1_score(y, predicted, labels=present, average="macro"))
     assert ours["precision"] == pytest.approx(precision_score(y, predicted, labels=present, average="macro"))
