@@ -110,6 +110,7 @@ def test_bad_inputs_one_line(photo_classifier, photos_parquet, digits_folder, tm
         assert last.startswith("vit-pipeline: error:") and message in last, last
 
 
+@pytest.mark.slow  # a fresh interpreter: about 20 s on 2 busy cores
 def test_missing_extra_named(photo_classifier, photos_parquet, tmp_path):
     # A Python where onnxruntime cannot be imported (a module of that name that fails on import, first on the path).
     blocker = tmp_path / "blocked"
