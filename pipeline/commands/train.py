@@ -56,6 +56,93 @@ def _multi_label_defaults(training_args, recipe: dict) -> None:
         logger.info("Multi-label: metric_for_best_model is map (mean average precision over the classes)")
 
 
+def _load_data(data_args, training_args, token: str | None):
+    """The splits: map-style (downloaded, checked, prepared), or a training stream read as training consumes it."""
+    if data_args.streaming:
+        from pipeline.config.arguments import stream_schedule
+        from pipeline.data.stream import stream_splits
+
+        splits = stream_splits(data_args, seed=training_args.seed, rank=training_args.process_index,
+                               world_size=training_args.world_size, token=token)
+        stream_schedule(training_args, splits.train_rows)
+        logger.info("Data: a training stream (%s rows) / %d eval images (%s), %d classes; %d steps of %d images",
+                    f"{splits.train_rows:,}" if splits.train_rows else "unknown number of", len(splits.eval),
+                    splits.eval_split_name, len(splits.labels), training_args.max_steps,
+                    training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+                    * training_args.world_size)
+        return splits
+    from pipeline.data.load import load_splits
+
+    with training_args.main_process_first(desc="loading the dataset"):
+        splits = load_splits(data_args, seed=training_args.seed, cache_dir=None, token=token)
+    logger.info("Data: %d train / %d eval images (%s), %d classes%s", len(splits.train), len(splits.eval),
+                splits.eval_split_name, len(splits.labels), " (multi-label)" if splits.multi_label else "")
+    return splits
+
+
+def _load_model(model_args, training_args, splits, token: str | None):
+    """The image processor and the model to train: resolution, frozen backbone, LoRA (the processor follows a new
+    resolution), with the layer-decay check on the model itself."""
+    from pipeline.model.load import load_image_processor, load_model
+    from pipeline.model.prepare import prepare_model
+
+    image_processor = load_image_processor(model_args, token=token)
+    model = prepare_model(load_model(model_args, splits.labels, token=token, multi_label=splits.multi_label),
+                          image_processor, model_args)
+    if training_args.layer_decay is not None:
+        from pipeline.model.inspect import check_layer_decay
+
+        check_layer_decay(model)
+    return image_processor, model
+
+
+def _prepare_data(splits, image_processor, data_args, training_args):
+    """Train and eval rows. Fast path (default): uint8 rows from the loader workers; the backend normalizes whole
+    batches on the device."""
+    from pipeline.data.transforms import prepare_dataset, prepare_datasets
+
+    if data_args.streaming:
+        from pipeline.data.stream import prepare_stream
+
+        return (prepare_stream(splits.train, image_processor, data_args),
+                prepare_dataset(splits.eval, image_processor, data_args, train=False))
+    with training_args.main_process_first(desc="preparing the datasets"):
+        return prepare_datasets(splits.train, splits.eval, image_processor, data_args,
+                                num_proc=data_args.preprocessing_num_workers)
+
+
+def _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics):
+    """After training, on the main process: peak memory, the saved (merged) model, multi-label thresholds, the
+    evaluation report and training curves. Returns the model to describe and what the card shows of them."""
+    from pipeline.evaluation.run_report import report_training_run
+    from pipeline.model.prepare import finalize_model
+    from pipeline.training.throughput import peak_memory_mib
+
+    # This process's peak while training (CUDA max_memory_allocated, or peak RSS on CPU): what benchmarks compare.
+    merge_json(Path(training_args.output_dir) / "all_results.json",
+               {"train_peak_memory_mib": round(peak_memory_mib(training_args.device), 1)})
+    # LoRA: the saved model is the merged one, loadable with no peft.
+    model = finalize_model(model, training_args.output_dir, model_args)
+    per_class, thresholds = [], None
+    if splits.multi_label:
+        from pipeline.evaluation.multilabel import tune_and_save_thresholds
+
+        # The final evaluation scored the saved model: thresholds.json and the card's per-class table from it.
+        per_class, thresholds = tune_and_save_thresholds(compute_metrics, splits.labels, splits.eval_split_name,
+                                                         training_args.output_dir)
+    # Single-label: the evaluation report of the saved model on the eval split and rollout maps; both: training
+    # curves. The card shows them.
+    evaluation = report_training_run(
+        training_args.output_dir, splits.eval, splits.labels, result.log_history,
+        metric=training_args.metric_for_best_model, split=splits.eval_split_name, seed=training_args.seed,
+        dataset_name=splits.hub_id or data_args.dataset_name or data_args.train_dir,
+        batch_size=training_args.per_device_eval_batch_size, multi_label=splits.multi_label)
+    if splits.skipped_images:
+        merge_json(Path(training_args.output_dir) / "all_results.json",
+                   {f"{k}_skipped_images": v for k, v in splits.skipped_images.items()})
+    return model, {"per_class": per_class, "thresholds": thresholds, "evaluation": evaluation}
+
+
 def main(argv: list[str], callbacks: list | None = None) -> dict:
     """`vit-pipeline train`: recipe -> data -> model -> train -> metrics -> card -> push. Returns eval metrics.
 
@@ -69,65 +156,24 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     token, push_requested, hub_callbacks = _hub_setup(training_args)
     is_main = training_args.should_save
 
-    # Logging, seed, resolved recipe.
+    # Logging, seed, resolved recipe; options that assume a ViT, checked on the checkpoint's config (one small file).
     setup_logging(is_main)
     from transformers import set_seed
+
+    from pipeline.model.inspect import check_model_options
+    from pipeline.model.load import load_config
 
     set_seed(training_args.seed)
     recipe = {**resolved_recipe(model_args, data_args, training_args), "push_to_hub": push_requested}
     resume_from = _resume_checkpoint(training_args)
-    # Options that assume a ViT, checked on the checkpoint's config (one small file) before data or weights load.
-    from pipeline.model.inspect import check_model_options
-    from pipeline.model.load import load_config
-
     check_model_options(load_config(model_args, token), model_args, training_args)
 
-    # Data: map-style (downloaded, checked, prepared), or a stream read as training consumes it.
-    if data_args.streaming:
-        from pipeline.config.arguments import stream_schedule
-        from pipeline.data.stream import stream_splits
-
-        splits = stream_splits(data_args, seed=training_args.seed, rank=training_args.process_index,
-                               world_size=training_args.world_size, token=token)
-        stream_schedule(training_args, splits.train_rows)
-        logger.info("Data: a training stream (%s rows) / %d eval images (%s), %d classes; %d steps of %d images",
-                    f"{splits.train_rows:,}" if splits.train_rows else "unknown number of", len(splits.eval),
-                    splits.eval_split_name, len(splits.labels), training_args.max_steps,
-                    training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-                    * training_args.world_size)
-    else:
-        from pipeline.data.load import load_splits
-
-        with training_args.main_process_first(desc="loading the dataset"):
-            splits = load_splits(data_args, seed=training_args.seed, cache_dir=None, token=token)
-        logger.info("Data: %d train / %d eval images (%s), %d classes%s", len(splits.train), len(splits.eval),
-                    splits.eval_split_name, len(splits.labels), " (multi-label)" if splits.multi_label else "")
+    # Data, image processor and model.
+    splits = _load_data(data_args, training_args, token)
     if splits.multi_label:
         _multi_label_defaults(training_args, recipe)
-
-    # Image processor and model; resolution, frozen backbone, LoRA (the processor follows a new resolution).
-    from pipeline.data.transforms import prepare_datasets
-    from pipeline.model.load import load_image_processor, load_model
-    from pipeline.model.prepare import finalize_model, prepare_model
-
-    image_processor = load_image_processor(model_args, token=token)
-    model = prepare_model(load_model(model_args, splits.labels, token=token, multi_label=splits.multi_label),
-                          image_processor, model_args)
-    if training_args.layer_decay is not None:
-        from pipeline.model.inspect import check_layer_decay
-
-        check_layer_decay(model)
-    # Fast path (default): uint8 rows from the loader workers; the backend normalizes whole batches on the device.
-    if data_args.streaming:
-        from pipeline.data.stream import prepare_stream
-        from pipeline.data.transforms import prepare_dataset
-
-        train_dataset = prepare_stream(splits.train, image_processor, data_args)
-        eval_dataset = prepare_dataset(splits.eval, image_processor, data_args, train=False)
-    else:
-        with training_args.main_process_first(desc="preparing the datasets"):
-            train_dataset, eval_dataset = prepare_datasets(splits.train, splits.eval, image_processor, data_args,
-                                                           num_proc=data_args.preprocessing_num_workers)
+    image_processor, model = _load_model(model_args, training_args, splits, token)
+    train_dataset, eval_dataset = _prepare_data(splits, image_processor, data_args, training_args)
     logger.info("Speed settings: %s", speed_summary(training_args, data_args))
     if is_main:
         # Written once data and model have loaded: a run that fails on them leaves the folder as it was.
@@ -145,41 +191,14 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
                                             callbacks=[*hub_callbacks, RecipeToTrackers(recipe), *(callbacks or [])])
     if not is_main:
         return result.scores
-    from pipeline.training.throughput import peak_memory_mib
+    model, shown = _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics)
 
-    # This process's peak while training (CUDA max_memory_allocated, or peak RSS on CPU): what benchmarks compare.
-    merge_json(Path(training_args.output_dir) / "all_results.json",
-               {"train_peak_memory_mib": round(peak_memory_mib(training_args.device), 1)})
-    # LoRA: the saved model is the merged one, loadable with no peft.
-    model = finalize_model(model, training_args.output_dir, model_args)
-    per_class, thresholds = [], None
-    if splits.multi_label:
-        from pipeline.evaluation.multilabel import tune_and_save_thresholds
-
-        # The final evaluation scored the saved model: thresholds.json and the card's per-class table from it.
-        per_class, thresholds = tune_and_save_thresholds(compute_metrics, splits.labels, splits.eval_split_name,
-                                                         training_args.output_dir)
-    # Single-label: the evaluation report of the saved model on the eval split and rollout maps; both: training
-    # curves. The card shows them.
-    from pipeline.evaluation.run_report import report_training_run
-
-    evaluation = report_training_run(
-        training_args.output_dir, splits.eval, splits.labels, result.log_history,
-        metric=training_args.metric_for_best_model, split=splits.eval_split_name, seed=training_args.seed,
-        dataset_name=splits.hub_id or data_args.dataset_name or data_args.train_dir,
-        batch_size=training_args.per_device_eval_batch_size, multi_label=splits.multi_label)
-
-    # Model card, metrics, push.
+    # Model card, push.
     from pipeline.publish.card import card_inputs, write_card
 
-    write_card(card_inputs(model_args, data_args, training_args, splits=splits, result=result,
-                           recipe=recipe, architecture=type(model).__name__, image_processor=image_processor,
-                           push_requested=push_requested, per_class=per_class, thresholds=thresholds,
-                           evaluation=evaluation),
-               training_args.output_dir)
-    if splits.skipped_images:
-        merge_json(Path(training_args.output_dir) / "all_results.json",
-                   {f"{k}_skipped_images": v for k, v in splits.skipped_images.items()})
+    write_card(card_inputs(model_args, data_args, training_args, splits=splits, result=result, recipe=recipe,
+                           architecture=type(model).__name__, image_processor=image_processor,
+                           push_requested=push_requested, **shown), training_args.output_dir)
     headline = "map" if splits.multi_label else "accuracy"
     logger.info("Done: eval %s %.4f; outputs in %s; reuse with pipeline('image-classification', model=%r)",
                 headline, result.scores.get(headline, float("nan")), training_args.output_dir,
