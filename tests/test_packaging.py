@@ -70,6 +70,11 @@ def test_the_installed_wheel_runs_every_command_from_any_folder(installed, tmp_p
     for command in COMMANDS:
         shown = run_installed(installed, tmp_path, "-m", "pipeline", command, "--help")
         assert shown.returncode == 0, f"{command} --help: {shown.stderr[-2000:]}"
+    # The Space files come from the installed modules (the page and the attention rollout).
+    space = run_installed(installed, tmp_path, "-m", "pipeline", "demo", "org/name", "--write_space", "space")
+    assert space.returncode == 0, space.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "space").iterdir()) == ["README.md", "app.py", "requirements.txt",
+                                                                       "rollout.py"]
     # A tiny training run: metrics through the packaged evaluate modules, the card from the packaged template.
     trained = run_installed(installed, tmp_path, "-m", "pipeline", "train", str(REPO / "recipes" / "quickstart.yaml"),
                             "--model_name_or_path", str(REPO / "recipes" / "models" / "vit-tiny-digits"),
