@@ -39,6 +39,16 @@ def attentions_of(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]
     Raises:
         PipelineError: the model has no (global) self-attention to read, e.g. a CNN.
     """
+    return forward_with_attentions(model, pixel_values)[1]
+
+
+@torch.no_grad()
+def forward_with_attentions(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """One forward pass with eager attention: (logits, per-layer attentions [B, heads, tokens, tokens]).
+
+    Raises:
+        PipelineError: the model has no (global) self-attention to read, e.g. a CNN.
+    """
     name = type(model).__name__
     if not has_attentions(model):
         raise PipelineError(f"{name} has no self-attention maps (a CNN or a model without ViT-style attention): "
@@ -58,7 +68,7 @@ def attentions_of(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]
     attentions = getattr(outputs, "attentions", None)
     if not attentions or any(a is None or a.dim() != 4 or a.shape[-1] != a.shape[-2] for a in attentions):
         raise PipelineError(f"{name} returned no global self-attention maps: explain works for ViT-family models")
-    return tuple(attentions)
+    return outputs.logits, tuple(attentions)
 
 
 def attention_rollout(model, pixel_values: torch.Tensor, head_fusion: str = "mean",
@@ -87,12 +97,19 @@ def attention_rollout(model, pixel_values: torch.Tensor, head_fusion: str = "mea
         attentions = attentions_of(model, pixel_values)
     finally:
         model.train(was_training)
-    grid_h, grid_w = _patch_grid(model, pixel_values)
+    return rollout_from(attentions, _patch_grid(model, pixel_values), head_fusion, discard_ratio,
+                        type(model).__name__)
+
+
+def rollout_from(attentions: tuple[torch.Tensor, ...], grid: tuple[int, int], head_fusion: str = "mean",
+                 discard_ratio: float = 0.9, model_name: str = "the model") -> torch.Tensor:
+    """The rollout maps [B, grid_h, grid_w] in [0, 1] from one pass's attentions (see `attention_rollout`)."""
+    grid_h, grid_w = grid
     tokens = attentions[0].shape[-1]
     extra = tokens - grid_h * grid_w  # [CLS], plus DeiT's distillation token or registers
     if extra < 1:
-        raise PipelineError(f"{type(model).__name__} has no [CLS] token to roll attention out from")
-    batch = pixel_values.shape[0]
+        raise PipelineError(f"{model_name} has no [CLS] token to roll attention out from")
+    batch = attentions[0].shape[0]
     identity = torch.eye(tokens)
     result = identity.expand(batch, tokens, tokens).clone()
     for attention in attentions:
@@ -146,13 +163,19 @@ def model_view(image, image_processor):
 def rollout_images(model, image_processor, images, head_fusion: str = "mean", discard_ratio: float = 0.9):
     """Rollout maps for images (PIL images, file paths or encoded bytes): (the model's view, the rollout overlay,
     predicted label, score) for each."""
+    if head_fusion not in HEAD_FUSIONS:
+        raise PipelineError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)} (got {head_fusion})")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise PipelineError(f"discard_ratio must be in [0, 1) (got {discard_ratio})")
     out = []
     for image in images:
         view, pixel_values = model_view(image, image_processor)
         pixel_values = pixel_values.to(next(model.parameters()).device)
-        with torch.no_grad():
-            probs = model(pixel_values=pixel_values).logits.float().softmax(-1)[0]
-        mask = attention_rollout(model, pixel_values, head_fusion=head_fusion, discard_ratio=discard_ratio)[0]
+        # One pass gives both the scores and the attentions (eager attention: the same logits, to rounding).
+        logits, attentions = forward_with_attentions(model, pixel_values)
+        probs = logits.float().softmax(-1)[0]
+        mask = rollout_from(attentions, _patch_grid(model, pixel_values), head_fusion, discard_ratio,
+                            type(model).__name__)[0]
         best = int(probs.argmax())
         out.append((view, overlay(view, mask), model.config.id2label[best], float(probs[best])))
     return out

@@ -60,3 +60,18 @@ def test_overlay_keeps_size():
     mask = torch.rand(4, 4)
     out = overlay(image, mask)
     assert isinstance(out, Image.Image) and out.size == image.size and out.mode == "RGB"
+
+
+def test_rollout_images_one_pass_matches_the_two_functions(digits_classifier):
+    from pipeline.evaluation.inference import load_trained
+    from pipeline.evaluation.rollout import model_view, rollout_images
+
+    model, processor = load_trained(str(digits_classifier))
+    image = photos(n_per_class=1, size=48)[0][0]
+    (view, heat, label, score), = rollout_images(model, processor, [image], discard_ratio=0.5)
+    _, pixel_values = model_view(image, processor)
+    with torch.no_grad():
+        probs = model(pixel_values=pixel_values).logits.softmax(-1)[0]
+    assert label == model.config.id2label[int(probs.argmax())] and score == pytest.approx(float(probs.max()), abs=1e-5)
+    mask = attention_rollout(model, pixel_values, discard_ratio=0.5)[0]
+    assert heat.tobytes() == overlay(view, mask).tobytes()
