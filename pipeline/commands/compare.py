@@ -203,9 +203,10 @@ def write_markdown(rows: list[dict], path: Path, command: str, device: str) -> P
     lines += ["", f"Measured on {device}. Accuracy and macro F1: the run's final evaluation (eval_results.json) on its "
               "eval split (multi-label runs: subset accuracy, macro F1 and mAP over the classes). GFLOPs: one forward "
               "pass of one image at the model's input size, counted by torch.utils.flop_counter. Train images/s: the "
-              "Trainer's train_samples_per_second (over the resumed part only, for a resumed run). Peak memory: CUDA "
-              "max_memory_allocated during training, or the process's peak resident memory on CPU. Latency: median "
-              "forward pass of random pixels at batch 1 and 32, in eval mode (bf16 autocast on GPUs that have it)."]
+              "Trainer's train_samples_per_second (its time includes the per-epoch evaluations; for a resumed run, "
+              "only the resumed part). Peak memory: CUDA max_memory_allocated during training, or the process's peak "
+              "resident memory on CPU. Latency: median forward pass of random pixels at batch 1 and 32, in eval mode "
+              "(bf16 autocast on GPUs that have it)."]
     path.write_text("\n".join(lines) + "\n")
     return path
 
