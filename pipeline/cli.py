@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
 
         importlib.import_module(f"pipeline.commands.{COMMANDS[command]}").main(rest)
     except PipelineError as err:
-        print(f"vit-pipeline: error: {_own_message(err)}", file=sys.stderr)
+        from pipeline.utils import one_line
+
+        print(f"vit-pipeline: error: {one_line(_own_message(err))}", file=sys.stderr)
         sys.exit(err.exit_code if not _show_traceback() else _reraise(err))
     except KeyboardInterrupt:
         print("vit-pipeline: interrupted; checkpoints already written are kept (the next run resumes from them)",

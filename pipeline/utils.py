@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,9 @@ def setup_logging(is_main: bool = True) -> None:
 # What a failed write says: the OS error numbers, and the text torch / safetensors give them when they wrap them.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 _WRITE_TEXT = re.compile(r"no space left|storagefull|quota exceeded|read-only file system|permission denied|"
-                         r"file too large|failed writing|file write failed|write failed", re.IGNORECASE)
+                         r"file too large|failed writing|file write failed|write failed|"
+                         # torch.save on a full disk: "[enforce fail at inline_container.cc:672] . unexpected pos ..."
+                         r"inline_container\.cc.*unexpected pos", re.IGNORECASE)
 
 
 def free_space(path: str | os.PathLike) -> str:
@@ -165,6 +168,24 @@ def _write_hint(code: int) -> str:
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "pick an output_dir you can write to"
     return "free some space or pick an output_dir on a bigger disk; the last complete checkpoint is kept"
+
+
+@contextmanager
+def writing(path: str | os.PathLike):
+    """Turn a failed write inside the block into a one-line `PipelineError` naming `path` and the free space.
+
+    Other errors pass through unchanged. (`PipelineError` is imported here, not at module level: utils imports
+    nothing from the package at import time.)
+    """
+    try:
+        yield
+    except Exception as err:
+        from pipeline import PipelineError
+
+        message = None if isinstance(err, PipelineError) else write_failure(err, path)
+        if message is None:
+            raise
+        raise PipelineError(message) from err
 
 
 class OneLineErrors:

@@ -6,17 +6,34 @@ import logging
 from pathlib import Path
 
 from pipeline import PipelineError
+from pipeline.config.output_dir import releases_locks
 from pipeline.utils import checkpoints, last_checkpoint, merge_json, setup_logging
 
 logger = logging.getLogger("pipeline")
 
 
-def _resume_checkpoint(training_args) -> str | None:
-    """The checkpoint to resume from: the one asked for, else the last complete one in the output folder."""
+def _claim_output_dir(training_args, recipe: dict) -> str | None:
+    """Lock the output folder for this run; return the checkpoint to resume from (labels are checked once data loads).
+
+    The one asked for, else the last complete one in the output folder, when it is of the same run; none with
+    overwrite_output_dir.
+
+    Raises:
+        PipelineError: another live run holds the folder, or its checkpoint is another run's (other model or data).
+    """
+    from pipeline.config.output_dir import check_same_run, lock_output_dir
+
+    # One run per output folder at a time (the lock holds the pid; it goes when the run ends or its process exits).
+    lock_output_dir(training_args)
+    if training_args.overwrite_output_dir:
+        return None
     if training_args.resume_from_checkpoint:
         if not Path(training_args.resume_from_checkpoint).is_dir():
             raise PipelineError(f"resume_from_checkpoint {training_args.resume_from_checkpoint} is not a folder")
+        check_same_run(training_args.resume_from_checkpoint, Path(training_args.resume_from_checkpoint).parent, recipe)
         return training_args.resume_from_checkpoint
+    if last_checkpoint(training_args.output_dir):
+        check_same_run(last_checkpoint(training_args.output_dir), training_args.output_dir, recipe)
     found = checkpoints(training_args.output_dir)
     last = last_checkpoint(training_args.output_dir)
     if found and found[-1] != last:
@@ -143,6 +160,7 @@ def _report_saved_model(model, model_args, data_args, training_args, splits, res
     return model, {"per_class": per_class, "thresholds": thresholds, "evaluation": evaluation}
 
 
+@releases_locks
 def main(argv: list[str], callbacks: list | None = None) -> dict:
     """`vit-pipeline train`: recipe -> data -> model -> train -> metrics -> card -> push. Returns eval metrics.
 
@@ -150,6 +168,7 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     report).
     """
     from pipeline.config import RecipeParser, resolved_recipe, save_recipe, speed_summary
+    from pipeline.config.output_dir import check_same_labels, clear_previous_run
 
     # Configuration: every check runs here, before data or weights are loaded.
     model_args, data_args, training_args, _ = RecipeParser().parse(argv)
@@ -165,22 +184,27 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
 
     set_seed(training_args.seed)
     recipe = {**resolved_recipe(model_args, data_args, training_args), "push_to_hub": push_requested}
-    resume_from = _resume_checkpoint(training_args)
+    resume_from = _claim_output_dir(training_args, recipe)
     check_model_options(load_config(model_args, token), model_args, training_args)
 
     # Data, image processor and model.
     splits = _load_data(data_args, training_args, token)
     if splits.multi_label:
         _multi_label_defaults(training_args, recipe)
+    if resume_from:
+        check_same_labels(resume_from, splits.labels)
     image_processor, model = _load_model(model_args, training_args, splits, token)
     train_dataset, eval_dataset = _prepare_data(splits, image_processor, data_args, training_args)
     logger.info("Speed settings: %s", speed_summary(training_args, data_args))
     if is_main:
         # Written once data and model have loaded: a run that fails on them leaves the folder as it was.
+        if training_args.overwrite_output_dir:
+            clear_previous_run(training_args.output_dir)
         save_recipe(recipe, training_args.output_dir)
 
     # Train and evaluate (either backend: same arguments, callbacks and output files).
     from pipeline.evaluation.metrics import metrics_for
+    from pipeline.training.faults import fault_callbacks
     from pipeline.training.shared import backend
     from pipeline.training.tracking import RecipeToTrackers
 
@@ -188,7 +212,8 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     # The trackers of report_to get the whole resolved recipe once, beside the training arguments they log.
     result = backend(training_args.backend)(model, image_processor, train_dataset, eval_dataset, compute_metrics,
                                             training_args, resume_from_checkpoint=resume_from,
-                                            callbacks=[*hub_callbacks, RecipeToTrackers(recipe), *(callbacks or [])])
+                                            callbacks=[*hub_callbacks, RecipeToTrackers(recipe), *(callbacks or []),
+                                                       *fault_callbacks()])
     if not is_main:
         return result.scores
     model, shown = _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics)

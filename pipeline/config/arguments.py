@@ -399,6 +399,12 @@ class PipelineTrainingArguments(TrainingArguments):
         default=0.0, metadata={"help": "Smallest change of the metric that counts as an improvement."}
     )
 
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start over in output_dir: its previous run's checkpoints and outputs are removed once this "
+                  "run's data and model have loaded (other files stay). Off: a run resumes from the folder's last "
+                  "checkpoint when it is of the same run, and stops when it is another's."},
+    )
     # Defaults that differ from TrainingArguments: evaluate and save every epoch and keep the best model, which is
     # what a fine-tuning run wants; keep the raw image column (the transforms need it).
     output_dir: str | None = field(default="outputs/vit-pipeline", metadata={"help": "Where everything is written."})
@@ -500,6 +506,8 @@ class PipelineTrainingArguments(TrainingArguments):
     def _check_numbers(self) -> None:
         """Range-check every number the user sets (the Trainer's own ones too), before anything loads."""
         check_output_dir(self.output_dir)
+        if self.overwrite_output_dir and self.resume_from_checkpoint:
+            raise PipelineError("overwrite_output_dir starts over, resume_from_checkpoint continues: set one of them")
         check_range(self, "learning_rate", 0, low_open=True, hint=": try 5e-5 for fine-tuning")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             check_range(self, name, 1)

@@ -80,7 +80,8 @@ class RecipeParser(OneLineErrors, HfArgumentParser):
         argv: list[str] = []
         for key, value in recipe.items():
             if key not in known:
-                raise PipelineError(f"unknown key '{key}' in {path}{_suggest(key, known, self.prog)}")
+                shown = f"'{key}'" if isinstance(key, str) and key.isprintable() else repr(key)
+                raise PipelineError(f"unknown key {shown} in {path}{_suggest(str(key), known, self.prog)}")
             if value is None or isinstance(value, dict):
                 # Mappings (fsdp_config, lr_scheduler_kwargs, ...) and nulls go straight to the dataclass.
                 self.set_defaults(**{key: value})

@@ -50,6 +50,7 @@ from pipeline import PipelineError
 from pipeline.data.transforms import PixelNormalizer, collate, image_spec
 from pipeline.model.inspect import base_model, is_multi_label
 from pipeline.training.ema import EMA_FILE
+from pipeline.training.faults import NonFiniteLossCallback
 from pipeline.training.flow import (
     callback_handler,
     export_callback_states,
@@ -63,7 +64,7 @@ from pipeline.training.optim import no_decay_names, param_groups_for, wants_para
 from pipeline.training.progress import ReadableProgress
 from pipeline.training.shared import TrainResult, check_checkpoint, training_extras
 from pipeline.training.streaming import is_stream, load_stream_state, save_stream_state, stream_loader
-from pipeline.utils import TRAINER_STATE, plain, save_metrics
+from pipeline.utils import TRAINER_STATE, plain, save_metrics, writing
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ class AccelerateRecipe:
     def __init__(self, args, callbacks: list[TrainerCallback] | None = None):
         self.args = args
         self.callbacks = list(callbacks or [])
+        # The one thing a callback cannot see: each micro-batch's loss, for the non-finite-loss stop.
+        self.loss_watchers = [c for c in self.callbacks if isinstance(c, NonFiniteLossCallback)]
         if args.full_determinism:
             enable_full_determinism(args.seed)
         else:
@@ -394,6 +397,8 @@ class AccelerateRecipe:
                 outputs = self.model(pixel_values=self.normalizer(batch["pixel_values"]))
                 # Hard labels, or the soft targets of MixUp / CutMix.
                 loss = self.loss_fn(outputs, batch["labels"])
+                for watcher in self.loss_watchers:
+                    watcher.observe(loss)
                 acc.backward(loss)
                 if acc.sync_gradients:
                     if args.max_grad_norm and args.max_grad_norm > 0:
@@ -431,7 +436,15 @@ class AccelerateRecipe:
             if args.save_strategy == SaveStrategy.BEST:
                 control.should_save = is_best
         if control.should_save:
-            self.save_checkpoint()
+            final = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            try:
+                with writing(final):
+                    self.save_checkpoint()
+            except PipelineError:
+                # A full disk: the half-written folder goes (it holds the space); the last complete one is kept.
+                if args.should_save:
+                    shutil.rmtree(final.parent / f"tmp-{final.name}", ignore_errors=True)
+                raise
             self._event("on_save")
 
     def _evaluate_and_report(self) -> dict:
@@ -643,6 +656,7 @@ def train_with_accelerate(model, image_processor, train_dataset, eval_dataset, c
                  resume_from_checkpoint=resume_from_checkpoint)
     try:
         train_metrics = recipe.train()
-        return recipe.save_outputs(train_metrics)
+        with writing(args.output_dir):
+            return recipe.save_outputs(train_metrics)
     finally:
         recipe.cleanup()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
 from transformers import PreTrainedModel, Trainer
 
+from pipeline import PipelineError
 from pipeline.data.transforms import PixelNormalizer, collate, image_spec
 from pipeline.model.inspect import base_model, is_multi_label
+from pipeline.training.faults import NonFiniteLossCallback
 from pipeline.training.progress import use_readable_progress
 from pipeline.training.shared import TrainResult, check_checkpoint
 from pipeline.training.tracking import untrack
+from pipeline.utils import CHECKPOINT_PREFIX, writing
 
 
 class PipelineTrainer(Trainer):
@@ -54,6 +60,27 @@ class PipelineTrainer(Trainer):
             # A checkpoint (`_save_checkpoint` calls this first): the average goes in before the state file that
             # marks the checkpoint complete, as the Accelerate loop writes it.
             self.ema.save(output_dir)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        # The one thing a callback cannot see: each micro-batch's loss, for the non-finite-loss stop.
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, NonFiniteLossCallback):
+                callback.observe(loss)
+        return loss
+
+    def _save_checkpoint(self, model, trial):
+        # A failed write (full disk, read-only folder) is one line; the incomplete checkpoint is removed (it holds
+        # the space, and resuming skips it anyway) so the last complete one stays the one to resume from.
+        folder = Path(self._get_output_dir(trial=trial)) / f"{CHECKPOINT_PREFIX}-{self.state.global_step}"
+        existed = folder.exists()
+        try:
+            with writing(folder):
+                super()._save_checkpoint(model, trial)
+        except PipelineError:
+            if not existed and self.args.should_save:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def create_optimizer(self, model=None):
         """Per-part learning rates (layer_decay, backbone_learning_rate) when asked; else the Trainer's optimizer."""
@@ -159,10 +186,11 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
         # The average (of the best checkpoint, with load_best_model_at_end) becomes the saved model.
         extras.ema.copy_to(trainer.model)
     # The best checkpoint's weights are loaded at the end (load_best_model_at_end): save those.
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
+    with writing(args.output_dir):
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
     # The history of the run itself: the final evaluation below re-scores the saved model and is not an epoch.
     log_history = list(trainer.state.log_history)
     # The trackers keep the run as it trained: this re-score of the best checkpoint at the last step would draw a
