@@ -124,8 +124,9 @@ def _prepare_data(splits, image_processor, data_args, training_args):
         return (prepare_stream(splits.train, image_processor, data_args),
                 prepare_dataset(splits.eval, image_processor, data_args, train=False))
     with training_args.main_process_first(desc="preparing the datasets"):
+        # With pixel_cache, building the cache checks the images: what it skips is counted for the card.
         return prepare_datasets(splits.train, splits.eval, image_processor, data_args,
-                                num_proc=data_args.preprocessing_num_workers)
+                                num_proc=data_args.preprocessing_num_workers, skipped=splits.skipped_images)
 
 
 def _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics):

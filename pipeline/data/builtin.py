@@ -32,11 +32,12 @@ def write_digits(root: str | os.PathLike) -> Path:
     Each 8x8 image (values 0..16) becomes an 8-bit grayscale PNG in `train/<digit>/`. The write goes to a temporary
     folder that is renamed into place, so an interrupted write never leaves a half data set behind.
     """
-    from sklearn.datasets import load_digits
-
     folder = Path(root) / "digits"
     if (folder / _DONE_MARKER).exists():
         return folder
+    # Imported only to write the folder once: scikit-learn takes seconds to import.
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     tmp = folder.with_name(f"digits.tmp-{os.getpid()}")
     for i, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):

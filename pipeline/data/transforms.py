@@ -459,13 +459,24 @@ class _CacheWriter:
         self.transform = transform
 
     def __call__(self, batch: dict) -> dict:
-        pixels, heights, widths = [], [], []
+        pixels, heights, widths, errors = [], [], [], []
         for item in batch["image"]:
-            image = self.transform(decode_rgb(item)).permute(1, 2, 0).contiguous()
+            try:
+                if item is None:
+                    raise ValueError("empty cell")
+                image = self.transform(decode_rgb(item)).permute(1, 2, 0).contiguous()
+            except Exception as err:  # an unreadable image: recorded here, so this pass is also the image check
+                pixels.append(b"")
+                heights.append(0)
+                widths.append(0)
+                text = str(err).strip().splitlines()
+                errors.append(f"{type(err).__name__}: {text[0] if text else ''}")
+                continue
             pixels.append(image.numpy().tobytes())
             heights.append(image.shape[0])
             widths.append(image.shape[1])
-        return {"pixels": pixels, "height": heights, "width": widths}
+            errors.append("")
+        return {"pixels": pixels, "height": heights, "width": widths, "error": errors}
 
 
 class CachedTransform:
@@ -486,14 +497,16 @@ def cache_pixels(dataset, transform: Callable, num_proc: int | None = None, desc
     """Decode every image of `dataset` once and store `transform`'s uint8 output (columns pixels, height, width, label).
 
     `Dataset.map` writes the result to the datasets cache and finds it again on the next run with the same data and
-    transform. About 3 x height x width bytes per image.
+    transform (its fingerprint). About 3 x height x width bytes per image. An unreadable image gets no pixels and
+    its error in the `error` column (see `drop_unreadable`): the cache pass doubles as the image check.
     """
     import datasets
 
     if isinstance(dataset.features.get("image"), datasets.Image):
         dataset = dataset.cast_column("image", datasets.Image(decode=False))
     features = datasets.Features({"pixels": datasets.Value("binary"), "height": datasets.Value("int32"),
-                                  "width": datasets.Value("int32"), "label": dataset.features["label"]})
+                                  "width": datasets.Value("int32"), "error": datasets.Value("string"),
+                                  "label": dataset.features["label"]})
     return dataset.map(_CacheWriter(transform), batched=True, batch_size=64, remove_columns=["image"],
                        features=features, num_proc=num_proc, desc=desc)
 
@@ -503,12 +516,38 @@ def cache_size(spec: ImageSpec) -> int:
     return -(-min(spec.output_size) * 8 // 7)
 
 
+def drop_unreadable(cached, split: str, policy: str, skipped: dict[str, int] | None = None):
+    """Apply `bad_images` to a pixel cache: stop naming the first unreadable row, or drop those rows and count them.
+
+    Raises:
+        PipelineError: with policy "error", naming the split, row and error of the first unreadable image.
+    """
+    from pipeline import PipelineError
+
+    bad = np.flatnonzero(np.asarray(cached["height"][:]) == 0) if len(cached) else np.array([], dtype=int)
+    if not len(bad):
+        return cached
+    first = int(bad[0])
+    if policy == "error":
+        raise PipelineError(f"unreadable image in split '{split}', row {first}: {cached[first]['error']}; "
+                            f"{len(bad)} bad in all: fix or remove them, or set bad_images: skip")
+    import logging
+
+    logging.getLogger(__name__).warning("Skipping %d unreadable image(s) in split '%s' (first: row %d, %s)", len(bad),
+                                        split, first, cached[first]["error"])
+    if skipped is not None:
+        skipped[split] = skipped.get(split, 0) + len(bad)
+    return cached.select(np.setdiff1d(np.arange(len(cached)), bad))
+
+
 def prepare_dataset(dataset, image_processor, data_args: DataArguments | None = None, train: bool = True,
-                    num_proc: int | None = None):
+                    num_proc: int | None = None, skipped: dict[str, int] | None = None):
     """One split as the data arguments ask (train or eval transforms), rows ready for `collate`.
 
     - `fast_transforms` (default): images stay encoded; workers decode and crop to uint8 (`fast_dataset`);
     - with `pixel_cache` too: images are decoded once now (`cache_pixels`), and epochs crop from the cached pixels;
+      that one pass is also the image check (`verify_images`), with `bad_images` applied and counts added to
+      `skipped`;
     - `fast_transforms: false`: per-image float transforms on decoded PIL images (`BatchTransform`).
 
     Fast-path rows hold uint8 pixels: normalize their batches with `PixelNormalizer` (the Trainer backend does).
@@ -527,14 +566,16 @@ def prepare_dataset(dataset, image_processor, data_args: DataArguments | None = 
     if train:
         cached = cache_pixels(dataset, Shrink(cache_size(spec), spec.interpolation), num_proc,
                               desc="Caching training pixels")
+        cached = drop_unreadable(cached, "train", data_args.bad_images, skipped)
         return cached.with_transform(CachedTransform(transform))
     # Evaluation is deterministic: cache the model's exact uint8 input, and read it back as is.
     cached = cache_pixels(dataset, transform, num_proc, desc="Caching evaluation pixels")
+    cached = drop_unreadable(cached, "eval", data_args.bad_images, skipped)
     return cached.with_transform(CachedTransform())
 
 
 def prepare_datasets(train, evals, image_processor, data_args: DataArguments | None = None,
-                     num_proc: int | None = None):
+                     num_proc: int | None = None, skipped: dict[str, int] | None = None):
     """The train and eval datasets as the data arguments ask (see `prepare_dataset`)."""
-    return (prepare_dataset(train, image_processor, data_args, train=True, num_proc=num_proc),
-            prepare_dataset(evals, image_processor, data_args, train=False, num_proc=num_proc))
+    return (prepare_dataset(train, image_processor, data_args, train=True, num_proc=num_proc, skipped=skipped),
+            prepare_dataset(evals, image_processor, data_args, train=False, num_proc=num_proc, skipped=skipped))

@@ -145,3 +145,47 @@ def test_labelled_data_with_a_single_class_says_so(tmp_path):
     datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "saved"))
     with pytest.raises(PipelineError, match=r"single class \(cat\): a classifier needs at least two"):
         load(dataset_name=str(tmp_path / "saved"))
+
+
+def test_corrupt_image_found_by_the_pixel_cache_pass(tmp_path):
+    """With pixel_cache, building the cache is the image check: one decode pass, the same errors and counts."""
+    from transformers import ViTImageProcessor
+
+    from pipeline.data.transforms import prepare_datasets
+
+    rows = photos(n_per_class=4)
+    write_imagefolder(tmp_path, {"train": rows})
+    sorted((tmp_path / "train" / "chelsea").glob("*.png"))[0].write_bytes(b"not an image at all")
+    processor = ViTImageProcessor(size={"height": 16, "width": 16})
+    for policy in ("error", "skip"):
+        data_args = DataArguments(train_dir=str(tmp_path / "train"), train_val_split=0.25, pixel_cache=True,
+                                  bad_images=policy)
+        splits = load_splits(data_args, seed=0)  # no separate check: the bad file is still there
+        assert len(splits.train) + len(splits.eval) == 12
+        if policy == "error":
+            with pytest.raises(PipelineError, match=r"unreadable image in split '(train|eval)', row \d+: .*"
+                                                    "bad_images: skip"):
+                prepare_datasets(splits.train, splits.eval, processor, data_args)
+        else:
+            train, evals = prepare_datasets(splits.train, splits.eval, processor, data_args,
+                                            skipped=splits.skipped_images)
+            assert sum(splits.skipped_images.values()) == 1 and len(train) + len(evals) == 11
+
+
+def test_split_folders_are_one_pattern_each(tmp_path, digits_folder):
+    from pathlib import Path
+
+    from pipeline.data.load import image_split_folders
+
+    assert image_split_folders(Path(digits_folder)) == {"train": f"{digits_folder}/train/**",
+                                                        "validation": f"{digits_folder}/validation/**"}
+    # Anything datasets reads besides images keeps its own inference.
+    write_imagefolder(tmp_path / "valid", {"valid": digits(n_per_class=2)})
+    assert image_split_folders(tmp_path / "valid") == {"validation": f"{tmp_path}/valid/valid/**"}
+    (tmp_path / "valid" / "README.md").write_text("---\nconfigs: []\n---\n")
+    assert image_split_folders(tmp_path / "valid") is None
+    write_imagefolder(tmp_path / "meta", {"train": digits(n_per_class=2)})
+    (tmp_path / "meta" / "train" / "metadata.jsonl").write_text("{}\n")
+    assert image_split_folders(tmp_path / "meta") is None
+    splits = load(dataset_name=str(digits_folder))
+    assert splits.eval_split_name == "validation" and len(splits.labels) == 10
