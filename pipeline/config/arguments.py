@@ -254,6 +254,9 @@ class DataArguments:
                 raise PipelineError("streaming decodes rows with the fast transforms: set fast_transforms: true")
             if self.max_train_samples is not None:
                 raise PipelineError("max_train_samples does not apply to a stream: bound the run with max_steps")
+            if self.label_columns or self.label_flag_names or self.problem_type == MULTI_LABEL:
+                raise PipelineError("streaming is single-label only: load multi-label data without streaming "
+                                    "(streaming: false)")
         if self.shuffle_buffer_size < 0:
             raise PipelineError(f"shuffle_buffer_size must be 0 (no buffer) or more (got {self.shuffle_buffer_size})")
         if self.streaming_label_rows < 1:

@@ -147,6 +147,9 @@ def canonical_columns(ds, image_column: str | None, label_column: str | None):
     else:
         label_col = _pick(columns, features, label_column, LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS, ClassLabel,
                           "label")
+    if isinstance(features.get(label_col), (datasets.List, datasets.LargeList)):
+        raise PipelineError(f"label column '{label_col}' holds lists of labels (multi-label): streaming is "
+                            "single-label only; load it without streaming (streaming: false)")
     ds = ds.select_columns([image_col, label_col])
     renames = {c: n for c, n in ((image_col, "image"), (label_col, "label")) if c != n}
     if renames:

@@ -152,7 +152,14 @@ def test_malformed_labels_are_one_clear_line(case, message, tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_option_checks():
+def test_option_checks(tagged_digits_parquet):
+    with pytest.raises(PipelineError, match="streaming is single-label only"):
+        DataArguments(dataset_name="x", label_columns=["a", "b"], streaming=True)
+    from pipeline.data.stream import stream_splits
+
+    with pytest.raises(PipelineError, match="label column 'tags' holds lists of labels .*streaming is single-label"):
+        stream_splits(DataArguments(dataset_name=str(tagged_digits_parquet), label_column_name="tags", streaming=True),
+                      seed=0)
     with pytest.raises(PipelineError, match="either label_columns .* or label_column_name"):
         DataArguments(dataset_name="x", label_columns=["a"], label_column_name="b")
     with pytest.raises(PipelineError, match="problem_type must be one of"):
