@@ -134,7 +134,9 @@ def test_page_in_headless_chromium_predicts_what_pipeline_predicts(demo_model, c
                 browser.close()
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        console, _ = process.communicate(timeout=30)
+    # Served on this machine only, by default.
+    assert f"Running on local URL:  http://127.0.0.1:{port}" in console
 
     expected = pipeline("image-classification", model=str(demo_model))(Image.open(cat_photo).convert("RGB"), top_k=2)
     assert shown_label == expected[0]["label"]
