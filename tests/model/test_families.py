@@ -120,3 +120,20 @@ def test_a_frozen_resnet_backbone_keeps_its_batch_norm_statistics(checkpoints):
     after = backbone(model).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and running statistics alike
     assert not torch.equal(model.classifier[1].weight, head)  # the head trained
+
+
+@pytest.mark.parametrize("family", ["deit", "dinov2", "swin"])
+def test_image_size_works_for_other_transformer_families(checkpoints, family):
+    from pipeline.data.transforms import image_spec
+    from pipeline.model.load import load_image_processor
+    from pipeline.model.prepare import prepare_model
+
+    args = ModelArguments(model_name_or_path=str(checkpoints[family]), image_size=48)
+    model = load_model(args, LABELS)
+    processor = load_image_processor(args)
+    model = prepare_model(model, processor, args)
+    assert image_spec(processor).output_size == (48, 48) and model.config.image_size == 48
+    position = getattr(getattr(model, model.base_model_prefix).embeddings, "position_embeddings", None)
+    if family != "swin":  # learned absolute position embeddings on the new 6 x 6 grid (+ [CLS], DeiT's distillation)
+        assert position.shape[1] - 36 in (1, 2)
+    assert model(pixel_values=torch.zeros(1, 3, 48, 48)).logits.shape == (1, len(LABELS))
