@@ -264,8 +264,11 @@ def main(argv: list[str]) -> list[dict]:
     # Every run's configuration is checked before the first one trains: a typo in the last override fails now.
     from pipeline.config import RecipeParser
 
-    for _, _, _, run_argv in runs:
-        RecipeParser(prog="vit-pipeline compare").parse(run_argv)
+    for name, _, _, run_argv in runs:
+        _, _, training_args, _ = RecipeParser(prog="vit-pipeline compare").parse(run_argv)
+        if training_args.push_to_hub:
+            raise PipelineError(f"compare does not push ({name} and the others would share one repo): set "
+                                "--push_to_hub false, then push the folder you choose with vit-pipeline push")
     setup_logging()
     import torch
 

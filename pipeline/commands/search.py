@@ -189,7 +189,7 @@ def write_history(study, metric: str, path: Path, maximize: bool) -> Path:
     return save_figure(fig, path)
 
 
-def write_best_recipe(study, output: Path, metric: str) -> Path | None:
+def write_best_recipe(study, output: Path, metric: str, push_to_hub: bool = False) -> Path | None:
     """The best trial's resolved recipe, with output_dir `S/best`: `vit-pipeline train S/best_recipe.yaml` reruns it."""
     from pipeline.config.arguments import RECIPE_FILE
 
@@ -202,6 +202,7 @@ def write_best_recipe(study, output: Path, metric: str) -> Path | None:
         return None
     recipe = yaml.safe_load(recipe_file.read_text())
     recipe["output_dir"] = str(output / "best")
+    recipe["push_to_hub"] = push_to_hub
     path = output / "best_recipe.yaml"
     values = ", ".join(f"{k}={v}" for k, v in best.params.items())
     path.write_text(f"# vit-pipeline train {path}\n"
@@ -278,7 +279,8 @@ def main(argv: list[str]) -> dict:
         run_dir = output / f"trial-{trial.number:03d}"
         trial.set_user_attr("output_dir", str(run_dir))
         logger.info("search trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
-        metrics = train([*shared, *as_flags(values), "--output_dir", str(run_dir)],
+        # Trials never push; the best recipe keeps the recipe's push settings.
+        metrics = train([*shared, *as_flags(values), "--output_dir", str(run_dir), "--push_to_hub", "false"],
                         callbacks=[pruning_callback(trial, metric)])
         if metric not in metrics:
             raise PipelineError(f"metric_for_best_model {metric} is not among the eval metrics "
@@ -292,7 +294,7 @@ def main(argv: list[str]) -> dict:
         write_trials(study, space, output / "trials.csv")
         if any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials):
             write_history(study, metric, output / "optimization_history.png", maximize)
-    best_recipe = write_best_recipe(study, output, metric)
+    best_recipe = write_best_recipe(study, output, metric, push_to_hub=training_args.push_to_hub)
     if best_recipe is None:
         raise PipelineError(f"no trial of {output / 'study.db'} completed (all pruned or failed): see "
                             f"{output / 'trials.csv'}")

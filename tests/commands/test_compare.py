@@ -84,6 +84,9 @@ def test_bad_invocations_fail_in_one_line(recipe, tmp_path):
     assert result.returncode == 2 and "compare needs --models" in result.stderr
     with pytest.raises(PipelineError, match="unknown option --learnig_rate"):
         compare([str(path), "--models", str(vit), f"{vit}:learnig_rate=1", "--output_dir", str(tmp_path / "c")])
+    with pytest.raises(PipelineError, match="compare does not push"):
+        compare([str(path), "--models", str(vit), "--output_dir", str(tmp_path / "c"), "--push_to_hub", "true",
+                 "--hub_model_id", "me/x"])
     with pytest.raises(PipelineError, match="same model and overrides twice"):
         compare([str(path), "--models", str(vit), str(vit), "--output_dir", str(tmp_path / "c")])
 
