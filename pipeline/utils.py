@@ -170,6 +170,30 @@ def _write_hint(code: int) -> str:
     return "free some space or pick an output_dir on a bigger disk; the last complete checkpoint is kept"
 
 
+# The lock a training run holds in its output folder ("host pid"): see `pipeline.config.output_dir.OutputDirLock`.
+LOCK_FILE = ".vit-pipeline.lock"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def lock_holder(folder: str | os.PathLike) -> tuple[str, int] | None:
+    """The (host, pid) of the run lock in `folder`, or None when there is none or it is unreadable (stale)."""
+    try:
+        host, pid = (Path(folder) / LOCK_FILE).read_text().split()
+        return host, int(pid)
+    except (OSError, ValueError):
+        return None
+
+
 @contextmanager
 def writing(path: str | os.PathLike):
     """Turn a failed write inside the block into a one-line `PipelineError` naming `path` and the free space.

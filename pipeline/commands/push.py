@@ -45,11 +45,24 @@ def _recipe_repo_id(output_dir: str) -> str | None:
     return recipe.get("hub_model_id") if isinstance(recipe, dict) else None
 
 
+def _check_not_training(output_dir: str) -> None:
+    """Refuse a folder a training run is still writing (its lock holds a live pid): it would push a half-run."""
+    import socket
+
+    from pipeline.utils import LOCK_FILE, lock_holder, pid_alive
+
+    holder = lock_holder(output_dir)
+    if holder and holder[0] == socket.gethostname() and pid_alive(holder[1]):
+        raise PipelineError(f"{output_dir} is in use by a training run (pid {holder[1]}, lock "
+                            f"{Path(output_dir) / LOCK_FILE}): push it once that run has finished")
+
+
 def main(argv: list[str]) -> PushResult:
     """`vit-pipeline push OUTPUT_DIR --hub_model_id ORG/NAME [--hub_token T] [--hub_private_repo]
     [--hub_revision BRANCH] [--hub_strategy S] [--commit_message M]`: publish a finished output folder."""
     args = push_parser().parse_args(argv)
     setup_logging()
+    _check_not_training(args.output_dir)
     files_to_push(args.output_dir, args.hub_strategy)  # a missing or unfinished folder is the first thing to say
     repo_id = args.hub_model_id or _recipe_repo_id(args.output_dir)
     if not repo_id:

@@ -21,11 +21,10 @@ import yaml
 
 from pipeline import PipelineError
 from pipeline.config.arguments import RECIPE_FILE
-from pipeline.utils import WEIGHT_FILES, checkpoints
+from pipeline.utils import LOCK_FILE, WEIGHT_FILES, checkpoints, lock_holder, pid_alive
 
 logger = logging.getLogger("pipeline")
 
-LOCK_FILE = ".vit-pipeline.lock"
 _HELD: list[OutputDirLock] = []
 # Recipe keys that make a checkpoint another run's: what is trained, on what. Hyperparameters may change on resume.
 IDENTITY_KEYS = ("model_name_or_path", "from_scratch", "use_peft", "image_size", "dataset_name",
@@ -33,16 +32,6 @@ IDENTITY_KEYS = ("model_name_or_path", "from_scratch", "use_peft", "image_size",
 # What a finished run writes at the top of its folder (removed by overwrite_output_dir, with the checkpoints).
 RUN_OUTPUTS = (*WEIGHT_FILES, "config.json", "preprocessor_config.json", "README.md", "training_args.bin",
                "trainer_state.json", "train_results.json", "eval_results.json", "all_results.json", "adapter")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
 
 
 class OutputDirLock:
@@ -85,18 +74,17 @@ class OutputDirLock:
                             "output_dir")
 
     def _check_holder(self) -> None:
-        try:
-            host, pid_text = self.path.read_text().split()
-            pid = int(pid_text)
-        except (OSError, ValueError):
+        holder = lock_holder(self.folder)
+        if holder is None:
             return  # unreadable or half-written: stale
+        host, pid = holder
         if host != socket.gethostname():
             # Another host's process cannot be checked from here.
             raise PipelineError(f"output_dir {self.folder} is in use by a run on {host} (pid {pid}, lock {self.path}): "
                                 "pick another output_dir, or delete the lock file if that run is gone")
         if pid == os.getpid():
             return
-        if _alive(pid):
+        if pid_alive(pid):
             raise PipelineError(f"output_dir {self.folder} is in use by another run (pid {pid}, lock {self.path}): "
                                 "wait for it to finish, stop it, or pick another output_dir")
         logger.warning("Taking over the lock of a run that is gone (pid %d) in %s", pid, self.folder)

@@ -242,3 +242,22 @@ def test_signal_saves_a_checkpoint_and_the_same_command_resumes_at_that_step(tin
     losses = _losses(out)
     assert sorted(losses) == list(range(1, 10))
     assert losses == pytest.approx(expected, abs=1e-6)
+
+
+def test_push_refuses_a_folder_a_training_run_is_still_writing(tmp_path, capsys):
+    import socket
+
+    out = tmp_path / "out"
+    out.mkdir()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (out / LOCK_FILE).write_text(f"{socket.gethostname()} {running.pid}\n")
+        with pytest.raises(SystemExit) as exit_info:
+            main(["push", str(out), "--hub_model_id", "someone/model"])
+    finally:
+        running.kill()
+        running.wait()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"vit-pipeline: error: {out} is in use by a training run (pid {running.pid}, lock {out / LOCK_FILE}): push it "
+        "once that run has finished")
