@@ -23,6 +23,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
+from pipeline import PipelineError
 from pipeline.config.arguments import DataArguments, default_data_args
 from pipeline.utils import cpu_count
 
@@ -301,6 +302,30 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's SOF marker, without decoding; None when not found."""
+    if data.startswith(_PNG_SIGNATURE) and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data.startswith(_JPEG_SIGNATURE):
+        i = 2
+        while i + 9 < len(data) and data[i] == 0xFF:
+            marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+            i += 2 + length
+    return None
+
+
+def _check_pixels(data: bytes) -> None:
+    # torchvision's decoders allocate what the header claims before reading a pixel: refuse a decompression bomb
+    # (PIL's own limit) before either decoder sees it. The image check (verify_images) reports such files earlier.
+    size, limit = _header_size(data), Image.MAX_IMAGE_PIXELS
+    if size and limit and size[0] * size[1] > 2 * limit:
+        raise PipelineError(f"an image claims {size[0]} x {size[1]} pixels, over PIL's limit of "
+                            f"{2 * limit} (a decompression bomb?): remove it, or keep verify_images: "
+                            "true with bad_images: skip to drop such files")
+
+
 def _torchvision_decodable(data: bytes) -> bool:
     """Whether torchvision's decoders give exactly what `to_rgb` would: 8-bit gray or RGB JPEG / PNG, no alpha.
 
@@ -344,6 +369,7 @@ def decode_rgb(item) -> torch.Tensor:
             item = file.read()
     if isinstance(item, (bytes, bytearray, memoryview)):
         data = bytes(item)
+        _check_pixels(data)
         if _torchvision_decodable(data):
             try:
                 image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),

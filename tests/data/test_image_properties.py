@@ -133,6 +133,7 @@ def _processor():
     return _PROCESSOR[0]
 
 
+@pytest.mark.slow
 def test_unusual_valid_images_train_and_damaged_ones_are_skipped(tmp_path):
     from pipeline.cli import main
 
@@ -150,3 +151,26 @@ def test_unusual_valid_images_train_and_damaged_ones_are_skipped(tmp_path):
 
     results = json.loads((out / "all_results.json").read_text())
     assert sum(v for k, v in results.items() if k.endswith("_skipped_images")) == len(BROKEN)
+
+
+def _huge_jpeg(width: int, height: int) -> bytes:
+    """A real small JPEG whose frame header (SOF0) is rewritten to claim `width` x `height`."""
+    data = bytearray(_encode(_photo(1), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 7] = height.to_bytes(2, "big")
+    data[sof + 7:sof + 9] = width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_the_fast_decoder_refuses_a_decompression_bomb_before_allocating_it():
+    from pipeline.data.transforms import _header_size, decode_rgb
+
+    # Header sizes agree with PIL's on ordinary files (the check must never misread a normal image).
+    for data in (_encode(_photo(2), "JPEG"), _encode(_photo(3), "PNG"), _exif_rotated(4),
+                 _encode(_photo(5).convert("L"), "JPEG", progressive=True)):
+        with Image.open(io.BytesIO(data)) as image:
+            assert _header_size(data) == image.size
+    for bomb in (_bomb(60000, 60000), _huge_jpeg(65000, 65000)):
+        with pytest.raises(PipelineError, match=r"an image claims \d+ x \d+ pixels, over PIL's limit .* "
+                                                r"decompression bomb"):
+            decode_rgb(bomb)
