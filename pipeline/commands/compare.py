@@ -221,9 +221,10 @@ def write_plot(rows: list[dict], path: Path) -> Path:
     left.bar([p - 0.2 for p in positions], [r["accuracy"] or 0 for r in rows], width=0.4, label="accuracy")
     left.bar([p + 0.2 for p in positions], [r["macro_f1"] or 0 for r in rows], width=0.4, label="macro F1")
     left.set_xticks(list(positions), names, rotation=20, ha="right", fontsize=8)
-    left.set_ylim(0, 1)
+    left.set_ylim(0, 1.15)  # room above the bars for the legend
+    left.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     left.set_title("eval accuracy and macro F1")
-    left.legend(loc="lower right")
+    left.legend(loc="upper center", ncol=2, fontsize=8)
     for r in rows:
         right.scatter(r["latency_batch32_ms"], r["accuracy"] or 0, s=40 + 400 * r["parameters"] / max(
             x["parameters"] for x in rows))
