@@ -10,6 +10,7 @@ The loss is the one thing a callback does not see: each backend hands every step
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -31,6 +32,10 @@ class RunStopped(PipelineError):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def _shown(loss: float) -> str:
+    return str(loss) if not math.isfinite(loss) else "not finite on another process"
 
 
 def _kept(output_dir: str) -> str:
@@ -68,11 +73,21 @@ class NonFiniteLossCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         bad, value = self._bad, self._value
         self._bad = self._value = None
-        if bad is not None and bool(bad.item()):
+        if bad is None:
+            bad, value = torch.zeros(1, dtype=torch.bool, device=args.device), torch.zeros(1, device=args.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and \
+                torch.distributed.get_world_size() > 1:
+            # Every process stops at the same step (one that stopped alone would leave the others waiting in their
+            # next all-reduce).
+            flag = bad.to(torch.int32)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            bad = flag.bool()
+        if bool(bad.item()):
             raise RunStopped(
-                f"training loss is {value.item()} at step {state.global_step} (epoch {state.epoch:.2f}): the run "
-                f"stopped there, before saving anything of it; try a lower learning_rate (now {args.learning_rate:g}), "
-                f"bf16 instead of fp16, or max_grad_norm 1.0 (now {args.max_grad_norm:g}); {_kept(args.output_dir)}")
+                f"training loss is {_shown(value.item())} at step {state.global_step} (epoch {state.epoch:.2f}): the "
+                "run stopped there, before saving anything of it; try a lower learning_rate (now "
+                f"{args.learning_rate:g}), bf16 instead of fp16, or max_grad_norm 1.0 (now {args.max_grad_norm:g}); "
+                f"{_kept(args.output_dir)}")
         if control.should_save:
             self._check_weights(args, state, model)
         return control

@@ -207,3 +207,18 @@ def test_two_processes_give_the_multilabel_metrics_of_one(backend, tiny_vit, tag
     tuned = threshold_summary(torch.sigmoid(logits).double().numpy(), labels, splits.labels, splits.eval_split_name)
     assert json.loads((out / "thresholds.json").read_text())["thresholds"] == pytest.approx(tuned["thresholds"],
                                                                                            abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_every_process_at_the_same_step(tiny_vit, digits_folder, tmp_path):
+    out = tmp_path / "out"
+    done = launch("torchrun", ["train", "--model_name_or_path", str(tiny_vit), "--dataset_name", str(digits_folder),
+                               "--output_dir", str(out), *FAST, "--max_train_samples", "64", "--max_eval_samples",
+                               "16", "--per_device_train_batch_size", "8", "--learning_rate", "1e9",
+                               "--max_grad_norm", "0"])
+    assert done.returncode != 0
+    # Both processes stop at the same step with the one line (neither waits forever for the other); nothing is saved.
+    stops = re.findall(r"vit-pipeline: error: training loss is (nan|inf|not finite on another process) at step (\d+)",
+                       done.stderr)
+    assert len(stops) == 2 and len({step for _, step in stops}) == 1, done.stderr[-3000:]
+    assert not list(out.glob("checkpoint-*")) and not (out / "model.safetensors").exists()
