@@ -261,3 +261,19 @@ def test_push_refuses_a_folder_a_training_run_is_still_writing(tmp_path, capsys)
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"vit-pipeline: error: {out} is in use by a training run (pid {running.pid}, lock {out / LOCK_FILE}): push it "
         "once that run has finished")
+
+
+def test_read_only_output_dir_is_one_line_before_anything_loads(tiny_vit, two_digits, small_disk):
+    out = small_disk / "out"
+    out.mkdir()
+    (out / "recipe.yaml").write_text("# an earlier run\n")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        code, line = train("--model_name_or_path", str(tiny_vit), "--dataset_name", str(two_digits), "--output_dir",
+                           str(out), *SMALL)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert code == 2
+    assert line.startswith(f"vit-pipeline: error: cannot write {out / LOCK_FILE}: Read-only file system ("), line
+    assert line.endswith("pick an output_dir you can write to")
+    assert sorted(p.name for p in out.iterdir()) == ["recipe.yaml"]
