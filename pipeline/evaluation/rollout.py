@@ -173,7 +173,9 @@ def rollout_images(model, image_processor, images, head_fusion: str = "mean", di
         pixel_values = pixel_values.to(next(model.parameters()).device)
         # One pass gives both the scores and the attentions (eager attention: the same logits, to rounding).
         logits, attentions = forward_with_attentions(model, pixel_values)
-        probs = logits.float().softmax(-1)[0]
+        # The score pipeline() reports: softmax, or one sigmoid per label for a multi-label model.
+        multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
+        probs = (logits.float().sigmoid() if multi_label else logits.float().softmax(-1))[0]
         mask = rollout_from(attentions, _patch_grid(model, pixel_values), head_fusion, discard_ratio,
                             type(model).__name__)[0]
         best = int(probs.argmax())

@@ -185,3 +185,16 @@ def test_evaluate_writes_the_multilabel_report(tag_classifier, tagged_digits_par
     assert [report["per_class"][n]["support"] for n in DIGIT_TAGS] == truth.sum(0).astype(int).tolist()
     assert report["no_positive"] == int((truth.sum(1) == 0).sum())
     assert "| Class | Support | AP |" in (out / "eval_report.md").read_text()
+
+
+def test_rollout_scores_are_the_pipelines_sigmoid_scores(tag_classifier, tmp_path):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from pipeline.evaluation.rollout import rollout_images
+
+    path = tmp_path / "digit.png"
+    digits(n_per_class=1)[0][0].save(path)
+    model = AutoModelForImageClassification.from_pretrained(tag_classifier).eval()
+    (_, _, label, score), = rollout_images(model, AutoImageProcessor.from_pretrained(tag_classifier), [str(path)])
+    scores = pipeline_scores(tag_classifier, [str(path)])[0]
+    assert label == max(scores, key=scores.get) and score == pytest.approx(scores[label], abs=1e-4)
