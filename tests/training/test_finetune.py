@@ -125,7 +125,7 @@ def test_augmentation_steps_are_torchvision_v2_in_the_train_transform_only():
     from torchvision.transforms import v2 as T
     from transformers import ViTImageProcessor
 
-    from pipeline.data.transforms import build_transforms
+    from pipeline.data.transforms import Finish, build_transforms
 
     data_args = SimpleNamespace(random_resized_crop=True, crop_scale_min=0.5, horizontal_flip=True,
                                 auto_augment="randaugment", rand_augment_num_ops=2, rand_augment_magnitude=9,
@@ -134,7 +134,8 @@ def test_augmentation_steps_are_torchvision_v2_in_the_train_transform_only():
     train_transform, eval_transform = build_transforms(processor, data_args)
     kinds = [type(t) for t in train_transform.transforms]
     assert T.RandAugment in kinds and kinds[-1] is T.RandomErasing  # erasing acts on the normalised tensor
-    assert kinds.index(T.RandAugment) < kinds.index(T.Normalize)  # RandAugment acts on uint8
+    # RandAugment acts on uint8, before the processor's rescale + normalize (Finish).
+    assert kinds.index(T.RandAugment) < kinds.index(Finish)
     assert not any(k in (T.RandAugment, T.RandomErasing) for k in map(type, eval_transform.transforms))
     image = photos(n_per_class=1)[0][0]
     assert train_transform(image).shape == (3, 32, 32)
