@@ -12,7 +12,7 @@ import yaml
 from huggingface_hub import metadata_load
 
 from tests.commands.test_train import train
-from tests.conftest import DIGIT_TAGS, FAST, digit_tags, digits, run_cli, write_parquet_repo
+from tests.conftest import DIGIT_TAGS, FAST, digit_tags, digits, write_parquet_repo
 
 # Chance level: a model that ranks at random scores each class's share of positives, about 0.47 here.
 STATED_MAP = 0.65
@@ -86,21 +86,25 @@ def test_fine_tuning_techniques_on_both_backends(backend, techniques, tiny_vit, 
     assert np.isfinite(results["eval_loss"])
 
 
-def test_malformed_label_column_is_one_line_from_the_command(tiny_vit, tmp_path):
+def test_malformed_label_column_is_one_line_from_the_command(tiny_vit, tmp_path, capsys):
     import datasets
+
+    from pipeline.cli import main
 
     rows = digits(n_per_class=2)
     loop = [int("loop" in digit_tags(d)) for _, d in rows]
     loop[5] = 2
     data = write_parquet_repo(tmp_path / "data", {"train": datasets.Dataset.from_dict(
         {"image": [im for im, _ in rows], "even": [d % 2 == 0 for _, d in rows], "loop": loop})})
-    result = run_cli("train", "--model_name_or_path", str(tiny_vit), "--dataset_name", str(data), "--output_dir",
-                     str(tmp_path / "out"), "--label_columns", "even", "loop", *FAST)
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("vit-pipeline: error:")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model_name_or_path", str(tiny_vit), "--dataset_name", str(data), "--output_dir",
+              str(tmp_path / "out"), "--label_columns", "even", "loop", *FAST])
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("vit-pipeline: error:")]
     assert errors == ["vit-pipeline: error: label column 'loop' holds 2 in split 'train', row 5: label_columns take "
                       "0/1 values only (fix the row, or map it to 0 or 1)"]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.fixture(scope="module")
