@@ -32,6 +32,7 @@ from pipeline.training.throughput import (
     ExampleScriptTransform,
     counted_flops_per_image,  # noqa: F401 - part of the command's public surface (tests, notebooks)
     device_peak,
+    first_batch_seconds,
     measure_data,
     measure_end_to_end,
     measure_model,
@@ -137,16 +138,58 @@ def configurations(options: Options, recipe_argv: list[str]) -> dict[str, tuple[
     overrides = ["--output_dir", tempfile.mkdtemp(prefix="vit-pipeline-benchmark-"), *OVERRIDES]
     parser = RecipeParser(prog="vit-pipeline benchmark")
     configs = {"pipeline": ("pipeline", parser.parse(recipe_argv + overrides))}
-    if options.reference:
+    if configs["pipeline"][1][1].streaming:
+        # The example script reads map-style data only: a stream is measured on the pipeline's own path.
+        logger.info("streaming: the recipe only (the reference, the example script's way, cannot read a stream)")
+    elif options.reference:
         kind, reference_flags = read_reference(options.reference)
         configs["reference"] = (kind, parser.parse(recipe_argv + reference_flags + overrides))
     return configs
+
+
+def load_timed(data_args, args) -> tuple[object, dict]:
+    """The splits, and how long loading them took: what start-up costs before the first step.
+
+    Map-style data is loaded and every image checked (`verify_images: true`, as `train` does by default; the
+    measurements themselves skip nothing); a stream opens, reads its bounded eval split and labels, and no more.
+    """
+    start = time.perf_counter()
+    if data_args.streaming:
+        from pipeline.data.stream import stream_splits
+
+        splits = stream_splits(data_args, seed=args.seed)
+        seconds = time.perf_counter() - start
+        return splits, {"streaming": True, "load_s": seconds, "train_rows": splits.train_rows,
+                        "eval_rows": len(splits.eval)}
+    from pipeline.data.load import load_splits
+
+    splits = load_splits(dataclasses.replace(data_args, verify_images=True), seed=args.seed)
+    seconds = time.perf_counter() - start
+    rows = len(splits.train) + len(splits.eval)
+    return splits, {"streaming": False, "load_s": seconds, "train_rows": len(splits.train),
+                    "eval_rows": len(splits.eval), "ms_per_image": 1000 * seconds / max(rows, 1)}
+
+
+def startup_line(startup: dict) -> str:
+    """Start-up in words: loading (and checking) the data, then the first training batch."""
+    first = f"; first training batch {startup['first_batch_s']:.1f} s later" if "first_batch_s" in startup else ""
+    if startup["streaming"]:
+        return (f"start-up (streaming): stream opened, {startup['eval_rows']:,} eval rows and the labels read in "
+                f"{startup['load_s']:.1f} s, whatever the stream's length{first}")
+    return (f"start-up: {startup['train_rows']:,} + {startup['eval_rows']:,} images loaded and checked in "
+            f"{startup['load_s']:.1f} s ({startup['ms_per_image']:.2f} ms per image){first}")
 
 
 def training_dataset(kind: str, splits, image_processor, data_args, args) -> tuple[object, str]:
     """The training rows a configuration measures on (its transforms), and its settings in words."""
     from pipeline.config import speed_summary
     from pipeline.data.transforms import prepare_dataset
+
+    if data_args.streaming:
+        from pipeline.data.stream import prepare_stream
+
+        return prepare_stream(splits.train, image_processor, data_args), speed_summary(args, data_args) + (
+            ", streaming")
 
     if kind == "example_script":
         dataset = splits.train.with_transform(ExampleScriptTransform(image_processor))
@@ -225,12 +268,11 @@ def main(argv: list[str]) -> dict:
     set_seed(args.seed)
 
     # Data, image processor and model, once: every configuration trains on the same rows from the same weights.
-    from pipeline.data.load import load_splits
     from pipeline.data.transforms import image_spec
     from pipeline.model.load import load_image_processor, load_model
     from pipeline.model.prepare import prepare_model
 
-    splits = load_splits(data_args, seed=args.seed)
+    splits, startup = load_timed(data_args, args)
     image_processor = load_image_processor(model_args)
     # What `train` trains: a new resolution, a frozen backbone or LoRA change the work (and FLOPs) per image.
     model = prepare_model(load_model(model_args, splits.labels), image_processor, model_args)
@@ -245,6 +287,7 @@ def main(argv: list[str]) -> dict:
         config_args.max_steps = warmup + options.steps
         dataset, settings = training_dataset(kind, splits, image_processor, config_data, config_args)
         runs[name], results[name] = (config_args, dataset, warmup), Figures(settings=settings)
+    startup["first_batch_s"] = first_batch_seconds(model, *runs["pipeline"][:2], image_processor)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     measure(runs, results, model, image_processor, image_size, len(splits.labels), options)
     if args.device.type == "cpu":
@@ -260,17 +303,19 @@ def main(argv: list[str]) -> dict:
         # Other processes on the same cores skew CPU figures: say how busy the machine was.
         where += f", load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after"
     header = header_lines(recipe_path, where, model, image_size, (flops_per_image, flops_source),
-                          (peak_flops, peak_source), args, options, runs, len(splits.train))
-    print(report(results, header), flush=True)
+                          (peak_flops, peak_source), args, options, runs,
+                          splits.train_rows or "a stream of" if data_args.streaming else len(splits.train))
+    print(report(results, header) + "\n" + startup_line(startup), flush=True)
     figures_json = as_json(results, recipe_path, where, image_size, flops_per_image, (peak_flops, peak_source),
                            options)
+    figures_json["startup"] = startup
     if options.json:
         Path(options.json).write_text(json.dumps(figures_json, indent=2) + "\n")
     return figures_json
 
 
 def header_lines(recipe_path, where: str, model, image_size, flops: tuple[float, str], peak: tuple[float, str], args,
-                 options: Options, runs: dict, train_images: int) -> list[str]:
+                 options: Options, runs: dict, train_images: int | str) -> list[str]:
     """The lines above the table: machine, model and FLOPs, device peak, batch and steps."""
     import torch
 

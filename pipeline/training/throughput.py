@@ -240,6 +240,19 @@ def _make_trainer(model, args, dataset, collator, image_processor, callbacks=())
     return trainer
 
 
+def first_batch_seconds(model, args, dataset, image_processor) -> float:
+    """Seconds from building the training loader to its first batch (loader workers start, first rows decode)."""
+    from pipeline.data.transforms import collate
+
+    trainer = _make_trainer(copy.deepcopy(model), args, dataset, collate, image_processor)
+    start = time.perf_counter()
+    loader = trainer.get_train_dataloader()
+    next(iter(loader))
+    seconds = time.perf_counter() - start
+    del loader, trainer
+    return seconds
+
+
 def measure_data(model, args, dataset, image_processor, warmup: int, steps: int) -> float:
     """Images/s of the Trainer's training DataLoader alone, up to finished `pixel_values` on the model's device."""
     from pipeline.data.transforms import collate

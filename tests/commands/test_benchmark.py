@@ -51,6 +51,29 @@ def test_benchmark_command_prints_every_figure(tmp_path):
             assert config[key] > 0, key
     assert figures["flops_per_image"] == pytest.approx(6 * 9.31e6, rel=0.01)  # the quickstart ViT at 16 px
     assert all(v > 0 for v in figures["ratio"].values())
+    # Start-up: loading and checking the data, then the first batch, said and written.
+    assert re.search(r"start-up: 256 \+ 360 images loaded and checked in [\d.]+ s \([\d.]+ ms per image\); first "
+                     r"training batch [\d.]+ s later", result.stdout), result.stdout
+    assert figures["startup"]["load_s"] > 0 and figures["startup"]["first_batch_s"] > 0
+
+
+@pytest.mark.slow
+def test_benchmark_measures_the_streaming_path(tmp_path):
+    """With streaming: the recipe's own path only (the example script cannot read a stream), and its start-up."""
+    from tests.conftest import digits, save_tiny_vit
+    from tests.data.test_stream import write_webdataset
+
+    data = write_webdataset(tmp_path / "wds", digits(n_per_class=8))
+    model = save_tiny_vit(tmp_path / "model", image_size=16)
+    out = tmp_path / "figures.json"
+    result = run_cli("benchmark", "--model_name_or_path", str(model), "--dataset_name", str(data), "--streaming",
+                     "true", "--steps", "2", "--warmup", "1", "--per_device_train_batch_size", "8", "--json", str(out),
+                     timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "streaming" in result.stdout and "start-up (streaming): stream opened" in result.stdout
+    figures = json.loads(out.read_text())
+    assert set(figures["configurations"]) == {"pipeline"} and figures["startup"]["streaming"]
+    assert figures["configurations"]["pipeline"]["end_to_end_images_per_s"] > 0
 
 
 @pytest.mark.parametrize("model", ["benchmarks/models/vit-tiny-224", "benchmarks/models/vit-base-patch16-224",
