@@ -194,3 +194,22 @@ def test_resume_a_streamed_run(model16, digits_rows, tmp_path):
     assert "resuming the stream where checkpoint-3 left it" in log
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["trainer", "accelerate"])
+def test_two_processes_stream_their_own_shards(model16, digits_rows, tmp_path, backend):
+    """torchrun, 2 processes on the CPU: each streams 2 of the 4 shards, checkpoints hold both positions."""
+    from tests.training.test_distributed import launch
+
+    data = write_webdataset(tmp_path / "wds", digits_rows)
+    out = tmp_path / "out"
+    result = launch("torchrun", ["train", "--model_name_or_path", str(model16), "--dataset_name", str(data),
+                                 "--output_dir", str(out), *FAST, *STREAM, "--backend", backend,
+                                 "--per_device_train_batch_size", "8", "--dataloader_num_workers", "1"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "every process reads every row" not in result.stderr + result.stdout
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
+    assert {p.name for p in (out / "checkpoint-6").glob("stream_state-*.pt")} == {"stream_state-0.pt",
+                                                                                  "stream_state-1.pt"}
+    assert json.loads((out / "eval_results.json").read_text())["eval_accuracy"] > 0
