@@ -76,7 +76,7 @@ def _multi_label_defaults(training_args, recipe: dict) -> None:
 def _load_data(data_args, training_args, token: str | None):
     """The splits: map-style (downloaded, checked, prepared), or a training stream read as training consumes it."""
     if data_args.streaming:
-        from pipeline.config.arguments import stream_schedule
+        from pipeline.config.machine import stream_schedule
         from pipeline.data.stream import stream_splits
 
         splits = stream_splits(data_args, seed=training_args.seed, rank=training_args.process_index,

@@ -6,8 +6,8 @@ from pipeline.config.arguments import (
     DataArguments,
     ModelArguments,
     PipelineTrainingArguments,
-    speed_summary,
 )
+from pipeline.config.machine import speed_summary
 from pipeline.config.parser import RecipeParser, check_combination
 from pipeline.config.recipe import resolved_recipe, save_recipe
 

@@ -7,7 +7,6 @@ Every field is a recipe key and a command-line flag. Single-field range checks a
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,20 @@ from typing import Literal
 from transformers import TrainingArguments
 
 from pipeline import PipelineError
-from pipeline.utils import cpu_count, plain
+from pipeline.config.checks import (
+    check_accelerate_options,
+    check_output_dir,
+    check_range,
+    check_trainer_trackers,
+)
+from pipeline.config.machine import (  # noqa: F401 - speed_summary / stream_schedule: imported from here too
+    _auto_precision,
+    _default_workers,
+    _has_accelerator,
+    speed_summary,
+    stream_schedule,
+)
+from pipeline.utils import plain
 
 RECIPE_FILE = "recipe.yaml"
 SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"
@@ -280,78 +292,6 @@ def default_data_args() -> DataArguments:
     return DataArguments(dataset_name="builtin:digits")
 
 
-def check_range(args, name: str, low: float, high: float = math.inf, *, low_open: bool = False,
-                high_open: bool = False, allow_none: bool = False, hint: str = "") -> None:
-    """Raise a one-line `PipelineError` naming `name` unless `args.<name>` is a finite number in the range.
-
-    Args:
-        args: the dataclass holding the field.
-        name: the field (recipe key).
-        low, high: the bounds; `low_open` / `high_open` exclude them.
-        allow_none: None (unset) passes.
-        hint: appended to the message (what the value means, what to set).
-    """
-    value = vars(args)[name]
-    if value is None and allow_none:
-        return
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-          and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
-    if ok:
-        return
-    def show(bound: float) -> str:
-        return f"{bound:g}" if isinstance(bound, float) else str(bound)
-
-    if high == math.inf:
-        wanted = f"{'>' if low_open else '>='} {show(low)}"
-    else:
-        wanted = f"in {'(' if low_open else '['}{show(low)}, {show(high)}{')' if high_open else ']'}"
-    raise PipelineError(f"{name} must be {wanted} (got {value}){hint}")
-
-
-def check_output_dir(output_dir: str | None) -> None:
-    """Refuse an output_dir that is, or sits inside, an existing file (before anything loads)."""
-    if not output_dir:
-        return
-    path = Path(output_dir)
-    for folder in (path, *path.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                where = "is" if folder == path else f"is inside {folder}, which is"
-                raise PipelineError(f"output_dir {output_dir} {where} an existing file: pick a folder path")
-            return
-
-
-def _default_workers() -> int:
-    # Decoding and augmenting images is CPU work: give the loader the cores this process can use, leaving one
-    # for the training loop itself, and share them between the processes of a multi-process launch.
-    cores = cpu_count()
-    local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    # Up to 16: a worker decodes and crops about 700 ImageNet-sized photos/s, and one GPU can take 3,000+.
-    return max(0, min(16, cores // local_procs - 1))
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-
-
-def _auto_precision(use_cpu: bool) -> tuple[bool, bool]:
-    """(bf16, fp16) for this machine: bf16 where the GPU has it, fp16 on older GPUs, fp32 on CPU.
-
-    A launcher's choice (`accelerate launch --mixed_precision ...`) wins over the hardware.
-    """
-    import torch
-
-    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
-    if launcher in ("bf16", "fp16", "no"):
-        return launcher == "bf16", launcher == "fp16"
-    if use_cpu or not torch.cuda.is_available():
-        return False, False
-    bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-    return bf16, not bf16
-
-
 @dataclass
 class PipelineTrainingArguments(TrainingArguments):
     """`transformers.TrainingArguments` with the pipeline's defaults and a few fields of its own.
@@ -502,9 +442,9 @@ class PipelineTrainingArguments(TrainingArguments):
             self.accelerator_config = {"non_blocking": True}
         super().__post_init__()
         if self.backend == "accelerate":
-            _check_accelerate_options(self)
+            check_accelerate_options(self)
         else:
-            _check_trainer_trackers(self.report_to)
+            check_trainer_trackers(self.report_to)
 
     def _check_numbers(self) -> None:
         """Range-check every number the user sets (the Trainer's own ones too), before anything loads."""
@@ -555,122 +495,6 @@ class PipelineTrainingArguments(TrainingArguments):
             if not self.load_best_model_at_end or not self.metric_for_best_model:
                 raise PipelineError("early_stopping_patience needs load_best_model_at_end: true and a "
                                     "metric_for_best_model")
-
-
-# Optimizers the Accelerate loop builds (torch AdamW; the fused kernel where torch has one for the device).
-ACCELERATE_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
-
-
-def _check_accelerate_options(args) -> None:
-    """Reject options the Accelerate loop does not implement, before any data or weights are loaded."""
-    optim = str(plain(args.optim))
-    if optim not in ACCELERATE_OPTIMIZERS:
-        raise PipelineError(f"optim {optim} is not available with --backend accelerate: use one of "
-                            f"{', '.join(ACCELERATE_OPTIMIZERS)}, or --backend trainer")
-    if args.torch_compile:
-        raise PipelineError("torch_compile is not available with --backend accelerate: use --backend trainer, or "
-                            "set dynamo_config in the accelerate launch config")
-    sharded = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or (
-        os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
-        and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
-    if args.ema_decay and sharded:
-        # The average is a full copy of the model on every process; FSDP and ZeRO-3 keep only a shard there.
-        raise PipelineError("ema_decay is not available with FSDP or DeepSpeed ZeRO-3 and --backend accelerate: use "
-                            "DDP or ZeRO-2, or set ema_decay: 0")
-    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
-    from accelerate.utils import LoggerType
-
-    # Built-in trackers whose package is missing are dropped by accelerate without a word: say so instead.
-    missing = set(LoggerType.list()) - {str(t) for t in get_available_trackers()}
-    for name in args.report_to or []:
-        if name not in LOGGER_TYPE_TO_CLASS:
-            raise PipelineError(f"report_to {name} has no Accelerate tracker: use one of "
-                                f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}, or --backend trainer")
-        if name in missing or (name in TRACK_EXTRA and not _tracker_installed(name)):
-            raise PipelineError(_missing_tracker(name))
-
-
-# The trackers the `track` extra installs, and the modules each can write with.
-TRACK_EXTRA = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",)}
-
-
-def _tracker_installed(name: str) -> bool:
-    import importlib.util
-
-    return any(importlib.util.find_spec(module) is not None for module in TRACK_EXTRA[name])
-
-
-def _missing_tracker(name: str) -> str:
-    if name in TRACK_EXTRA:
-        return f"report_to {name} needs the track extra: pip install 'vit-pipeline[track]'"
-    return f"report_to {name}: the {name} package is not installed (pip install {name})"
-
-
-def _check_trainer_trackers(report_to: list[str]) -> None:
-    """Reject a `report_to` the Trainer has no integration for, or whose package is missing, before any loading."""
-    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
-
-    available = None
-    for name in report_to or []:
-        if name not in INTEGRATION_TO_CALLBACK:
-            raise PipelineError(f"report_to {name} is not a Trainer integration: use one of "
-                                f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))} (or none)")
-        if name in TRACK_EXTRA:
-            if not _tracker_installed(name):
-                raise PipelineError(_missing_tracker(name))
-            continue
-        available = get_available_reporting_integrations() if available is None else available
-        if name not in available:
-            raise PipelineError(_missing_tracker(name))
-
-
-def stream_schedule(training_args, train_rows: int | None) -> None:
-    """Fit the training arguments to a stream: a number of steps, and steps (not epochs) between evaluations.
-
-    A stream has no length to count epochs in: `max_steps` bounds the run, or, when the dataset's metadata gives its
-    length (`train_rows`), it is computed from `num_train_epochs`. The pipeline's epoch schedule (evaluate, save and
-    log every epoch) becomes every tenth of the run. The stream's own state resumes it, so no batch is skipped by
-    reading (`ignore_data_skip`).
-
-    Raises:
-        PipelineError: no max_steps and a stream of unknown length.
-    """
-    import math
-
-    from transformers.trainer_utils import IntervalStrategy, SaveStrategy
-
-    if training_args.max_steps <= 0:
-        if not train_rows:
-            raise PipelineError("streaming: the stream's length is unknown, set max_steps (optimizer steps to train "
-                                "for)")
-        per_step = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-                    * training_args.world_size)
-        training_args.max_steps = max(1, math.ceil(train_rows * training_args.num_train_epochs / per_step))
-    every = max(1, math.ceil(training_args.max_steps / 10))
-    for strategy, steps, kind in (("eval_strategy", "eval_steps", IntervalStrategy),
-                                  ("save_strategy", "save_steps", SaveStrategy),
-                                  ("logging_strategy", "logging_steps", IntervalStrategy)):
-        if plain(getattr(training_args, strategy)) == "epoch":
-            setattr(training_args, strategy, kind.STEPS)
-            setattr(training_args, steps, every)
-    training_args.ignore_data_skip = True
-
-
-def speed_summary(training_args, data_args) -> str:
-    """One line with the settings that decide throughput: precision, loader, transforms, optimizer, compilation."""
-    precision = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else (
-        "fp32 (tf32 matmuls)" if training_args.tf32 else "fp32")
-    workers = training_args.dataloader_num_workers
-    return ", ".join([
-        precision,
-        f"{workers} loader worker{'' if workers == 1 else 's'}",
-        "pinned memory" if training_args.dataloader_pin_memory else "unpinned memory",
-        ("fast transforms (uint8, normalize on device)" + (", pixel cache" if data_args.pixel_cache else ""))
-        if data_args.fast_transforms else "per-image float transforms",
-        f"optim {plain(training_args.optim)}",
-        "torch.compile" if training_args.torch_compile else "eager",
-    ])
-
 
 
 DATACLASSES = (ModelArguments, DataArguments, PipelineTrainingArguments)

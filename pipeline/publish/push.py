@@ -16,56 +16,34 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline import PipelineError
-from pipeline.utils import ADAPTER_WEIGHT_FILE, SAFE_WEIGHT_FILES, checkpoints
+from pipeline.publish.errors import (  # noqa: F401 - the push API, importable from here as before
+    _describe,
+    _NoToken,
+    explain,
+    is_transient,
+    push_later_command,
+)
+from pipeline.publish.files import (  # noqa: F401
+    MODEL_FILES,
+    NEVER_PUSHED,
+    PUSHED_FILES,
+    PUSHED_WEIGHT_FILES,
+    STALE_WEIGHTS_RE,
+    _checkpoint_files,
+    _weights_of,
+    card_for_repo,
+    files_to_push,
+)
 
 logger = logging.getLogger("pipeline.publish.push")
 
-# What a finished output folder publishes (see README "Publish to the Hub"). Sharded weights are found through
-# their index; adapter files are there for LoRA runs, which save an adapter next to (or instead of) the weights.
-PUSHED_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "adapter_model.safetensors",
-    "adapter_config.json",
-    "config.json",
-    "preprocessor_config.json",
-    "README.md",
-    "recipe.yaml",
-    "train_results.json",
-    "eval_results.json",
-    "all_results.json",
-    # The evaluation report and the figures the card shows (referenced by relative paths).
-    "eval_report.json",
-    "eval_report.md",
-    "confusion_matrix.png",
-    "reliability_diagram.png",
-    "misclassified.png",
-    "training_curves.png",
-    "attention_rollout.png",
-    # Multi-label runs: the per-class thresholds tuned on the eval split (`vit-pipeline predict` reads them).
-    "thresholds.json",
-)
-# The weights a push publishes: safetensors only (never a pickle), and a LoRA adapter's.
-PUSHED_WEIGHT_FILES = (*SAFE_WEIGHT_FILES, ADAPTER_WEIGHT_FILE)
-# Files of the model itself, pushed to the repo root by the every_save / checkpoint strategies while training.
-MODEL_FILES = (*PUSHED_WEIGHT_FILES, "adapter_config.json", "config.json", "preprocessor_config.json")
-# Never pushed, even inside a checkpoint folder: the pickled TrainingArguments are not needed to resume and a
-# pickle is unsafe to load from someone else's repo.
-NEVER_PUSHED = ("training_args.bin",)
 STRATEGIES = ("end", "every_save", "checkpoint", "all_checkpoints")
-# Root-level weight files a new push replaces: left behind, a stale `model.safetensors` would shadow new shards.
-STALE_WEIGHTS_RE = re.compile(r"^(model\.safetensors|model\.safetensors\.index\.json|model-\d+-of-\d+\.safetensors)$")
-USAGE_RE = re.compile(r'(pipeline\("image-classification", model=")([^"]*)("\))')
-LOCAL_USAGE_ID = "path/to/output_dir"
-TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 
 # Whole-push retries: huggingface_hub retries preupload and LFS transfers itself, but not the commit request, and a
 # commit that fails leaves nothing behind, so the whole push is safe to run again (LFS objects already stored are
@@ -88,19 +66,6 @@ class PushResult:
 
 
 # ----------------------------------------------------------------------------------------------- checks
-
-
-def push_later_command(output_dir: str | os.PathLike, repo_id: str | None, private: bool = False,
-                       revision: str | None = None, strategy: str = "end") -> str:
-    """The command that pushes `output_dir` later (never with the token: it comes from the environment)."""
-    parts = ["vit-pipeline", "push", shlex.quote(str(output_dir)), "--hub_model_id", shlex.quote(repo_id or "ORG/NAME")]
-    if private:
-        parts.append("--hub_private_repo")
-    if revision and revision != "main":
-        parts += ["--hub_revision", shlex.quote(revision)]
-    if strategy in ("checkpoint", "all_checkpoints"):
-        parts += ["--hub_strategy", strategy]
-    return " ".join(parts)
 
 
 def check_repo_id(repo_id: str | None) -> str:
@@ -165,88 +130,6 @@ def check_push_options(repo_id: str | None, token: str | None, *, strategy: str 
 # ----------------------------------------------------------------------------------------------- what lands
 
 
-def _weights_of(folder: Path) -> list[str]:
-    """Weight files of a saved model in `folder`, shards found through their index."""
-    import json
-
-    names = [name for name in PUSHED_WEIGHT_FILES if (folder / name).is_file()]
-    if "model.safetensors.index.json" in names:
-        try:
-            index = json.loads((folder / "model.safetensors.index.json").read_text())
-            names += sorted(set(index["weight_map"].values()))
-        except (ValueError, KeyError, AttributeError):
-            raise PipelineError(f"{folder / 'model.safetensors.index.json'} is not a valid weight index: save the "
-                                "model again (save_pretrained)") from None
-    return names
-
-
-def _checkpoint_files(checkpoint: Path, path_in_repo: str) -> dict[str, Path]:
-    """Everything a run needs to resume from `checkpoint` (optimizer, scheduler, RNG, trainer state), as repo paths."""
-    return {f"{path_in_repo}/{p.relative_to(checkpoint).as_posix()}": p for p in sorted(checkpoint.rglob("*"))
-            if p.is_file() and p.name not in NEVER_PUSHED}
-
-
-def files_to_push(output_dir: str | os.PathLike, strategy: str = "end") -> dict[str, Path]:
-    """The files of a finished output folder that a push publishes, as `{path in repo: local path}`.
-
-    The allow-list `PUSHED_FILES` (plus weight shards named by their index). Checkpoints only when `strategy` asks:
-    `checkpoint` adds the last one as `last-checkpoint/`, `all_checkpoints` adds every `checkpoint-N/`.
-
-    Raises:
-        PipelineError: the folder is missing or holds no trained model (no config.json or no weights).
-    """
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        raise PipelineError(f"output folder {folder} does not exist: name the output_dir a `vit-pipeline train` "
-                            "run wrote")
-    weights = _weights_of(folder)
-    if not (folder / "config.json").is_file() or not weights:
-        raise PipelineError(f"{folder} holds no trained model (config.json and model.safetensors): push the "
-                            "output_dir of a finished `vit-pipeline train` run")
-    missing = [name for name in weights if not (folder / name).is_file()]
-    if missing:
-        raise PipelineError(f"{folder} is missing weight shard(s) {', '.join(missing)} named by its index: "
-                            "the save was interrupted; train again or restore the shards")
-    names = [name for name in PUSHED_FILES if (folder / name).is_file()] + [w for w in weights
-                                                                             if w not in PUSHED_FILES]
-    files = {name: folder / name for name in names}
-    found = checkpoints(folder)
-    if strategy == "checkpoint" and found:
-        files.update(_checkpoint_files(found[-1], "last-checkpoint"))
-    elif strategy == "all_checkpoints":
-        for checkpoint in found:
-            files.update(_checkpoint_files(checkpoint, checkpoint.name))
-    return files
-
-
-def card_for_repo(card_text: str, repo_id: str, folder_name: str) -> str:
-    """The model card as rendered for `repo_id`: its usage snippet loads `repo_id`, and a model name the
-    pipeline derived (the folder name, or an earlier repo id) becomes `repo_id`.
-
-    What `render_card` produces with `CardInputs.hub_model_id=repo_id` and `model_name=repo_id`; the rest of the
-    card (metrics, hyperparameters, framework versions of the training run) is kept as written. A card that is
-    already right comes back unchanged, byte for byte.
-    """
-    from huggingface_hub import ModelCard
-
-    match = USAGE_RE.search(card_text)
-    old_usage = match.group(2) if match else None
-    card = ModelCard(card_text, ignore_metadata_errors=True)
-    old_name = card.data.model_name
-    derived = {folder_name, old_usage} - {None, LOCAL_USAGE_ID}
-    rename = old_name is not None and old_name != repo_id and old_name in derived
-    if old_usage in (None, repo_id) and not rename:
-        return card_text
-    text = card.text
-    if old_usage is not None:
-        text = USAGE_RE.sub(lambda m: f"{m.group(1)}{repo_id}{m.group(3)}", text)
-    if rename:
-        card.data.model_name = repo_id
-        text = re.sub(rf"^# {re.escape(old_name)}$", lambda _: f"# {repo_id}", text, count=1, flags=re.MULTILINE)
-    card.text = text
-    return str(card)
-
-
 # ----------------------------------------------------------------------------------------------- pushing
 
 
@@ -258,43 +141,6 @@ def _env_number(name: str, default: float) -> float:
         return float(value)
     except ValueError:
         raise PipelineError(f"{name} must be a number (got '{value}')") from None
-
-
-def _httpx():
-    """The HTTP library of huggingface_hub: httpx2 from huggingface_hub 2, httpx before."""
-    try:
-        import httpx2
-    except ImportError:  # huggingface_hub 1.x
-        import httpx as httpx2
-    return httpx2
-
-
-def _root_cause(err: BaseException) -> BaseException:
-    """The HTTP or network error under huggingface_hub's wrappers (an LFS failure is a RuntimeError `from` it)."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    httpx2 = _httpx()
-
-    seen = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (HfHubHTTPError, httpx2.TransportError)):
-            return current
-        current = current.__cause__ or current.__context__
-    return err
-
-
-def _status(err: BaseException) -> int | None:
-    response = getattr(err, "response", None)
-    return getattr(response, "status_code", None) if response is not None else None
-
-
-def is_transient(err: BaseException) -> bool:
-    """Whether trying the push again may succeed: a 5xx/408/429 answer, or a network error (refused, reset,
-    dropped, timed out)."""
-    cause = _root_cause(err)
-    return isinstance(cause, _httpx().TransportError) or _status(cause) in TRANSIENT_STATUS
 
 
 def _commit(api, repo_id: str, files: dict[str, Path | bytes], *, token: str, private: bool, revision: str,
@@ -394,70 +240,6 @@ def _commit_message(folder: Path) -> str:
     name = "accuracy" if "eval_accuracy" in results else "map"
     value = results.get(f"eval_{name}")
     return message + (f" (eval {name} {value:.4f})" if isinstance(value, (int, float)) else "")
-
-
-class _NoToken(Exception):
-    """No token given and none in the environment."""
-
-
-def _describe(err: BaseException) -> str:
-    """A short, one-line account of an HTTP or network error (never headers, so never the token)."""
-    cause = _root_cause(err)
-    status = _status(cause)
-    if status is not None:
-        server = getattr(cause, "server_message", None) or ""
-        server = " ".join(str(server).split())[:200]
-        return f"HTTP {status}" + (f": {server}" if server else "")
-    text = " ".join(str(cause).split())[:200]
-    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
-
-
-def explain(err: BaseException, output_dir: str | os.PathLike, repo_id: str | None, *, private: bool = False,
-            revision: str | None = None, strategy: str = "end", token: str | None = None,
-            attempts: int | None = None) -> PipelineError:
-    """Turn a failed push into a one-line `PipelineError`: what happened, what to do, and the command to push later.
-
-    The output folder is never touched by a push, so every message can say it is complete.
-    """
-    from huggingface_hub import constants
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
-    httpx2 = _httpx()
-    later = push_later_command(output_dir, repo_id, private, revision, strategy)
-    tail = f"the output folder {output_dir} is complete; push it later with: {later}"
-    cause = _root_cause(err)
-    status = _status(cause)
-    namespace = (repo_id or "").split("/")[0] if repo_id and "/" in repo_id else "your namespace"
-    tries = f" after {attempts} attempts" if attempts and attempts > 1 else ""
-    if isinstance(err, _NoToken):
-        what = "no Hugging Face token: run `hf auth login` or set HF_TOKEN (or pass --hub_token)"
-    elif isinstance(cause, OfflineModeIsEnabled):
-        what = "HF_HUB_OFFLINE=1 is set, so the Hub was not contacted: unset it on a machine that reaches the Hub"
-    elif status == 401:
-        what = (f"the Hub rejected the token ({_describe(cause)}): check it with `hf auth whoami`, then log in "
-                "again with `hf auth login` or set HF_TOKEN to a valid token")
-    elif status == 403:
-        what = (f"the token may not write to {repo_id} ({_describe(cause)}): use a token with write access to "
-                f"'{namespace}' (a write token of one of its members), or push to your own namespace")
-    elif status == 404:
-        what = (f"the Hub did not find {repo_id} or its branch ({_describe(cause)}): check --hub_model_id and "
-                "--hub_revision")
-    elif isinstance(cause, (httpx2.ConnectError, httpx2.ConnectTimeout)):
-        what = (f"cannot reach the Hub at {constants.ENDPOINT}{tries} ({_describe(cause)}): check the network "
-                "connection (and HF_ENDPOINT if set)")
-    elif isinstance(cause, httpx2.TransportError):
-        what = (f"the connection to the Hub dropped mid-upload{tries} ({_describe(cause)}); nothing was half-written: "
-                "a push is one commit")
-    elif status in TRANSIENT_STATUS:
-        what = f"the Hub kept failing{tries} ({_describe(cause)}): try again later"
-    elif status is not None:
-        what = f"the Hub refused the push ({_describe(cause)})"
-    else:
-        what = f"the push failed ({_describe(cause)})"
-    message = f"push to {repo_id} failed: {what}; {tail}"
-    if token:
-        message = message.replace(token, "***")
-    return PipelineError(" ".join(message.split()))
 
 
 def push_or_explain(output_dir: str | os.PathLike, repo_id: str | None, *, token: str | None = None,

@@ -26,88 +26,52 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, send_to_device
-from torch.utils.data import DataLoader
-from transformers import EvalPrediction, TrainerCallback, TrainerControl, TrainerState, get_scheduler, set_seed
+from accelerate.utils import DistributedType, send_to_device
+from transformers import EvalPrediction, TrainerCallback, TrainerControl, get_scheduler, set_seed
 from transformers.integrations.integration_utils import rewrite_logs
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     SaveStrategy,
     enable_full_determinism,
-    rotate_checkpoints,
-    sort_checkpoints,
     speed_metrics,
 )
 
 from pipeline import PipelineError
-from pipeline.data.transforms import PixelNormalizer, collate, image_spec
+from pipeline.data.transforms import PixelNormalizer, image_spec
 from pipeline.model.inspect import base_model, is_multi_label
-from pipeline.training.ema import EMA_FILE
+from pipeline.training.accelerator import (
+    build_accelerator,
+    build_loader,
+    build_optimizer,
+    build_stream_loader,
+    is_sharded,
+    set_epoch,
+)
 from pipeline.training.faults import NonFiniteLossCallback
 from pipeline.training.flow import (
     callback_handler,
-    export_callback_states,
     is_new_best,
     new_state,
-    restore_callback_states,
     technique_callbacks,
 )
+from pipeline.training.loop_checkpoints import CheckpointsMixin
 from pipeline.training.loss import plain_loss
-from pipeline.training.optim import no_decay_names, param_groups_for, wants_param_groups
 from pipeline.training.progress import ReadableProgress
-from pipeline.training.shared import TrainResult, check_checkpoint, training_extras
-from pipeline.training.streaming import is_stream, load_stream_state, save_stream_state, stream_loader
-from pipeline.utils import TRAINER_STATE, plain, save_metrics, writing
+from pipeline.training.shared import TrainResult, training_extras
+from pipeline.training.streaming import is_stream
+from pipeline.utils import writing
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
 
 
-def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
-    """AdamW with weight decay on weights only (not on biases and norms), as the Trainer builds it.
 
-    With `layer_decay` or `backbone_learning_rate`, the parameter groups of `training.optim.param_groups_for` (each
-    with its own learning rate), as the Trainer backend's `PipelineTrainer.create_optimizer`. Frozen weights are left
-    out. `optim: adamw_torch_fused` uses torch's fused kernel, `adamw_torch` the multi-tensor (foreach) one.
-    """
-    if wants_param_groups(args):
-        groups = param_groups_for(model, args)
-    else:
-        skip_decay = no_decay_names(model)
-        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in params if n not in skip_decay], "weight_decay": args.weight_decay},
-            {"params": [p for n, p in params if n in skip_decay], "weight_decay": 0.0},
-        ]
-    optim = str(plain(args.optim))
-    kernel = {"fused": True} if optim == "adamw_torch_fused" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                             eps=args.adam_epsilon, **kernel)
-
-
-def _set_epoch(loader, epoch: int) -> None:
-    """Make the loader shuffle as in `epoch` (a seeded sampler: a resumed run sees the same order)."""
-    loader.set_epoch(epoch)
-    # accelerate's set_epoch does not reach a sampler under a skip or shard wrapper: walk down to it.
-    node = loader
-    for _ in range(6):
-        node = getattr(node, "batch_sampler", None)
-        if node is None:
-            break
-        sampler = getattr(node, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-
-
-class AccelerateRecipe:
+class AccelerateRecipe(CheckpointsMixin):
     """Fine-tune an image classifier with an `accelerate.Accelerator` loop: setup / train / save / cleanup.
 
     Args:
@@ -124,24 +88,7 @@ class AccelerateRecipe:
             enable_full_determinism(args.seed)
         else:
             set_seed(args.seed)
-        trackers = [name for name in (args.report_to or []) if name != "none"]
-        logging_dir = os.environ.get("TENSORBOARD_LOGGING_DIR", os.path.join(args.output_dir, "runs"))
-        self.accelerator = Accelerator(
-            # bf16 / fp16 from the recipe, else what `accelerate launch` configured (TrainingArguments reads both).
-            mixed_precision=args.mixed_precision or None,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            # The scheduler is stepped once per optimizer step by this loop, as the Trainer does.
-            step_scheduler_with_optimizer=False,
-            # A seeded sampler shuffles each epoch the same way on every process and after a resume.
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.data_seed),
-            log_with=[_tracker(name, args, logging_dir) for name in trackers] or None,
-            project_config=ProjectConfiguration(
-                project_dir=args.output_dir,
-                logging_dir=logging_dir,
-                save_on_each_node=args.save_on_each_node,
-            ),
-        )
-        self.trackers = trackers
+        self.accelerator, self.trackers = build_accelerator(args)
         self._tracking = True  # off for the final re-evaluation of the saved model
         # accelerate logs every file of every checkpoint at INFO: keep its warnings only.
         logging.getLogger("accelerate").setLevel(logging.WARNING)
@@ -170,7 +117,7 @@ class AccelerateRecipe:
         # multi-label).
         self.loss_fn = extras.loss or plain_loss(multi_label)
         self.ema = extras.ema
-        if self.ema is not None and _sharded(acc):
+        if self.ema is not None and is_sharded(acc):
             raise PipelineError("ema_decay needs the full weights on every process: use DDP or DeepSpeed ZeRO-2, or "
                                 "set ema_decay: 0")
         # The Trainer's flow policy and every callback of the run (EMA, early stopping, Hub pushes, ...).
@@ -186,12 +133,12 @@ class AccelerateRecipe:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None,
                                                   every_n_layers=every_n_layers, offload=offload)
         # MixUp / CutMix act on training batches only; evaluation batches keep their hard labels.
-        eval_loader = self._loader(eval_dataset, args.per_device_eval_batch_size, shuffle=False)
+        eval_loader = build_loader(args, eval_dataset, args.per_device_eval_batch_size, shuffle=False)
         if self.stream:
-            self.train_loader = self._stream_loader(train_dataset, extras.train_collator)
+            self.train_loader = build_stream_loader(args, train_dataset, extras.train_collator)
             self.eval_loader = acc.prepare(eval_loader)
         else:
-            train_loader = self._loader(train_dataset, args.per_device_train_batch_size, shuffle=True,
+            train_loader = build_loader(args, train_dataset, args.per_device_train_batch_size, shuffle=True,
                                         collate_fn=extras.train_collator)
             self.train_loader, self.eval_loader = acc.prepare(train_loader, eval_loader)
         self._count_steps(self.num_train_rows)
@@ -219,29 +166,6 @@ class AccelerateRecipe:
             self._resume(resume_from_checkpoint)
         if self.trackers:
             acc.init_trackers(args.run_name or Path(args.output_dir).name, config=args.to_sanitized_dict())
-
-    def _loader(self, dataset, batch_size: int, shuffle: bool, collate_fn=collate) -> DataLoader:
-        args = self.args
-        workers = args.dataloader_num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=collate_fn,
-            num_workers=workers,
-            pin_memory=args.dataloader_pin_memory,
-            persistent_workers=args.dataloader_persistent_workers and workers > 0,
-            prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
-            drop_last=args.dataloader_drop_last and shuffle,
-        )
-
-    def _stream_loader(self, dataset, collate_fn) -> DataLoader:
-        """The training stream's resumable loader: not prepared by accelerate (the stream is this process's share
-        already); `_train_epoch` moves its batches to the device."""
-        args = self.args
-        return stream_loader(dataset, args.per_device_train_batch_size, collate_fn or collate,
-                             args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
-                             prefetch_factor=args.dataloader_prefetch_factor, drop_last=args.dataloader_drop_last)
 
     def _count_steps(self, num_train_samples: int | None) -> None:
         """Optimizer steps per epoch and in all, from the per-process loader (the Trainer's arithmetic)."""
@@ -277,41 +201,6 @@ class AccelerateRecipe:
         return (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
                 * self.accelerator.num_processes)
 
-    def _save_weights_unwrapped(self, models, weights, output_dir) -> None:
-        # save_state stores the wrapped model's keys (`module.` under DDP): store the plain model's, so a checkpoint
-        # resumes with any number of processes. FSDP and DeepSpeed save their own way (no entries in `weights`).
-        for i, model in enumerate(models[: len(weights)]):
-            weights[i] = self.accelerator.unwrap_model(model).state_dict()
-
-    def _load_weights_unwrapped(self, models, input_dir) -> None:
-        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-            return
-        from safetensors.torch import load_model
-
-        for model in models:
-            # Read on the CPU (as accelerate does); load_state_dict copies onto the parameters' own device.
-            load_model(self.accelerator.unwrap_model(model), os.path.join(input_dir, WEIGHTS_FILE), device="cpu")
-        models.clear()  # loaded: accelerate skips them
-
-    def _resume(self, checkpoint: str) -> None:
-        check_checkpoint(checkpoint, "accelerate")
-        self.accelerator.load_state(checkpoint)
-        if self.stream:
-            load_stream_state(self.train_loader, checkpoint, self.accelerator.process_index)
-        self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE))
-        self.state.is_local_process_zero = self.args.local_process_index == 0
-        self.state.is_world_process_zero = self.args.process_index == 0
-        restore_callback_states(self.args, self.state, self.callback_handler, self.control)
-        if self.state.best_model_checkpoint and not os.path.isdir(self.state.best_model_checkpoint):
-            self.state.best_model_checkpoint = None
-        if self.ema is not None and not self.ema.load(checkpoint):
-            logger.warning("%s has no %s: the weight average starts again from the resumed weights", checkpoint,
-                           EMA_FILE)
-        max_steps = self.state.max_steps
-        self._count_steps(self.num_train_rows)  # the current run's schedule wins over the saved one
-        if max_steps != self.state.max_steps:
-            logger.info("Resumed run now has %d steps in all (was %d)", self.state.max_steps, max_steps)
-        logger.info("Resuming from %s at step %d (epoch %.2f)", checkpoint, self.state.global_step, self.state.epoch)
 
     # ---- train ----------------------------------------------------------------------------------------------------
 
@@ -380,10 +269,10 @@ class AccelerateRecipe:
     def _train_epoch(self, epoch: int, skip_batches: int) -> None:
         args, acc, state = self.args, self.accelerator, self.state
         loader = self.train_loader
-        _set_epoch(loader, epoch)
+        set_epoch(loader, epoch)
         if skip_batches:
             loader = acc.skip_first_batches(loader, skip_batches)
-            _set_epoch(loader, epoch)
+            set_epoch(loader, epoch)
         # The Trainer's estimate: 6 x input values x parameters, per forward + backward.
         flos_per_value = 6 * acc.unwrap_model(self.model).num_parameters(exclude_embeddings=True)
         batch_index = skip_batches - 1
@@ -480,20 +369,6 @@ class AccelerateRecipe:
                                  step=state.global_step)
         self._event("on_log", logs=logs)
 
-    def _load_best_model(self) -> None:
-        args, state = self.args, self.state
-        if not (args.load_best_model_at_end and state.best_model_checkpoint):
-            return
-        logger.info("Loading the best model from %s (%s %.4f)", state.best_model_checkpoint,
-                    args.metric_for_best_model, state.best_metric)
-        self.accelerator.load_state(state.best_model_checkpoint)
-        if self.ema is not None:
-            self.ema.load(state.best_model_checkpoint)
-        if args.save_total_limit == 1 and args.should_save:
-            # As the Trainer: with one checkpoint allowed, keep the best and drop the last.
-            for folder in sort_checkpoints(args.output_dir, best_model_checkpoint=state.best_model_checkpoint):
-                if not os.path.samefile(folder, state.best_model_checkpoint):
-                    shutil.rmtree(folder, ignore_errors=True)
 
     # ---- evaluate -------------------------------------------------------------------------------------------------
 
@@ -528,111 +403,12 @@ class AccelerateRecipe:
 
     # ---- save -----------------------------------------------------------------------------------------------------
 
-    def save_checkpoint(self) -> Path:
-        """Write `checkpoint-<step>`: model, optimizer, scheduler, RNG and sampler states, and `trainer_state.json`.
-
-        The folder is written under a temporary name and renamed when complete, so a run killed while saving leaves
-        no half-written checkpoint for the next run to resume from.
-        """
-        args, acc, state = self.args, self.accelerator, self.state
-        output_dir = Path(args.output_dir)
-        final = output_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        partial = output_dir / f"tmp-{final.name}"
-        if args.should_save and partial.exists():
-            shutil.rmtree(partial)
-        acc.wait_for_everyone()
-        acc.save_state(str(partial))
-        if self.stream:
-            partial.mkdir(parents=True, exist_ok=True)
-            save_stream_state(self.train_loader, partial, acc.process_index)
-        if state.best_global_step:
-            best = output_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}"
-            if best.exists() or best == final:
-                state.best_model_checkpoint = str(best)
-        export_callback_states(state, self.callback_handler, self.control)
-        acc.wait_for_everyone()
-        if args.should_save:
-            # As in the Trainer's checkpoints: the config and image processor beside the weights (what the Hub
-            # checkpoint pushes publish, and what `from_pretrained` needs).
-            acc.unwrap_model(self.model).config.save_pretrained(partial)
-            self.image_processor.save_pretrained(partial)
-            if self.ema is not None:
-                # Part of the checkpoint (before the state file that marks it complete), as the optimizer is.
-                self.ema.save(partial)
-            state.save_to_json(str(partial / TRAINER_STATE))
-            if final.exists():
-                shutil.rmtree(final)
-            partial.rename(final)
-            rotate_checkpoints(str(output_dir), save_total_limit=args.save_total_limit,
-                               best_model_checkpoint=state.best_model_checkpoint)
-        acc.wait_for_everyone()
-        logger.info("Saved %s", final)
-        return final
-
-    def save_outputs(self, train_metrics: dict) -> TrainResult:
-        """Save the (best) model, image processor, metrics and state to `output_dir`, then evaluate it once more."""
-        args, acc = self.args, self.accelerator
-        output_dir = Path(args.output_dir)
-        acc.wait_for_everyone()
-        if self.ema is not None:
-            # The average (of the best checkpoint, with load_best_model_at_end) becomes the saved model.
-            self.ema.copy_to(acc.unwrap_model(self.model))
-        # Every process takes part: FSDP and DeepSpeed gather the full weights here.
-        state_dict = acc.get_state_dict(self.model)
-        model = acc.unwrap_model(self.model)
-        model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=args.should_save)
-        if args.should_save:
-            self.image_processor.save_pretrained(output_dir)
-            torch.save(args, output_dir / "training_args.bin")
-            save_metrics(output_dir, "train", train_metrics)
-            self.state.save_to_json(str(output_dir / TRAINER_STATE))
-        # The final evaluation re-scores the saved model, as the Trainer backend's `trainer.evaluate()` (callbacks too);
-        # as there, the trackers keep the run as it trained (no point at the last step for the best checkpoint).
-        self._tracking = False
-        eval_metrics = self._evaluate_and_report()
-        if args.should_save:
-            save_metrics(output_dir, "eval", eval_metrics)
-        for split, metrics in (("train", train_metrics), ("eval", eval_metrics)):
-            if self.is_world_zero:
-                logger.info("***** %s metrics *****\n%s", split, "\n".join(
-                    f"  {k:<28}= {v:.4g}" if isinstance(v, float) else f"  {k:<28}= {v}" for k, v in
-                    sorted(metrics.items())))
-        acc.wait_for_everyone()
-        return TrainResult(train_metrics=dict(train_metrics), eval_metrics=dict(eval_metrics),
-                           log_history=list(self.state.log_history), global_step=self.state.global_step)
 
     def cleanup(self) -> None:
         """Close the trackers (also after an error: no collective call here, another process may be gone)."""
         # Not accelerator.end_training(): it also destroys the process group, which the command still needs.
         for tracker in self.accelerator.trackers:
             tracker.finish()
-
-
-def _tracker(name: str, args, logging_dir: str):
-    """The Accelerate tracker for `report_to` entry `name`, writing where the Trainer's integration writes.
-
-    TensorBoard: an event folder per run under `output_dir/runs` (named like the Trainer's, date and host); trackio:
-    the run `run_name` of the project `project` (the Trainer's fields). Other trackers: accelerate's defaults.
-    """
-    if name == "tensorboard":
-        from accelerate.tracking import TensorBoardTracker
-        from transformers.integrations.integration_utils import default_logdir
-
-        return TensorBoardTracker(Path(default_logdir()).name, logging_dir)
-    if name == "trackio":
-        from accelerate.tracking import TrackioTracker
-
-        return TrackioTracker(args.project, name=args.run_name, space_id=args.trackio_space_id)
-    return name
-
-
-def _sharded(accelerator) -> bool:
-    """True when each process holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3)."""
-    if accelerator.distributed_type == DistributedType.FSDP:
-        return True
-    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
-    return plugin is not None and plugin.zero_stage == 3
-
 
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.config import PipelineTrainingArguments, RecipeParser
-from pipeline.config.arguments import _auto_precision, _default_workers
+from pipeline.config.machine import _auto_precision, _default_workers
 from tests.conftest import REPO
 
 QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
