@@ -182,7 +182,7 @@ def _interrupted_run(args: list[str], signum: int, after_losses: int = 1) -> sub
     seen, head = 0, []
     for line in proc.stdout:
         head.append(line)
-        seen += "'loss'" in line or ": loss=" in line
+        seen += "'loss'" in line or ": loss=" in line or ": loss " in line  # a dict, k=v, or ReadableProgress
         if seen >= after_losses:
             proc.send_signal(signum)
             break
