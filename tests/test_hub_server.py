@@ -350,6 +350,7 @@ def test_multipart_lfs_upload(hub_server: HubServer, tmp_path: Path) -> None:
     assert _count(hub_server, "POST", "/complete") == 1
 
 
+@pytest.mark.slow
 def test_subprocess_reaches_the_stand_in(hub_server: HubServer) -> None:
     hub_server.commit_files("org/model", {"hello.txt": b"from the stand-in"})
     code = "from huggingface_hub import hf_hub_download; print(open(hf_hub_download('org/model', 'hello.txt')).read())"

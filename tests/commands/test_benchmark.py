@@ -78,6 +78,7 @@ def test_benchmark_measures_the_streaming_path(tmp_path):
 
 @pytest.mark.parametrize("model", ["benchmarks/models/vit-tiny-224", "benchmarks/models/vit-base-patch16-224",
                                    "recipes/models/vit-tiny-digits"])
+@pytest.mark.slow
 def test_flops_from_the_config_match_counted_flops(model):
     from transformers import AutoConfig, ViTForImageClassification
 

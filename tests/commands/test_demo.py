@@ -145,6 +145,7 @@ def test_page_in_headless_chromium_predicts_what_pipeline_predicts(demo_model, c
     assert (tmp_path / "demo.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_classifier_scores_as_pipeline_and_maps_attention_for_a_vit_only(demo_model, cat_photo, tmp_path):
     from transformers import pipeline
 
@@ -212,6 +213,7 @@ def test_write_space_serves_the_hub_model_without_the_package(demo_model, cat_ph
     ([".", "--write_space", "space"], "names no pushed repo"),
     (["not a hub id", "--write_space", "space"], "give its id ORG/NAME"),
 ])
+@pytest.mark.slow
 def test_demo_errors_are_one_line(argv, message, tmp_path, monkeypatch):
     from pipeline.commands.demo import main
 

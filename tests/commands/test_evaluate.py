@@ -21,6 +21,7 @@ def run(*args: str) -> int:
     return exit_info.value.code
 
 
+@pytest.mark.slow
 def test_evaluate_writes_report(digits_classifier, digits_folder, tmp_path):
     from transformers import pipeline
 
@@ -46,6 +47,7 @@ def test_evaluate_writes_report(digits_classifier, digits_folder, tmp_path):
     assert report["accuracy"] == pytest.approx(accuracy)
 
 
+@pytest.mark.slow
 def test_evaluate_validation_dir_alone(digits_classifier, tmp_path):
     folder = write_imagefolder(tmp_path / "val", {"x": digits(n_per_class=2)}) / "x"
     out = tmp_path / "report"

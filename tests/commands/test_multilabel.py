@@ -86,6 +86,7 @@ def test_fine_tuning_techniques_on_both_backends(backend, techniques, tiny_vit, 
     assert np.isfinite(results["eval_loss"])
 
 
+@pytest.mark.slow
 def test_malformed_label_column_is_one_line_from_the_command(tiny_vit, tmp_path, capsys):
     import datasets
 
@@ -133,6 +134,7 @@ def pipeline_scores(model: Path, paths: list[str]) -> list[dict[str, float]]:
     return [{p["label"]: p["score"] for p in classifier(path, top_k=len(DIGIT_TAGS))} for path in paths]
 
 
+@pytest.mark.slow
 def test_predict_writes_every_label_above_its_threshold(tag_classifier, tmp_path):
     from pipeline.cli import main
 
@@ -159,6 +161,7 @@ def test_predict_writes_every_label_above_its_threshold(tag_classifier, tmp_path
             assert row["label"] == (kept[0] if kept else None)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_multilabel_report(tag_classifier, tagged_digits_parquet, tmp_path):
     from pipeline.cli import main
     from pipeline.evaluation.multilabel import compute_multilabel_metrics

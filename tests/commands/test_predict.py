@@ -31,6 +31,7 @@ def images(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_rows_equal_pipeline(digits_classifier, images, tmp_path, capsys):
     from transformers import pipeline
 

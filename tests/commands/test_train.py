@@ -132,6 +132,7 @@ def test_console_command_and_resume(tiny_vit, digits_folder, tmp_path):
     assert [e["epoch"] for e in train_losses][-1] == 3.0
 
 
+@pytest.mark.slow
 def test_failed_run_leaves_the_output_folder_as_it_was(tiny_vit, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

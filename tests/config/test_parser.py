@@ -96,6 +96,7 @@ def test_resolved_recipe_round_trip_without_token(tmp_path):
     assert (m2, d2) == (model_args, data_args) and a2.seed == 3
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     # The real command: the error is one line on stderr, the exit code is non-zero, nothing is written.
     out = tmp_path / "out"
@@ -107,6 +108,7 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_usage_and_unknown_command():
     result = run_cli("frobnicate")
     assert result.returncode == 2 and "unknown command 'frobnicate'" in result.stderr

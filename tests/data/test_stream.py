@@ -61,6 +61,7 @@ def _train(model, data, out, *extra):
                    *FAST, *STREAM, *extra)
 
 
+@pytest.mark.slow
 def test_stream_parquet_shards_trainer_backend(model16, digits_rows, tmp_path):
     data = write_parquet_shards(tmp_path / "pq", digits_rows)
     out = tmp_path / "out"
@@ -118,6 +119,7 @@ def test_stream_bad_image_error_and_skip(model16, digits_rows, tmp_path):
     assert "Skipping unreadable image in the training stream" in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_stream_without_length_needs_max_steps(model16, digits_rows, tmp_path):
     data = write_parquet_shards(tmp_path / "pq", digits_rows)
     result = run_cli("train", "--model_name_or_path", str(model16), "--dataset_name", str(data), "--output_dir",

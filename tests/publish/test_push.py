@@ -121,6 +121,7 @@ def count(server: HubServer, method: str, fragment: str) -> int:
 # ------------------------------------------------------------------------------------ train --push_to_hub
 
 
+@pytest.mark.slow
 def test_train_pushes_the_allow_listed_files(run):
     files = run.server.files("org/name")
     assert set(files) == PUSHED
