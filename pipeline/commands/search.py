@@ -23,7 +23,7 @@ import yaml
 
 from pipeline import PipelineError
 from pipeline.commands.compare import split_argv
-from pipeline.utils import one_line, setup_logging
+from pipeline.utils import one_line, plain, setup_logging
 
 logger = logging.getLogger("pipeline")
 
@@ -117,20 +117,25 @@ def as_flags(values: dict) -> list[str]:
 
 
 def pruning_callback(trial, metric: str):
-    """A `TrainerCallback` that reports each evaluation's `metric` to `trial` and raises `optuna.TrialPruned` when
-    the pruner says the trial is worse than the others at that epoch."""
+    """A `TrainerCallback` that reports each evaluation's `metric` to `trial` (at its epoch, or its step when
+    evaluating by steps) and raises `optuna.TrialPruned` when the pruner says the trial is worse than the others
+    there."""
     import optuna
     from transformers import TrainerCallback
 
     class ReportToTrial(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             value = (metrics or {}).get(f"eval_{metric}")
-            if value is None or state.global_step in self.reported:
-                return
-            self.reported.add(state.global_step)
-            trial.report(float(value), step=state.global_step)
+            # Per-epoch evaluation reports the epoch, so trials with other batch sizes compare at the same point;
+            # step-wise evaluation reports the optimizer step.
+            per_epoch = args is not None and str(plain(args.eval_strategy)) == "epoch" and state.epoch is not None
+            step = int(round(state.epoch)) if per_epoch else state.global_step
+            if value is None or step in self.reported:
+                return  # the final re-evaluation of the best checkpoint is not a new step
+            self.reported.add(step)
+            trial.report(float(value), step=step)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"eval_{metric} {value:.4f} at step {state.global_step}")
+                raise optuna.TrialPruned(f"eval_{metric} {value:.4f} at {'epoch' if per_epoch else 'step'} {step}")
 
     callback = ReportToTrial()
     callback.reported = set()
@@ -149,7 +154,7 @@ def _close_interrupted(study) -> None:
 
 def write_trials(study, space: dict, path: Path) -> Path:
     """One row per trial: number, state, value, pruned, the searched values, last epoch reached, folder."""
-    columns = ["number", "state", "value", "pruned", *space, "steps_reported", "duration_s", "output_dir"]
+    columns = ["number", "state", "value", "pruned", *space, "last_report", "duration_s", "output_dir"]
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
@@ -157,7 +162,7 @@ def write_trials(study, space: dict, path: Path) -> Path:
             writer.writerow({
                 "number": t.number, "state": t.state.name, "value": "" if t.value is None else t.value,
                 "pruned": t.state.name == "PRUNED", **{k: t.params.get(k, "") for k in space},
-                "steps_reported": max(t.intermediate_values) if t.intermediate_values else "",
+                "last_report": max(t.intermediate_values) if t.intermediate_values else "",
                 "duration_s": round(t.duration.total_seconds(), 1) if t.duration else "",
                 "output_dir": t.user_attrs.get("output_dir", ""),
             })

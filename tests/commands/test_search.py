@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -74,12 +75,18 @@ def test_the_pruning_callback_reports_each_evaluation_and_prunes():
     trial = study.ask()
     callback = pruning_callback(trial, "accuracy")
     state = TrainerState()
-    state.global_step = 10
-    callback.on_evaluate(None, state, TrainerControl(), metrics={"eval_accuracy": 0.8})
-    state.global_step = 20
-    with pytest.raises(optuna.TrialPruned, match="eval_accuracy 0.2000 at step 20"):
-        callback.on_evaluate(None, state, TrainerControl(), metrics={"eval_accuracy": 0.2})
-    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {10: 0.8, 20: 0.2}
+    state.global_step, state.epoch = 10, 1.0
+    args = SimpleNamespace(eval_strategy="epoch")
+    callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_accuracy": 0.8})
+    callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_accuracy": 0.1})  # final re-evaluation
+    state.global_step, state.epoch = 20, 2.0
+    with pytest.raises(optuna.TrialPruned, match="eval_accuracy 0.2000 at epoch 2"):
+        callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_accuracy": 0.2})
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 0.8, 2: 0.2}
+    # Evaluating by steps: the step is reported.
+    steps = pruning_callback(study.ask(), "accuracy")
+    with pytest.raises(optuna.TrialPruned, match="at step 20"):
+        steps.on_evaluate(SimpleNamespace(eval_strategy="steps"), state, TrainerControl(), metrics={"eval_accuracy": 0})
 
 
 @pytest.mark.parametrize("text, message", [
