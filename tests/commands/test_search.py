@@ -115,3 +115,22 @@ def test_refused_under_several_processes(setup, tmp_path):
                      env={"WORLD_SIZE": "2"})
     assert result.returncode == 2 and "search runs its trials one after another" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_trial_cut_off_by_an_interruption_is_marked_failed_and_tried_again(setup, tmp_path):
+    import optuna
+
+    recipe, space = setup
+    out = tmp_path / "s"
+    out.mkdir()
+    storage = f"sqlite:///{out / 'study.db'}"
+    # A search killed during its first trial leaves it RUNNING in the study.
+    killed = optuna.create_study(study_name="vit-pipeline", storage=storage, direction="maximize")
+    running = killed.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+                          "weight_decay": optuna.distributions.CategoricalDistribution([0.0, 0.05])})
+    search([str(recipe), "--n_trials", "1", "--output_dir", str(out), "--space", str(space), *FAST])
+    trials = optuna.load_study(study_name="vit-pipeline", storage=storage).trials
+    assert [t.state.name for t in trials][0] == "FAIL" and trials[1].state.name in ("COMPLETE", "PRUNED")
+    assert trials[1].params == running.params  # the same values, tried again
+    assert [r["state"] for r in rows(out / "trials.csv")] == ["FAIL", trials[1].state.name]
