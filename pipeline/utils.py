@@ -158,8 +158,10 @@ def write_failure(err: BaseException, path: str | os.PathLike | None = None) -> 
             reason = cause.strerror or os.strerror(cause.errno)
             return f"cannot write {where}: {reason} ({free_space(where)}); {_write_hint(cause.errno)}"
         if _WRITE_TEXT.search(str(cause)) and path is not None:
-            return (f"cannot write {path}: {first_line(cause)} ({free_space(path)}); "
-                    f"{_write_hint(errno.ENOSPC)}")
+            # torch.save's own words on a full disk ("[enforce fail at inline_container.cc:672] . unexpected pos")
+            # say nothing to a user.
+            reason = "the write stopped short" if "inline_container" in str(cause) else first_line(cause)
+            return f"cannot write {path}: {reason} ({free_space(path)}); {_write_hint(errno.ENOSPC)}"
         cause = cause.__cause__ or cause.__context__
     return None
 

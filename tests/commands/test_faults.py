@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,7 +183,8 @@ def _interrupted_run(args: list[str], signum: int, after_losses: int = 1) -> sub
     seen, head = 0, []
     for line in proc.stdout:
         head.append(line)
-        seen += "'loss'" in line or ": loss=" in line or ": loss " in line  # a dict, k=v, or ReadableProgress
+        # A training log line: the readable progress ("Train epoch 0.25: loss 1.0986, ..."), or a dict / key=value.
+        seen += bool(re.search(r": loss \d|'loss'|: loss=", line))
         if seen >= after_losses:
             proc.send_signal(signum)
             break
