@@ -215,3 +215,18 @@ def test_two_processes_stream_their_own_shards(model16, digits_rows, tmp_path, b
     assert {p.name for p in (out / "checkpoint-6").glob("stream_state-*.pt")} == {"stream_state-0.pt",
                                                                                   "stream_state-1.pt"}
     assert json.loads((out / "eval_results.json").read_text())["eval_accuracy"] > 0
+
+
+@pytest.mark.slow
+def test_stream_a_hub_dataset_of_webdataset_shards(model16, digits_rows, tmp_path, hub_server):
+    """A Hub dataset id (the local Hub stand-in): WebDataset shards streamed, nothing downloaded up front."""
+    folder = write_webdataset(tmp_path / "wds", digits_rows)
+    hub_server.commit_files("org/digits-wds", {p.name: p.read_bytes() for p in folder.glob("*.tar")},
+                            repo_type="dataset")
+    out = tmp_path / "out"
+    result = run_cli("train", "--model_name_or_path", str(model16), "--dataset_name", "org/digits-wds",
+                     "--output_dir", str(out), *FAST, *STREAM, "--backend", "accelerate",
+                     env={"HF_DATASETS_OFFLINE": "0", "HF_HUB_OFFLINE": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "eval_results.json").read_text())["eval_accuracy"] > 0
+    assert "org/digits-wds" in (out / "README.md").read_text()
