@@ -1,7 +1,8 @@
 """`vit-pipeline demo MODEL`: a Gradio page to try a model in the browser; `--write_space DIR` writes it as a Space.
 
 The page (pipeline/publish/space_app.py): upload or drop an image, see the top-k labels with their scores, the
-attention rollout map beside it for a ViT-family model, and the evaluation results of the model card.
+attention rollout map beside it for a ViT-family model, and the evaluation results of the model card. A multi-label
+model shows every label's sigmoid score and marks those at or above the thresholds saved with it (thresholds.json).
 """
 
 from __future__ import annotations

@@ -148,8 +148,8 @@ def _report_saved_model(model, model_args, data_args, training_args, splits, res
         # The final evaluation scored the saved model: thresholds.json and the card's per-class table from it.
         per_class, thresholds = tune_and_save_thresholds(compute_metrics, splits.labels, splits.eval_split_name,
                                                          training_args.output_dir)
-    # Single-label: the evaluation report of the saved model on the eval split and rollout maps; both: training
-    # curves. The card shows them.
+    # The evaluation report of the saved model on the eval split (as `evaluate` writes it), training curves and
+    # rollout maps. The card shows them.
     evaluation = report_training_run(
         training_args.output_dir, splits.eval, splits.labels, result.log_history,
         metric=training_args.metric_for_best_model, split=splits.eval_split_name, seed=training_args.seed,

@@ -328,9 +328,10 @@ def _report_markdown(report: dict) -> str:
 
 
 def write_multilabel_report(report: dict, out_dir: str | Path, scores: np.ndarray, labels: np.ndarray,
-                            ids: list[str], id_column: str = "path") -> list[Path]:
+                            ids: list[str], id_column: str = "path", save_thresholds: bool = True) -> list[Path]:
     """Write eval_report.json / .md, predictions.csv (true labels, labels at the thresholds used, every score),
-    pr_curves.png and thresholds.json (tuned on this split) into `out_dir`. Returns the files written."""
+    pr_curves.png and, with `save_thresholds`, thresholds.json (tuned on this split) into `out_dir`. Returns the files
+    written."""
     import csv
 
     out = Path(out_dir)
@@ -345,8 +346,9 @@ def write_multilabel_report(report: dict, out_dir: str | Path, scores: np.ndarra
             writer.writerow([row_id, json.dumps([n for n, t in zip(names, y[i], strict=True) if t]),
                              json.dumps([n for n, s, c in zip(names, scores[i], cut, strict=True) if s >= c]),
                              json.dumps({n: round(float(s), 6) for n, s in zip(names, scores[i], strict=True)})])
-    written = [out / PREDICTIONS_CSV, plot_pr_curves(scores, labels, names, out / PR_CURVES_PNG),
-               write_thresholds(report["thresholds_tuned"], out)]
+    written = [out / PREDICTIONS_CSV, plot_pr_curves(scores, labels, names, out / PR_CURVES_PNG)]
+    if save_thresholds:
+        written.append(write_thresholds(report["thresholds_tuned"], out))
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
     (out / REPORT_MD).write_text(_report_markdown(report))
     return [*written, out / REPORT_JSON, out / REPORT_MD]

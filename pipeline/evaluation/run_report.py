@@ -31,13 +31,16 @@ def picture(item):
 
 def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str], out_dir, *, model_name: str,
                      dataset_name: str, split: str, seed: int = 0, batch_size: int = 32, progress: bool = False,
-                     revision: str = "main") -> dict[str, Any]:
+                     revision: str = "main", thresholds_from: str | Path | None = None,
+                     save_tuned_thresholds: bool = True) -> dict[str, Any]:
     """Predict over `dataset` (canonical image/label columns), build the report and write it into `out_dir`.
 
     Dataset labels are matched by name to the model's `id2label` (an unknown one raises `PipelineError`, named).
     Returns the report dict. A multi-label model (`config.problem_type`) gets the multi-label report
     (`evaluation.multilabel`): map, F1s, per-class AP, precision-recall curves, the thresholds saved with the model
-    (`thresholds.json` of `model_name` at `revision`) applied, and thresholds tuned on this split.
+    (`thresholds.json` of `model_name` at `revision`, or of the folder `thresholds_from`) applied, and thresholds
+    tuned on this split (written as `out_dir/thresholds.json` unless `save_tuned_thresholds` is false: a training run
+    keeps the ones it tuned).
     """
     import numpy as np
 
@@ -63,9 +66,11 @@ def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str],
         else:
             multi_hot[:, to_model] = labels
         report = build_multilabel_report(logits, multi_hot, names, model=model_name, dataset=dataset_name,
-                                         split=split, saved=saved_thresholds(model_name, names, revision=revision))
+                                         split=split, saved=saved_thresholds(str(thresholds_from or model_name),
+                                                                             names, revision=revision))
         ids, id_column = image_ids(dataset)
-        write_multilabel_report(report, out_dir, sigmoid(logits), multi_hot, ids, id_column)
+        write_multilabel_report(report, out_dir, sigmoid(logits), multi_hot, ids, id_column,
+                                save_thresholds=save_tuned_thresholds)
         return report
     labels = to_model[labels]
     report = build_report(logits, labels, names, model=model_name, dataset=dataset_name, split=split, seed=seed)
@@ -80,6 +85,7 @@ def _rollout_rows(dataset, count: int) -> list[int]:
     labels = dataset.select_columns(["label"]).with_format(None)["label"][:]
     rows, seen = [], set()
     for i, label in enumerate(labels):
+        label = tuple(label) if isinstance(label, list) else label  # a multi-label row: its set of labels
         if label not in seen:
             rows.append(i)
             seen.add(label)
@@ -87,6 +93,13 @@ def _rollout_rows(dataset, count: int) -> list[int]:
             return rows
     rest = [i for i in range(len(labels)) if i not in rows]
     return rows + rest[: count - len(rows)]
+
+
+def _true_names(label, dataset_labels: list[str]) -> str:
+    """A row's true label as the rollout caption names it: one class, or a multi-hot row's classes ("none")."""
+    if isinstance(label, list):
+        return "+".join(name for name, flag in zip(dataset_labels, label, strict=True) if flag > 0.5) or "none"
+    return dataset_labels[label]
 
 
 def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: list[str], log_history: list[dict],
@@ -101,28 +114,28 @@ def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: li
         log_history: the Trainer-style log history of the run.
         metric: the best-model metric (plotted per epoch beside the losses).
         dataset_name, split: how the report names the data.
-        multi_label: a multi-label run: only the training curves (its report is `evaluation.multilabel`'s).
+        multi_label: a multi-label run: the multi-label report (`evaluation.multilabel`: map, per-class AP, PR
+            curves), scored at the thresholds the run saved in `output_dir/thresholds.json`, which it keeps.
 
     Returns:
-        What the card shows: `report` (the report dict), `per_class_top` / `per_class_bottom` rows, and the file
-        names of the figures that were written (`confusion_matrix`, `training_curves`, `rollout`; None when not).
+        What the card shows: `report` (the report dict), `per_class_top` / `per_class_bottom` rows (single-label;
+        a multi-label card has its own per-class table), and the file names of the figures that were written
+        (`confusion_matrix`, `pr_curves`, `training_curves`, `rollout`; None when not).
     """
     from pipeline.evaluation.inference import load_trained
+    from pipeline.evaluation.multilabel import PR_CURVES_PNG
     from pipeline.evaluation.plots import plot_rollouts, plot_training_curves
     from pipeline.evaluation.report import CONFUSION_PNG, class_table
     from pipeline.evaluation.rollout import has_attentions, rollout_images
 
     out = Path(output_dir)
     curves = plot_training_curves(log_history, metric, out / CURVES_PNG)
-    if multi_label:
-        # Multi-label runs write their own per-class table and thresholds (`evaluation.multilabel`): curves only.
-        return {"report": None, "per_class_top": [], "per_class_bottom": [], "confusion_matrix": None,
-                "training_curves": curves.name if curves else None, "rollout": None}
     model, image_processor = load_trained(str(out))
+    # The evaluate command's report (either kind); a multi-label run keeps the thresholds.json it tuned.
     report = evaluate_dataset(model, image_processor, eval_dataset, dataset_labels, out,
                               model_name=out.name, dataset_name=dataset_name, split=split, seed=seed,
-                              batch_size=batch_size)
-    top, bottom = class_table(report)
+                              batch_size=batch_size, thresholds_from=out, save_tuned_thresholds=not multi_label)
+    top, bottom = ([], []) if multi_label else class_table(report)
     rollout = None
     if has_attentions(model):
         rows = _rollout_rows(eval_dataset, ROLLOUT_IMAGES)
@@ -131,9 +144,12 @@ def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: li
         except PipelineError as err:  # a ViT-like config whose attentions rollout cannot read
             logger.info("No attention rollout maps for the card: %s", err)
         else:
-            names = [dataset_labels[eval_dataset[i]["label"]] for i in rows]
-            rollout = plot_rollouts([(view, heat, f"true {true}, predicted {label} ({score:.2f})")
+            names = [_true_names(eval_dataset[i]["label"], dataset_labels) for i in rows]
+            shown = "top" if multi_label else "predicted"
+            rollout = plot_rollouts([(view, heat, f"true {true}, {shown} {label} ({score:.2f})")
                                      for (view, heat, label, score), true in zip(maps, names, strict=True)],
                                     out / ROLLOUT_PNG).name
-    return {"report": report, "per_class_top": top, "per_class_bottom": bottom, "confusion_matrix": CONFUSION_PNG,
+    return {"report": report, "per_class_top": top, "per_class_bottom": bottom,
+            "confusion_matrix": None if multi_label else CONFUSION_PNG,
+            "pr_curves": PR_CURVES_PNG if multi_label else None,
             "training_curves": curves.name if curves else None, "rollout": rollout}

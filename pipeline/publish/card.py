@@ -70,7 +70,7 @@ class CardInputs:
     no_positive: dict[str, int] = field(default_factory=dict)
     per_class: list[dict[str, Any]] = field(default_factory=list)
     thresholds: dict[str, Any] | None = None
-    # Single-label runs, from `pipeline.evaluation.run_report.report_training_run`: the eval report, per-class rows
+    # From `pipeline.evaluation.run_report.report_training_run`: the eval report (either kind), per-class rows
     # and the file names of the figures written into the output folder (None for those not drawn).
     evaluation: dict[str, Any] | None = None
 
@@ -129,7 +129,7 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         push_requested: whether the run pushes to `training_args.hub_model_id` (the card's usage snippet names it).
         per_class, thresholds: multi-label runs: the per-class table (`evaluation.multilabel.per_class_report`)
             and the tuned thresholds (`evaluation.multilabel.threshold_summary`).
-        evaluation: single-label runs: what `evaluation.run_report.report_training_run` wrote (report, figures).
+        evaluation: what `evaluation.run_report.report_training_run` wrote (report, figures; a multi-label one too).
     """
     from pipeline.data.transforms import image_spec  # torch: imported only when a card is assembled
 

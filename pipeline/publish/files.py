@@ -32,6 +32,7 @@ PUSHED_FILES = (
     "misclassified.png",
     "training_curves.png",
     "attention_rollout.png",
+    "pr_curves.png",
     # Multi-label runs: the per-class thresholds tuned on the eval split (`vit-pipeline predict` reads them).
     "thresholds.json",
 )

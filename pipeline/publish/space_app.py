@@ -1,5 +1,8 @@
 """A Gradio page to try an image classifier: drop an image, see the top-k labels, the attention map, the card's metrics.
 
+A multi-label model shows every label's sigmoid score (as `pipeline()` returns them: independent, not summing to 1)
+and marks the labels at or above their thresholds (`thresholds.json` saved with the model, else 0.5).
+
 `vit-pipeline demo MODEL` serves it; `vit-pipeline demo MODEL --write_space DIR` copies this file as the Space's
 `app.py` (with `MODEL_ID` set to the Hub id) next to `rollout.py`, so the Space needs no vit-pipeline install. That is
 why this module imports nothing from the package at module level, and gradio, torch and transformers only when a page
@@ -60,14 +63,39 @@ def metrics_markdown(metrics: list[tuple[str, float]], dataset: str | None) -> s
     return f"**Evaluation results{where}** (from the model card)\n\n| metric | value |\n|---|---|\n{rows}"
 
 
+def model_thresholds(model_id: str, token: str | None = None) -> dict[str, float]:
+    """A multi-label model's per-class thresholds (`thresholds.json` of its folder or Hub repo); {} without one.
+
+    (The page cannot import the package in a Space, hence not `pipeline.evaluation.multilabel.load_thresholds`.)
+    """
+    import json
+
+    try:
+        if Path(model_id).is_dir():
+            path = Path(model_id) / "thresholds.json"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(model_id, "thresholds.json", token=token))
+        return {str(k): float(v) for k, v in json.loads(path.read_text())["thresholds"].items()}
+    except Exception:  # none saved (or unreadable): every label at 0.5
+        return {}
+
+
 class Classifier:
-    """`pipeline("image-classification")` on the model, plus the attention rollout map where the model has one."""
+    """`pipeline("image-classification")` on the model, plus the attention rollout map where the model has one.
+
+    A multi-label model scores every label (a label outside the top few may still pass its threshold).
+    """
 
     def __init__(self, model_id: str, token: str | None = None, top_k: int = TOP_K):
         from transformers import pipeline
 
         self.pipe = pipeline("image-classification", model=model_id, token=token)
-        self.top_k = min(top_k, self.pipe.model.config.num_labels)
+        config = self.pipe.model.config
+        self.multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+        self.top_k = config.num_labels if self.multi_label else min(top_k, config.num_labels)
+        self.thresholds = model_thresholds(model_id, token) if self.multi_label else {}
         self.has_rollout = self._try_rollout()
 
     def _pixel_values(self, image):
@@ -85,8 +113,21 @@ class Classifier:
         return True
 
     def predict(self, image) -> dict[str, float]:
-        """{label: score} of the `top_k` most likely classes, as `pipeline()` scores them."""
+        """{label: score} of the `top_k` most likely classes, as `pipeline()` scores them (softmax, or a sigmoid per
+        label for a multi-label model)."""
         return {p["label"]: float(p["score"]) for p in self.pipe(image.convert("RGB"), top_k=self.top_k)}
+
+    def positives(self, scores: dict[str, float]) -> list[tuple[str, float, float]]:
+        """Multi-label: (label, score, threshold) of each label at or above its threshold, best first."""
+        cut = {label: self.thresholds.get(label, 0.5) for label in scores}
+        return [(label, score, cut[label]) for label, score in scores.items() if score >= cut[label]]
+
+    def positives_markdown(self, scores: dict[str, float]) -> str:
+        """The labels the thresholds give, as the page shows them (multi-label models)."""
+        source = "thresholds.json" if self.thresholds else "0.5: the model has no thresholds.json"
+        found = self.positives(scores)
+        shown = ", ".join(f"**{label}** {score:.3f} (>= {cut:.3f})" for label, score, cut in found)
+        return f"Labels at or above their threshold ({source}): {shown or 'none'}"
 
     def rollout(self, image):
         """The image as the model sees it (resized and cropped), with the attention rollout laid over it."""
@@ -123,20 +164,25 @@ def build_demo(model_id: str, token: str | None = None, top_k: int = TOP_K, titl
 
     def classify(image):
         if image is None:
-            return None, None
+            return None, None, ""
         shown = classifier.rollout(image) if classifier.has_rollout else None
-        return classifier.predict(image), shown
+        scores = classifier.predict(image)
+        return scores, shown, classifier.positives_markdown(scores) if classifier.multi_label else ""
 
     with gr.Blocks(title=name) as demo:
-        gr.Markdown(f"# {name}\n\nDrop an image to classify it ({len(labels)} classes: "
+        gr.Markdown(f"# {name}\n\nDrop an image to classify it ({len(labels)} classes"
+                    f"{', multi-label' if classifier.multi_label else ''}: "
                     f"{', '.join(map(str, labels[:12]))}{', ...' if len(labels) > 12 else ''}).")
         with gr.Row():
             image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], elem_id="input-image")
             attention = gr.Image(type="pil", label="Attention rollout (where the model looks)", interactive=False,
                                  visible=classifier.has_rollout, elem_id="attention-map")
-            prediction = gr.Label(num_top_classes=classifier.top_k, label="Prediction", elem_id="prediction")
+            prediction = gr.Label(num_top_classes=classifier.top_k, elem_id="prediction",
+                                  label="Scores (one sigmoid per label: they need not sum to 1)"
+                                  if classifier.multi_label else "Prediction")
+        positives = gr.Markdown(visible=classifier.multi_label, elem_id="positive-labels")
         gr.Markdown(metrics_markdown(metrics, dataset), elem_id="card-metrics")
-        image.change(classify, inputs=image, outputs=[prediction, attention])
+        image.change(classify, inputs=image, outputs=[prediction, attention, positives])
     return demo
 
 

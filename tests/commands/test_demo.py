@@ -167,6 +167,44 @@ def test_classifier_scores_as_pipeline_and_maps_attention_for_a_vit_only(demo_mo
     assert card_metrics(str(tmp_path)) == ([], None)
 
 
+def test_multilabel_classifier_shows_every_sigmoid_score_and_marks_the_labels_above_the_thresholds(cat_photo,
+                                                                                                       tmp_path):
+    import json
+
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, pipeline
+
+    from pipeline.publish.space_app import Classifier
+
+    torch.manual_seed(0)
+    names = [f"tag{i}" for i in range(7)]  # more than the default top_k of 5
+    ViTForImageClassification(ViTConfig(**TINY_VIT, num_labels=len(names), id2label=dict(enumerate(names)),
+                                        label2id={n: i for i, n in enumerate(names)},
+                                        problem_type="multi_label_classification")).save_pretrained(tmp_path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    image = Image.open(cat_photo)
+    expected = {p["label"]: p["score"] for p in pipeline("image-classification", model=str(tmp_path))(
+        image.convert("RGB"), top_k=len(names))}
+    # Thresholds that put the two best labels above and every other one below.
+    ranked = sorted(expected, key=expected.get, reverse=True)
+    cut = {n: expected[n] - 1e-4 if n in ranked[:2] else min(expected[n] + 1e-4, 1.0) for n in names}
+    (tmp_path / "thresholds.json").write_text(json.dumps({"thresholds": cut, "tuned_on": "validation"}))
+
+    classifier = Classifier(str(tmp_path), top_k=5)
+    assert classifier.multi_label and classifier.top_k == len(names)
+    scores = classifier.predict(image)
+    assert scores == pytest.approx(expected, abs=1e-6) and abs(sum(scores.values()) - 1.0) > 0.05
+    assert [label for label, _, _ in classifier.positives(scores)] == ranked[:2]
+    text = classifier.positives_markdown(scores)
+    assert text.startswith("Labels at or above their threshold (thresholds.json): ")
+    assert f"**{ranked[0]}** {expected[ranked[0]]:.3f}" in text and ranked[2] not in text
+    # No thresholds.json: 0.5 for every label, said on the page.
+    (tmp_path / "thresholds.json").unlink()
+    plain = Classifier(str(tmp_path))
+    assert [label for label, _, _ in plain.positives(scores)] == [n for n in ranked if expected[n] >= 0.5]
+    assert "(0.5: the model has no thresholds.json)" in plain.positives_markdown(scores)
+
+
 @pytest.mark.slow
 def test_write_space_serves_the_hub_model_without_the_package(demo_model, cat_photo, tmp_path, hub_server):
     from huggingface_hub import HfApi, metadata_load

@@ -42,9 +42,7 @@ def check_multilabel_output(out: Path) -> dict:
     card = (out / "README.md").read_text()
     assert "| Label | Support | AP | Precision | Recall | F1 | Tuned threshold |" in card
     assert 'Images with no positive label ("no finding"): train 60, validation 20.' in card
-    # Training curves as for single-label runs; the single-label evaluation section is not there.
-    assert "](training_curves.png)" in card and (out / "training_curves.png").is_file()
-    assert "## Evaluation" not in card and not (out / "confusion_matrix.png").exists()
+    check_multilabel_report(out, results)
     thresholds = json.loads((out / "thresholds.json").read_text())
     assert set(thresholds["thresholds"]) == set(DIGIT_TAGS) and thresholds["tuned_on"] == "validation"
     assert yaml.safe_load((out / "recipe.yaml").read_text())["metric_for_best_model"] == "map"
@@ -57,6 +55,41 @@ def check_multilabel_output(out: Path) -> dict:
     assert all(0.0 <= p["score"] <= 1.0 for prediction in predictions for p in prediction)
     assert any(abs(s - 1.0) > 0.05 for s in sums), sums
     return results
+
+
+def check_multilabel_report(out: Path, results: dict) -> dict:
+    """The run wrote `evaluate`'s multi-label report of the saved model, and the card shows it. Returns the report."""
+    report = json.loads((out / "eval_report.json").read_text())
+    assert report["problem_type"] == "multi_label_classification" and report["split"] == "validation"
+    # The saved model, reloaded and scored again: the final evaluation's map (same weights, same images).
+    assert report["map"] == pytest.approx(results["eval_map"], abs=1e-4)
+    assert set(report["per_class"]) == set(DIGIT_TAGS) and report["num_samples"] == 100  # the validation split
+    # Scored at the thresholds the run tuned, which stay the model's own (not re-tuned and rewritten).
+    thresholds = json.loads((out / "thresholds.json").read_text())
+    assert report["thresholds_saved"] == pytest.approx(thresholds["thresholds"])
+    assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](pr_curves.png)" in (out / "eval_report.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "## Evaluation" in card and f"map {report['map']:.4f}" in card
+    assert "](pr_curves.png)" in card and "](training_curves.png)" in card and (out / "training_curves.png").is_file()
+    # The tiny ViT has attentions: rollout maps as for single-label runs; no single-label figures.
+    assert "](attention_rollout.png)" in card and (out / "attention_rollout.png").is_file()
+    assert not (out / "confusion_matrix.png").exists() and "accuracy" not in report
+    return report
+
+
+@pytest.mark.slow
+def test_a_training_run_writes_the_multilabel_report_and_the_card_shows_it(tiny_vit, tagged_digits_parquet,
+                                                                           tmp_path):
+    from pipeline.publish.push import PUSHED_FILES
+
+    out = tmp_path / "out"
+    train("--model_name_or_path", str(tiny_vit), "--dataset_name", str(tagged_digits_parquet), "--output_dir",
+          str(out), *RECIPE, "--num_train_epochs", "1", "--max_train_samples", "64")
+    results = json.loads((out / "eval_results.json").read_text())
+    check_multilabel_report(out, results)
+    # Pushed with the model: what the card references.
+    assert {"eval_report.json", "eval_report.md", "pr_curves.png", "thresholds.json"} <= set(PUSHED_FILES)
 
 
 @pytest.mark.slow
@@ -192,6 +225,30 @@ def test_evaluate_writes_the_multilabel_report(tag_classifier, tagged_digits_par
     assert [report["per_class"][n]["support"] for n in DIGIT_TAGS] == truth.sum(0).astype(int).tolist()
     assert report["no_positive"] == int((truth.sum(1) == 0).sum())
     assert "| Class | Support | AP |" in (out / "eval_report.md").read_text()
+
+
+def test_the_training_report_hook_writes_the_multilabel_report_and_keeps_the_run_thresholds(
+        tag_classifier, tagged_digits_parquet, tmp_path):
+    import shutil
+
+    from pipeline.config.arguments import DataArguments
+    from pipeline.data.load import load_splits
+    from pipeline.evaluation.run_report import report_training_run
+
+    out = shutil.copytree(tag_classifier, tmp_path / "run")
+    saved = (out / "thresholds.json").read_text()
+    splits = load_splits(DataArguments(dataset_name=str(tagged_digits_parquet), max_eval_samples=40), seed=0)
+    assert splits.multi_label
+    shown = report_training_run(out, splits.eval, splits.labels, [], metric="map", dataset_name="tagged digits",
+                                split=splits.eval_split_name, multi_label=True)
+    assert shown["pr_curves"] == "pr_curves.png" and shown["confusion_matrix"] is None
+    assert shown["rollout"] == "attention_rollout.png" and (out / "attention_rollout.png").is_file()
+    report = json.loads((out / "eval_report.json").read_text())
+    assert shown["report"] == report and report["num_samples"] == 40 and 0.0 <= report["map"] <= 1.0
+    # Scored at the folder's own thresholds (not a Hub repo named like the folder), which stay as they were.
+    assert report["thresholds_saved"] == {"even": 0.45, "greater_than_4": 0.5, "loop": 0.55}
+    assert (out / "thresholds.json").read_text() == saved
+    assert (out / "pr_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_rollout_scores_are_the_pipelines_sigmoid_scores(tag_classifier, tmp_path):

@@ -99,6 +99,10 @@ def check_multilabel_output(out: Path, labels: list[str]) -> None:
     metrics = {m["type"] for m in metadata_load(out / "README.md")["model-index"][0]["results"][0]["metrics"]}
     assert {"map", "f1_micro", "f1_macro", "auroc"} <= metrics
     assert set(json.loads((out / "thresholds.json").read_text())["thresholds"]) == set(labels)
+    # The run's multi-label evaluation report, shown by the card.
+    report = json.loads((out / "eval_report.json").read_text())
+    assert report["labels"] == labels and "map" in report and (out / "pr_curves.png").is_file()
+    assert "](pr_curves.png)" in (out / "README.md").read_text()
     classifier = pipeline("image-classification", model=str(out))
     prediction = classifier(photos(n_per_class=1)[0][0].convert("RGB"), top_k=len(labels))
     assert {p["label"] for p in prediction} == set(labels)
