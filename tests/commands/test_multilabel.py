@@ -81,7 +81,7 @@ def check_multilabel_report(out: Path, results: dict) -> dict:
 @pytest.mark.slow
 def test_a_training_run_writes_the_multilabel_report_and_the_card_shows_it(tiny_vit, tagged_digits_parquet,
                                                                            tmp_path):
-    from pipeline.publish.push import PUSHED_FILES
+    from pipeline.publish.files import PUSHED_FILES
 
     out = tmp_path / "out"
     train("--model_name_or_path", str(tiny_vit), "--dataset_name", str(tagged_digits_parquet), "--output_dir",
