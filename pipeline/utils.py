@@ -223,7 +223,7 @@ class OneLineErrors:
     def error(self, message: str):  # noqa: D102 (argparse hook)
         from pipeline import PipelineError
 
-        raise PipelineError(f"{message} (see `{self.prog} --help`)")
+        raise PipelineError(one_line(f"{message} (see `{self.prog} --help`)"))
 
 
 class CommandParser(OneLineErrors, argparse.ArgumentParser):

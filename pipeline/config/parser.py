@@ -61,7 +61,8 @@ class RecipeParser(OneLineErrors, HfArgumentParser):
             # __post_init__ checks of TrainingArguments raise ValueError with a full sentence.
             raise PipelineError(one_line(err)) from err
         if remaining:
-            raise PipelineError(f"unexpected argument(s) {' '.join(remaining)} (see `{self.prog} --help`)")
+            raise PipelineError(one_line(f"unexpected argument(s) {' '.join(map(repr, remaining))} "
+                                         f"(see `{self.prog} --help`)"))
         check_combination(model_args, data_args, training_args)
         return model_args, data_args, training_args, recipe_path
 
