@@ -98,7 +98,8 @@ class RecipeParser(OneLineErrors, HfArgumentParser):
             if flag.startswith("--"):
                 key = flag[2:].split("=", 1)[0].replace("-", "_")
                 if key not in known and key != "help":
-                    raise PipelineError(f"unknown option --{key}{_suggest(key, known, self.prog)}")
+                    shown = f"--{key}" if key.isprintable() else repr(flag)
+                    raise PipelineError(f"unknown option {shown}{_suggest(key, known, self.prog)}")
 
 
 def check_combination(model_args, data_args, training_args) -> None:
