@@ -66,7 +66,7 @@ def stream_schedule(training_args, train_rows: int | None) -> None:
     for strategy, steps, kind in (("eval_strategy", "eval_steps", IntervalStrategy),
                                   ("save_strategy", "save_steps", SaveStrategy),
                                   ("logging_strategy", "logging_steps", IntervalStrategy)):
-        if plain(getattr(training_args, strategy)) == "epoch":
+        if plain(vars(training_args)[strategy]) == "epoch":
             setattr(training_args, strategy, kind.STEPS)
             setattr(training_args, steps, every)
     training_args.ignore_data_skip = True
