@@ -101,6 +101,17 @@ def is_sharded(accelerator) -> bool:
     return plugin is not None and plugin.zero_stage == 3
 
 
+def fit_deepspeed_config(accelerator: Accelerator, args) -> None:
+    """Under DeepSpeed, take the micro batch and clipping from the recipe: DeepSpeed reads the micro batch from the
+    loaders it is prepared with (call this once they are), and would clip at 1.0 where its config says "auto"."""
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds_config["train_micro_batch_size_per_gpu"] = args.per_device_train_batch_size
+    if ds_config.get("gradient_clipping", "auto") == "auto":
+        ds_config["gradient_clipping"] = args.max_grad_norm
+
+
 def build_loader(args, dataset, batch_size: int, shuffle: bool, collate_fn=collate) -> DataLoader:
     """A map-style dataset's loader, with the Trainer's loader options of `args` (workers, pinning, prefetch)."""
     workers = args.dataloader_num_workers

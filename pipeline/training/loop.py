@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import DistributedType, send_to_device
+from accelerate.utils import send_to_device
 from transformers import EvalPrediction, TrainerCallback, TrainerControl, get_scheduler, set_seed
 from transformers.integrations.integration_utils import rewrite_logs
 from transformers.trainer_utils import (
@@ -49,6 +49,7 @@ from pipeline.training.accelerator import (
     build_loader,
     build_optimizer,
     build_stream_loader,
+    fit_deepspeed_config,
     is_sharded,
     set_epoch,
 )
@@ -142,13 +143,7 @@ class AccelerateRecipe(CheckpointsMixin):
                                         collate_fn=extras.train_collator)
             self.train_loader, self.eval_loader = acc.prepare(train_loader, eval_loader)
         self._count_steps(self.num_train_rows)
-        if acc.distributed_type == DistributedType.DEEPSPEED:
-            # DeepSpeed reads the micro batch from the loaders it is prepared with (ours were prepared above), and
-            # would clip at 1.0 where its config says "auto": both come from the recipe.
-            ds_config = acc.state.deepspeed_plugin.deepspeed_config
-            ds_config["train_micro_batch_size_per_gpu"] = args.per_device_train_batch_size
-            if ds_config.get("gradient_clipping", "auto") == "auto":
-                ds_config["gradient_clipping"] = args.max_grad_norm
+        fit_deepspeed_config(acc, args)
         optimizer = build_optimizer(model, args)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         scheduler = get_scheduler(args.lr_scheduler_type, self.optimizer,
