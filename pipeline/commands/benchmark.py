@@ -183,7 +183,7 @@ def startup_line(startup: dict) -> str:
 def training_dataset(kind: str, splits, image_processor, data_args, args) -> tuple[object, str]:
     """The training rows a configuration measures on (its transforms), and its settings in words."""
     from pipeline.config import speed_summary
-    from pipeline.data.transforms import prepare_dataset
+    from pipeline.data.prepare import prepare_dataset
 
     if data_args.streaming:
         from pipeline.data.stream import prepare_stream

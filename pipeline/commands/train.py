@@ -116,7 +116,7 @@ def _load_model(model_args, training_args, splits, token: str | None):
 def _prepare_data(splits, image_processor, data_args, training_args):
     """Train and eval rows. Fast path (default): uint8 rows from the loader workers; the backend normalizes whole
     batches on the device."""
-    from pipeline.data.transforms import prepare_dataset, prepare_datasets
+    from pipeline.data.prepare import prepare_dataset, prepare_datasets
 
     if data_args.streaming:
         from pipeline.data.stream import prepare_stream

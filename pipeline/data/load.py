@@ -2,26 +2,36 @@
 
 Everything goes through `datasets`: a Hub id, a local folder laid out like a Hub dataset repo (parquet files or an
 imagefolder, with or without a README holding `dataset_info`), a `save_to_disk` folder, or plain image folders.
+Column and label handling is `pipeline.data.labels` (multi-label: `pipeline.data.multilabel`), the image check
+`pipeline.data.check`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
-from PIL import Image
 
 from pipeline import PipelineError
 from pipeline.config.arguments import MULTI_LABEL, SINGLE_LABEL
 from pipeline.data.builtin import BUILTIN_PREFIX, resolve_builtin
+from pipeline.data.check import check_images
+from pipeline.data.labels import (
+    IMAGE_COLUMNS,
+    LABEL_COLUMNS,
+    WEBDATASET_IMAGE_COLUMNS,
+    WEBDATASET_LABEL_COLUMNS,
+    JsonLabel,
+    encode_labels,
+    find_column,
+    label_values,
+    needs_json_label,
+)
 from pipeline.data.multilabel import (
     columns_to_multi_hot,
     encode_label_lists,
@@ -32,36 +42,10 @@ from pipeline.data.multilabel import (
     no_positive_count,
     with_multi_hot,
 )
-from pipeline.utils import cpu_count, first_line, is_hub_id, one_line
+from pipeline.utils import first_line, is_hub_id, one_line
 
 logger = logging.getLogger(__name__)
 
-IMAGE_COLUMNS = ("image", "img")
-LABEL_COLUMNS = ("label", "labels")
-# WebDataset shards (.tar, read by datasets' "webdataset" builder) name their columns after the member extensions.
-WEBDATASET_IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp")
-WEBDATASET_LABEL_COLUMNS = ("cls",)
-# A WebDataset `.json` member holding the label under one of these keys.
-JSON_LABEL_KEYS = ("label", "labels", "cls", "class")
-
-
-class JsonLabel:
-    """`map` function (map-style or streaming): the label out of a WebDataset `.json` member, as a `label` column."""
-
-    def __init__(self, column: str = "json"):
-        self.column = column
-
-    def __call__(self, row: dict) -> dict:
-        value = row[self.column]
-        if isinstance(value, dict):
-            value = next((value[k] for k in JSON_LABEL_KEYS if k in value), None)
-        return {"label": value}
-
-
-def needs_json_label(columns: list[str], given: str | None) -> bool:
-    """True for WebDataset rows whose only label is inside a `.json` member."""
-    return given is None and "json" in columns and not any(
-        c in columns for c in LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS)
 EVAL_SPLITS = ("validation", "valid", "val", "test")
 # File endings read as images in plain folders (what `imagefolder` and `vit-pipeline predict` pick up).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -176,164 +160,13 @@ def load_raw(data_args, cache_dir: str | None = None, token: str | None = None) 
         raise PipelineError(f"cannot load dataset '{where}': {type(err).__name__}: {first_line(err)}; {hint}") from err
 
 
-def find_column(ds: Dataset, given: str | None, candidates: tuple[str, ...], feature_type: type, what: str) -> str:
-    """Return the column to use for `what`: the one given, else a usual name, else the first of `feature_type`."""
-    columns = list(ds.column_names)
-    if given is not None:
-        if given not in columns:
-            raise PipelineError(f"{what} column '{given}' not in the dataset (columns: {', '.join(columns)}); "
-                                f"set {what}_column_name to one of them")
-        return given
-    for name in candidates:
-        if name in columns:
-            return name
-    for name, feature in ds.features.items():
-        # A list of that type counts too: `Sequence(ClassLabel)` is a multi-label column.
-        if isinstance(feature, feature_type) or (is_list_feature(feature) and isinstance(feature.feature,
-                                                                                          feature_type)):
-            return name
-    raise PipelineError(f"no {what} column found (columns: {', '.join(columns)}); set {what}_column_name")
+@dataclass
+class _Columns:
+    """The source columns that become `image` and `label`, and whether the labels are multi-label."""
 
-
-def _label_values(ds: Dataset) -> list:
-    return ds.select_columns(["label"]).with_format(None)["label"][:]
-
-
-def encode_labels(train: Dataset, evals: Dataset, eval_name: str) -> tuple[Dataset, Dataset, list[str]]:
-    """Make `label` a ClassLabel shared by both splits.
-
-    ClassLabel names are kept; strings become sorted class names; integers become their own names ("0", "7", ...).
-
-    Raises:
-        PipelineError: rows without a label, or eval labels that never occur in train (named).
-    """
-    feature = train.features["label"]
-    train_values, eval_values = _label_values(train), _label_values(evals)
-    for split, values in (("train", train_values), (eval_name, eval_values)):
-        if any(v is None or (isinstance(v, int) and v < 0) for v in values):
-            raise PipelineError(f"split '{split}' has rows without a label (None or -1): drop them or pick another "
-                                "split with eval_split")
-    if isinstance(feature, ClassLabel):
-        eval_feature = evals.features["label"]
-        names = list(feature.names)
-        if isinstance(eval_feature, ClassLabel) and list(eval_feature.names) == names:
-            train_values, eval_values = [names[v] for v in train_values], [names[v] for v in eval_values]
-            unknown = sorted(set(eval_values) - set(train_values))
-            if unknown:
-                raise PipelineError(f"split '{eval_name}' has labels that train never has: {unknown}; "
-                                    "add training images for them or remove those rows")
-            return train, evals, names
-        train_values = [names[v] for v in train_values]
-        if isinstance(eval_feature, ClassLabel):
-            eval_values = [eval_feature.names[v] for v in eval_values]
-    else:
-        if not isinstance(feature, datasets.Value) or feature.dtype not in (
-            "string", "large_string", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"
-        ):
-            raise PipelineError(f"label column has type {feature}: use string or integer labels")
-        # Sort numbers as numbers, then name them: "2" before "10".
-        names = [str(v) for v in sorted(set(train_values))]
-        train_values = [str(v) for v in train_values]
-        eval_values = [str(v) for v in eval_values]
-    unknown = sorted(set(eval_values) - set(train_values))
-    if unknown:
-        raise PipelineError(f"split '{eval_name}' has labels that train never has: {unknown}; "
-                            "add training images for them or remove those rows")
-    if len(set(train_values)) < 2:
-        raise PipelineError(f"split 'train' has a single class ({', '.join(sorted(set(train_values))) or 'none'}): "
-                            "a classifier needs at least two; add images of another class")
-    index = {name: i for i, name in enumerate(names)}
-    class_label = ClassLabel(names=names)
-
-    def relabel(ds: Dataset, values: list[str]) -> Dataset:
-        # add_column joins a new Arrow column without rewriting the image bytes (map would copy them all).
-        return ds.remove_columns("label").add_column("label", [index[v] for v in values], feature=class_label)
-
-    return relabel(train, train_values), relabel(evals, eval_values), names
-
-
-def _check_batch(batch: dict) -> dict:
-    ok, errors = [], []
-    for item in batch["image"]:
-        try:
-            if item is None:
-                raise ValueError("empty cell")
-            source = io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]
-            with Image.open(source) as image:
-                if image.format == "JPEG":
-                    # Decoding at 1/8 scale reads and checks the whole entropy-coded stream (a truncated or corrupt
-                    # file still fails) for a fraction of the cost of full-size pixels.
-                    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-                image.load()
-            ok.append(True)
-            errors.append("")
-        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
-            ok.append(False)
-            errors.append(f"{type(err).__name__}: {first_line(err)}")
-    return {"ok": ok, "error": errors}
-
-
-# Checks of more images than this say up front how long they will take (smaller ones take seconds).
-ESTIMATE_ABOVE = 2000
-ESTIMATE_SAMPLE = 64
-
-
-def _log_check_estimate(raw: Dataset, split: str, num_proc: int | None) -> None:
-    """Log how long checking `raw` will take, timed on its first images (the progress bar's ETA, said up front)."""
-    if len(raw) < ESTIMATE_ABOVE:
-        return
-    sample = raw.select(range(ESTIMATE_SAMPLE))[:]
-    started = time.time()
-    _check_batch(sample)
-    rate = ESTIMATE_SAMPLE / max(time.time() - started, 1e-6) * (num_proc or 1)
-    logger.info("Checking %d %s images (each decoded once): about %.0f s at %.0f images/s", len(raw), split,
-                len(raw) / rate, rate)
-
-
-def find_bad_images(ds: Dataset, split: str, num_proc: int | None = None) -> list[tuple[int, str, str]]:
-    """Decode every image of `ds` once and return the unreadable ones as (row, file, error)."""
-    raw = ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
-    if num_proc is None:
-        # Worker processes pay off only on larger sets; tiny ones check faster in-process.
-        num_proc = min(cpu_count(), 8) if len(ds) > 5000 else None
-    _log_check_estimate(raw, split, num_proc)
-    started = time.time()
-    flags = raw.map(_check_batch, batched=True, batch_size=256, remove_columns=["image"], num_proc=num_proc,
-                    desc=f"Checking {split} images")
-    if len(raw) >= ESTIMATE_ABOVE:
-        logger.info("Checked %d %s images in %.0f s", len(raw), split, time.time() - started)
-    ok = np.asarray(flags["ok"][:], dtype=bool)
-    bad = []
-    for row in np.flatnonzero(~ok):
-        item = raw[int(row)]["image"] or {}
-        bad.append((int(row), item.get("path") or "embedded bytes", flags[int(row)]["error"]))
-    return bad
-
-
-def check_images(named: dict[str, Dataset], policy: str, num_proc: int | None = None
-                 ) -> tuple[dict[str, Dataset], dict[str, int]]:
-    """Decode every image of every split once; stop on unreadable ones, or drop them when `policy` is "skip".
-
-    Returns:
-        The splits without unreadable rows, and how many were dropped from each.
-
-    Raises:
-        PipelineError: with policy "error", naming the split, row and file of the first unreadable image and how
-            many there are in all.
-    """
-    bad = {split: find_bad_images(ds, split, num_proc) for split, ds in named.items()}
-    total = sum(len(rows) for rows in bad.values())
-    if total and policy == "error":
-        split, (row, where, error) = next((s, rows[0]) for s, rows in bad.items() if rows)
-        raise PipelineError(f"unreadable image in split '{split}', row {row} ({where}): {error}; "
-                            f"{total} bad in all: fix or remove them, or set bad_images: skip")
-    for split, rows in bad.items():
-        if rows:
-            logger.warning("Skipping %d unreadable image(s) in split '%s' (first: row %d, %s)", len(rows), split,
-                           rows[0][0], rows[0][1])
-    kept = {split: ds.select(sorted(set(range(len(ds))) - {r for r, *_ in bad[split]})) if bad[split] else ds
-            for split, ds in named.items()}
-    return kept, {split: len(rows) for split, rows in bad.items() if rows}
+    image: str
+    labels: list[str]
+    multi_label: bool
 
 
 def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str | None = None) -> Splits:
@@ -352,14 +185,39 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
     Raises:
         PipelineError: for a missing split or column, unknown labels or unreadable images (one line, what to fix).
     """
+    raw = _load_train_and_rest(data_args, cache_dir, token)
+    columns = _pick_columns(raw[data_args.train_split], data_args)
+    train, evals, labels, eval_name = _train_and_eval(raw, columns, data_args, seed)
+    train, evals = _subsample(train, evals, data_args, seed)
+    train, evals, skipped = _check_splits(train, evals, eval_name, data_args)
+    no_positive = _count_no_positive(train, evals, eval_name, labels) if columns.multi_label else {}
+    name = data_args.dataset_name
+    return Splits(
+        train=train,
+        eval=evals,
+        labels=labels,
+        eval_split_name=eval_name,
+        hub_id=name if is_hub_id(name) else None,
+        config_name=data_args.dataset_config_name,
+        skipped_images=skipped,
+        multi_label=columns.multi_label,
+        no_positive=no_positive,
+    )
+
+
+def _load_train_and_rest(data_args, cache_dir: str | None, token: str | None) -> DatasetDict:
+    """`load_raw`, with the train split checked and WebDataset `.json` labels read into a `label` column."""
     raw = load_raw(data_args, cache_dir=cache_dir, token=token)
     if data_args.train_split not in raw:
         raise PipelineError(f"no '{data_args.train_split}' split (splits: {', '.join(raw)}); set train_split")
-    train = raw[data_args.train_split]
-    if needs_json_label(train.column_names, data_args.label_column_name):
+    if needs_json_label(raw[data_args.train_split].column_names, data_args.label_column_name):
         raw = DatasetDict({split: ds.map(JsonLabel(), desc=f"Reading {split} labels from json")
                            for split, ds in raw.items()})
-        train = raw[data_args.train_split]
+    return raw
+
+
+def _pick_columns(train: Dataset, data_args) -> _Columns:
+    """The image and label columns of the train split, and whether its labels are multi-label."""
     image_col = find_column(train, data_args.image_column_name, IMAGE_COLUMNS + WEBDATASET_IMAGE_COLUMNS,
                             datasets.Image, "image")
     if data_args.label_column_name is None and train.column_names == [image_col]:
@@ -381,52 +239,69 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
     if data_args.problem_type == SINGLE_LABEL and is_list_feature(train.features[label_cols[0]]):
         raise PipelineError(f"label column '{label_cols[0]}' holds lists of labels: set problem_type: "
                             "multi_label_classification (or leave problem_type unset)")
+    return _Columns(image=image_col, labels=label_cols, multi_label=multi_label)
 
-    def canonical(ds: Dataset, split: str) -> Dataset:
-        missing = [c for c in (image_col, *label_cols) if c not in ds.column_names]
-        if missing:
-            raise PipelineError(f"column(s) {missing} missing from split '{split}' (columns: "
-                                f"{', '.join(ds.column_names)})")
-        ds = ds.select_columns([image_col, *label_cols])
-        if data_args.label_columns:
-            # Several 0/1 columns become one multi-hot `label` column, classes named after the columns.
-            ds = with_multi_hot(ds, label_cols, columns_to_multi_hot(ds, label_cols, split))
-            return ds.rename_columns({image_col: "image"}) if image_col != "image" else ds
-        return ds.rename_columns({c: n for c, n in ((image_col, "image"), (label_cols[0], "label")) if c != n})
 
-    def encode(train: Dataset, evals: Dataset, eval_name: str) -> tuple[Dataset, Dataset, list[str]]:
-        if data_args.label_columns:
-            return train, evals, label_cols
-        if data_args.label_flag_names:
-            return (*flag_vectors_to_multi_hot(train, evals, eval_name, list(data_args.label_flag_names)),
-                    list(data_args.label_flag_names))
-        if multi_label:
-            return encode_label_lists(train, evals, eval_name)
-        return encode_labels(train, evals, eval_name)
+def _canonical(ds: Dataset, split: str, columns: _Columns, data_args) -> Dataset:
+    """The split with only its `image` and `label` columns (several 0/1 label columns become one multi-hot)."""
+    image_col, label_cols = columns.image, columns.labels
+    missing = [c for c in (image_col, *label_cols) if c not in ds.column_names]
+    if missing:
+        raise PipelineError(f"column(s) {missing} missing from split '{split}' (columns: "
+                            f"{', '.join(ds.column_names)})")
+    ds = ds.select_columns([image_col, *label_cols])
+    if data_args.label_columns:
+        # Several 0/1 columns become one multi-hot `label` column, classes named after the columns.
+        ds = with_multi_hot(ds, label_cols, columns_to_multi_hot(ds, label_cols, split))
+        return ds.rename_columns({image_col: "image"}) if image_col != "image" else ds
+    return ds.rename_columns({c: n for c, n in ((image_col, "image"), (label_cols[0], "label")) if c != n})
 
-    train = canonical(train, data_args.train_split)
+
+def _encode(train: Dataset, evals: Dataset, eval_name: str, columns: _Columns, data_args
+            ) -> tuple[Dataset, Dataset, list[str]]:
+    """Both splits' labels in one encoding (ClassLabel ids or multi-hot rows) and the class names."""
+    if data_args.label_columns:
+        return train, evals, columns.labels
+    if data_args.label_flag_names:
+        return (*flag_vectors_to_multi_hot(train, evals, eval_name, list(data_args.label_flag_names)),
+                list(data_args.label_flag_names))
+    if columns.multi_label:
+        return encode_label_lists(train, evals, eval_name)
+    return encode_labels(train, evals, eval_name)
+
+
+def _train_and_eval(raw: DatasetDict, columns: _Columns, data_args, seed: int
+                    ) -> tuple[Dataset, Dataset, list[str], str]:
+    """The train and eval splits with encoded labels, the class names and the eval split's name for the card.
+
+    The eval split is `eval_split`, else the first usual eval split name present, else `train_val_split` of train
+    held out (stratified: on the ClassLabel, or iteratively for multi-label data).
+    """
+    train = _canonical(raw[data_args.train_split], data_args.train_split, columns, data_args)
     eval_name = data_args.eval_split or next((s for s in EVAL_SPLITS if s in raw and s != data_args.train_split), None)
     if data_args.eval_split and data_args.eval_split not in raw:
         raise PipelineError(f"no '{data_args.eval_split}' split (splits: {', '.join(raw)}); fix eval_split")
     if eval_name is not None:
-        evals = canonical(raw[eval_name], eval_name)
-        train, evals, labels = encode(train, evals, eval_name)
-    elif multi_label:
+        evals = _canonical(raw[eval_name], eval_name, columns, data_args)
+        return (*_encode(train, evals, eval_name, columns, data_args), eval_name)
+    # Encode first so the held-out split can be stratified on the labels.
+    train, _, labels = _encode(train, train.select([]), "train", columns, data_args)
+    if columns.multi_label:
         # Iterative stratification: every class keeps about its share of positives in both parts.
-        train, _, labels = encode(train, train.select([]), "train")
         train_rows, eval_rows = iterative_split(label_matrix(train), data_args.train_val_split, seed)
         train, evals = train.select(train_rows), train.select(eval_rows)
-        eval_name = f"{data_args.train_split} ({data_args.train_val_split:.0%} held out, seed {seed})"
     else:
-        # Encode first so the held-out split can be stratified on a ClassLabel column.
-        train, _, labels = encode(train, train.select([]), "train")
-        counts = Counter(_label_values(train))
+        counts = Counter(label_values(train))
         stratify = "label" if min(counts.values()) >= 2 and len(counts) > 1 else None
         if stratify is None:
             logger.warning("Some class has a single image: the held-out split is not stratified")
         parts = train.train_test_split(test_size=data_args.train_val_split, stratify_by_column=stratify, seed=seed)
         train, evals = parts["train"], parts["test"]
-        eval_name = f"{data_args.train_split} ({data_args.train_val_split:.0%} held out, seed {seed})"
+    return train, evals, labels, f"{data_args.train_split} ({data_args.train_val_split:.0%} held out, seed {seed})"
+
+
+def _subsample(train: Dataset, evals: Dataset, data_args, seed: int) -> tuple[Dataset, Dataset]:
+    """At most `max_train_samples` / `max_eval_samples` rows, drawn with `seed`; neither split left empty."""
     if data_args.max_train_samples is not None and data_args.max_train_samples < len(train):
         train = train.shuffle(seed=seed).select(range(data_args.max_train_samples))
     if data_args.max_eval_samples is not None and data_args.max_eval_samples < len(evals):
@@ -434,10 +309,15 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
     if len(train) == 0 or len(evals) == 0:
         raise PipelineError(f"empty split after loading (train {len(train)} rows, eval {len(evals)} rows): check "
                             "the data and max_*_samples")
+    return train, evals
 
+
+def _check_splits(train: Dataset, evals: Dataset, eval_name: str, data_args
+                  ) -> tuple[Dataset, Dataset, dict[str, int]]:
+    """`verify_images`: both splits without their unreadable images (per `bad_images`), and how many were dropped."""
     skipped: dict[str, int] = {}
     if data_args.verify_images and data_args.pixel_cache and data_args.fast_transforms:
-        # One decode pass, not two: building the pixel cache checks every image (`transforms.drop_unreadable`).
+        # One decode pass, not two: building the pixel cache checks every image (`cache.drop_unreadable`).
         logger.info("Images are checked while the pixel cache is built (one decode pass)")
     elif data_args.verify_images:
         # Keys name the splits in messages; evaluating on train itself still checks two distinct selections.
@@ -445,23 +325,12 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         checked, skipped = check_images({"train": train, eval_key: evals}, data_args.bad_images,
                                         data_args.preprocessing_num_workers)
         train, evals = checked["train"], checked[eval_key]
+    return train, evals, skipped
 
-    no_positive = {}
-    if multi_label:
-        no_positive = {"train": no_positive_count(train), eval_name: no_positive_count(evals)}
-        logger.info("Multi-label: %d classes; images with no positive label: %d of %d train, %d of %d eval",
-                    len(labels), no_positive["train"], len(train), no_positive[eval_name], len(evals))
 
-    name = data_args.dataset_name
-    return Splits(
-        train=train,
-        eval=evals,
-        labels=labels,
-        eval_split_name=eval_name,
-        hub_id=name if is_hub_id(name) else None,
-        config_name=data_args.dataset_config_name,
-        skipped_images=skipped,
-        multi_label=multi_label,
-        no_positive=no_positive,
-    )
-
+def _count_no_positive(train: Dataset, evals: Dataset, eval_name: str, labels: list[str]) -> dict[str, int]:
+    """Multi-label: the images with no positive label per split (logged with the class count)."""
+    no_positive = {"train": no_positive_count(train), eval_name: no_positive_count(evals)}
+    logger.info("Multi-label: %d classes; images with no positive label: %d of %d train, %d of %d eval",
+                len(labels), no_positive["train"], len(train), no_positive[eval_name], len(evals))
+    return no_positive

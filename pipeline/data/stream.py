@@ -28,8 +28,7 @@ from datasets import ClassLabel, Dataset, IterableDataset
 
 from pipeline import PipelineError
 from pipeline.data.builtin import BUILTIN_PREFIX, resolve_builtin
-from pipeline.data.load import (
-    EVAL_SPLITS,
+from pipeline.data.labels import (
     IMAGE_COLUMNS,
     LABEL_COLUMNS,
     WEBDATASET_IMAGE_COLUMNS,
@@ -37,6 +36,7 @@ from pipeline.data.load import (
     JsonLabel,
     needs_json_label,
 )
+from pipeline.data.load import EVAL_SPLITS
 from pipeline.utils import first_line, is_hub_id
 
 logger = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ class StreamTransform:
         self.skipped = 0
 
     def __call__(self, batch: dict) -> dict:
-        from pipeline.data.transforms import decode_rgb
+        from pipeline.data.decode import decode_rgb
 
         pixels, labels = [], []
         for cell, label in zip(batch["image"], batch["label"], strict=True):

@@ -1,31 +1,24 @@
-"""Image transforms built from the checkpoint's image processor, and the batch collator.
+"""Image transforms built from the checkpoint's image processor, the batch collator and the batch normalizer.
 
 Size, mean, std and resampling come from the image processor saved with the checkpoint, so training sees what
 `pipeline("image-classification")` will see. Transforms are torchvision v2 on uint8 tensors until the last
-step (cheaper than float), applied lazily per row by `Dataset.with_transform` inside the DataLoader workers.
-
-The fast path (`prepare_dataset`: `build_fast_transforms`, `fast_dataset`, optionally `cache_pixels`) keeps images
-uint8 from decoding to the device, where `PixelNormalizer` runs the float finish once per batch.
+step (cheaper than float), applied lazily per row by `Dataset.with_transform` inside the DataLoader workers
+(`pipeline.data.prepare`). On the fast path, images stay uint8 up to the device, where `PixelNormalizer` runs the
+float finish once per batch.
 """
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
-from pipeline import PipelineError
 from pipeline.config.arguments import DataArguments, default_data_args
-from pipeline.utils import cpu_count
 
 # PIL resample codes (what image processors store) -> torchvision modes.
 _INTERPOLATION = {
@@ -36,26 +29,6 @@ _INTERPOLATION = {
     Image.Resampling.BOX: InterpolationMode.BOX,
     Image.Resampling.HAMMING: InterpolationMode.HAMMING,
 }
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB.
-
-    Transparent images are put on white (what a viewer shows); 16-bit and 32-bit images are scaled to 8 bits
-    rather than clipped (a plain `convert("RGB")` turns most 16-bit images white).
-    """
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 1.0 if image.mode == "F" and array.max() <= 1.0 else (255.0 if array.max() <= 255 else 65535.0)
-        array = np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(array, mode="L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 @dataclass
@@ -262,22 +235,6 @@ def build_transforms(image_processor, data_args: DataArguments | None = None) ->
     return train_transform, eval_transform
 
 
-class BatchTransform:
-    """A per-image transform for `Dataset.with_transform`: decoded PIL images in, `pixel_values` out.
-
-    A class rather than a closure so that datasets can pickle it into DataLoader workers.
-    """
-
-    def __init__(self, transform: Callable):
-        self.transform = transform
-
-    def __call__(self, batch: dict) -> dict:
-        return {
-            "pixel_values": [self.transform(to_rgb(image)) for image in batch["image"]],
-            "label": batch["label"],
-        }
-
-
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
     """Stack transformed rows into the batch `ViTForImageClassification` takes.
 
@@ -296,101 +253,7 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
 # input size as uint8 (the augmentation steps of `build_transforms`, on a small uint8 image); the collator stacks uint8;
 # rescale and normalize, the float part, run on whole batches on the model's device (`PixelNormalizer`), the way the
 # image processor ends. Per image that is a quarter of the bytes to move between processes and to the GPU, and no
-# float work in the workers.
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
-
-
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR or a JPEG's SOF marker, without decoding; None when not found."""
-    if data.startswith(_PNG_SIGNATURE) and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data.startswith(_JPEG_SIGNATURE):
-        i = 2
-        while i + 9 < len(data) and data[i] == 0xFF:
-            marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
-            i += 2 + length
-    return None
-
-
-def _check_pixels(data: bytes) -> None:
-    # torchvision's decoders allocate what the header claims before reading a pixel: refuse a decompression bomb
-    # (PIL's own limit) before either decoder sees it. The image check (verify_images) reports such files earlier.
-    size, limit = _header_size(data), Image.MAX_IMAGE_PIXELS
-    if size and limit and size[0] * size[1] > 2 * limit:
-        raise PipelineError(f"an image claims {size[0]} x {size[1]} pixels, over PIL's limit of "
-                            f"{2 * limit} (a decompression bomb?): remove it, or keep verify_images: "
-                            "true with bad_images: skip to drop such files")
-
-
-def _torchvision_decodable(data: bytes) -> bool:
-    """Whether torchvision's decoders give exactly what `to_rgb` would: 8-bit gray or RGB JPEG / PNG, no alpha.
-
-    Alpha (composited on white), palettes, 16-bit and CMYK images go through PIL and `to_rgb` instead; they are rare
-    in photo datasets, and PIL's conversions are the reference the fast path must match.
-    """
-    if data.startswith(_JPEG_SIGNATURE):
-        return True  # gray or YCbCr/RGB; CMYK shows up as 4 channels after decoding and is sent back to PIL
-    if data.startswith(_PNG_SIGNATURE) and len(data) > 26:
-        bit_depth, color_type = data[24], data[25]
-        idat = data.find(b"IDAT")
-        # Color types 0 (gray) and 2 (RGB), 8 bits, and no tRNS chunk (transparency) before the pixel data.
-        return bit_depth == 8 and color_type in (0, 2) and b"tRNS" not in data[: idat if idat > 0 else None]
-    return False
-
-
-def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    # A 3xHxW view of the HxWx3 array: torch's uint8 resize kernels are fastest on this channels-last layout.
-    return torch.from_numpy(np.array(to_rgb(image), dtype=np.uint8, copy=True)).permute(2, 0, 1)
-
-
-def decode_rgb(item) -> torch.Tensor:
-    """Decode one image cell to a 3xHxW uint8 RGB tensor, with the same pixels as `to_rgb` on the PIL image.
-
-    Args:
-        item: a raw `datasets.Image(decode=False)` cell (`{"bytes": ..., "path": ...}`), encoded bytes, a file path,
-            a PIL image or an HxW / HxWxC uint8 array.
-
-    Plain JPEG and PNG photos are decoded by torchvision (libjpeg-turbo / libpng: the same pixels as PIL, without
-    PIL's copies), with their EXIF orientation applied as `datasets` and `pipeline()` do; every other mode goes through
-    PIL and `to_rgb` (alpha on white, 16-bit scaled, CMYK and palettes converted).
-    """
-    if isinstance(item, dict):
-        data = item.get("bytes")
-        if data is None:
-            with open(item["path"], "rb") as file:
-                data = file.read()
-        item = data
-    elif isinstance(item, (str, os.PathLike)):
-        with open(item, "rb") as file:
-            item = file.read()
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        data = bytes(item)
-        _check_pixels(data)
-        if _torchvision_decodable(data):
-            try:
-                image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                     mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
-            except RuntimeError:
-                image = None  # a file libjpeg/libpng reject may still open in PIL (truncated, odd markers)
-            if image is not None and image.dtype == torch.uint8 and image.shape[0] in (1, 3):
-                return image.expand(3, -1, -1) if image.shape[0] == 1 else image
-        with Image.open(io.BytesIO(data)) as opened:
-            # datasets and transformers' load_image apply the EXIF orientation; so does the fast path.
-            image = ImageOps.exif_transpose(opened) if opened.getexif().get(0x0112) else opened
-            image.load()
-            return _pil_to_tensor(image)
-    if isinstance(item, Image.Image):
-        return _pil_to_tensor(item)
-    array = np.asarray(item)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        return _pil_to_tensor(Image.fromarray(np.squeeze(array)))
-    return _pil_to_tensor(Image.fromarray(array if array.shape[2] != 1 else array[:, :, 0]))
+# float work in the workers. Decoding is `pipeline.data.decode`, the datasets `pipeline.data.prepare`.
 
 
 def _uint8_steps(transform: T.Compose) -> T.Compose:
@@ -412,35 +275,6 @@ def build_fast_transforms(image_processor, data_args: DataArguments | None = Non
     return _uint8_steps(train_transform), _uint8_steps(eval_transform)
 
 
-class DecodeTransform:
-    """A transform for `Dataset.with_transform` on raw image cells: decode, then the uint8 steps, per row.
-
-    Rows come out as `{"pixel_values": uint8 3xHxW, "label": int}`; `collate` stacks them into a uint8 batch.
-    """
-
-    def __init__(self, transform: Callable):
-        self.transform = transform
-
-    def __call__(self, batch: dict) -> dict:
-        return {
-            "pixel_values": [self.transform(decode_rgb(item)).contiguous() for item in batch["image"]],
-            "label": batch["label"],
-        }
-
-
-def fast_dataset(dataset, transform: Callable):
-    """The dataset with its images left encoded (`datasets.Image(decode=False)`) and decoded by `DecodeTransform`.
-
-    Decoding is then torchvision's (or PIL's for odd modes) in the loader workers, once per row and step, instead of
-    PIL's in `datasets` followed by a copy into a tensor.
-    """
-    import datasets
-
-    if isinstance(dataset.features.get("image"), datasets.Image):
-        dataset = dataset.cast_column("image", datasets.Image(decode=False))
-    return dataset.with_transform(DecodeTransform(transform))
-
-
 class PixelNormalizer(torch.nn.Module):
     """uint8 batches (Bx3xHxW) in, the image processor's float `pixel_values` out, on the batch's device.
 
@@ -457,151 +291,3 @@ class PixelNormalizer(torch.nn.Module):
         if pixel_values.dtype != torch.uint8:
             return pixel_values  # already finished (the per-image path)
         return self.finish(pixel_values)
-
-
-# The pixel cache (`pixel_cache`): decode every image once, before training, and keep its uint8 pixels in the datasets
-# cache; every epoch then starts from pixels instead of JPEG bytes. Training images are kept a little larger than the
-# model's input (shorter side 8/7 of it, the 256-for-224 of ImageNet recipes) so that random resized crops keep
-# their detail; evaluation images are kept as the exact uint8 model input, so evaluation still equals the processor.
-
-
-class Shrink(torch.nn.Module):
-    """Resize so that the shorter side is `size`, only when it is longer (never upsample)."""
-
-    def __init__(self, size: int, interpolation: InterpolationMode):
-        super().__init__()
-        self.size, self.interpolation = size, interpolation
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if min(image.shape[-2:]) <= self.size:
-            return image
-        return TF.resize(image, self.size, interpolation=self.interpolation, antialias=True)
-
-
-class _CacheWriter:
-    """`Dataset.map` function: raw image cells in, uint8 HxWx3 pixel bytes and their shape out."""
-
-    def __init__(self, transform: Callable):
-        self.transform = transform
-
-    def __call__(self, batch: dict) -> dict:
-        pixels, heights, widths, errors = [], [], [], []
-        for item in batch["image"]:
-            try:
-                if item is None:
-                    raise ValueError("empty cell")
-                image = self.transform(decode_rgb(item)).permute(1, 2, 0).contiguous()
-            except Exception as err:  # an unreadable image: recorded here, so this pass is also the image check
-                pixels.append(b"")
-                heights.append(0)
-                widths.append(0)
-                text = str(err).strip().splitlines()
-                errors.append(f"{type(err).__name__}: {text[0] if text else ''}")
-                continue
-            pixels.append(image.numpy().tobytes())
-            heights.append(image.shape[0])
-            widths.append(image.shape[1])
-            errors.append("")
-        return {"pixels": pixels, "height": heights, "width": widths, "error": errors}
-
-
-class CachedTransform:
-    """A transform for `Dataset.with_transform` on a pixel cache: uint8 pixels in, the (random) uint8 steps, per row."""
-
-    def __init__(self, transform: Callable | None = None):
-        self.transform = transform
-
-    def __call__(self, batch: dict) -> dict:
-        out = []
-        for data, height, width in zip(batch["pixels"], batch["height"], batch["width"], strict=True):
-            image = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(height, width, 3).permute(2, 0, 1)
-            out.append((self.transform(image) if self.transform is not None else image).contiguous())
-        return {"pixel_values": out, "label": batch["label"]}
-
-
-def cache_pixels(dataset, transform: Callable, num_proc: int | None = None, desc: str = "Caching pixels"):
-    """Decode every image of `dataset` once and store `transform`'s uint8 output (columns pixels, height, width, label).
-
-    `Dataset.map` writes the result to the datasets cache and finds it again on the next run with the same data and
-    transform (its fingerprint). About 3 x height x width bytes per image. An unreadable image gets no pixels and
-    its error in the `error` column (see `drop_unreadable`): the cache pass doubles as the image check.
-    """
-    import datasets
-
-    if isinstance(dataset.features.get("image"), datasets.Image):
-        dataset = dataset.cast_column("image", datasets.Image(decode=False))
-    features = datasets.Features({"pixels": datasets.Value("binary"), "height": datasets.Value("int32"),
-                                  "width": datasets.Value("int32"), "error": datasets.Value("string"),
-                                  "label": dataset.features["label"]})
-    return dataset.map(_CacheWriter(transform), batched=True, batch_size=64, remove_columns=["image"],
-                       features=features, num_proc=num_proc, desc=desc)
-
-
-def cache_size(spec: ImageSpec) -> int:
-    """Shorter side of cached training images: 8/7 of the model's input (256 px for 224 px)."""
-    return -(-min(spec.output_size) * 8 // 7)
-
-
-def drop_unreadable(cached, split: str, policy: str, skipped: dict[str, int] | None = None):
-    """Apply `bad_images` to a pixel cache: stop naming the first unreadable row, or drop those rows and count them.
-
-    Raises:
-        PipelineError: with policy "error", naming the split, row and error of the first unreadable image.
-    """
-    from pipeline import PipelineError
-
-    bad = np.flatnonzero(np.asarray(cached["height"][:]) == 0) if len(cached) else np.array([], dtype=int)
-    if not len(bad):
-        return cached
-    first = int(bad[0])
-    if policy == "error":
-        raise PipelineError(f"unreadable image in split '{split}', row {first}: {cached[first]['error']}; "
-                            f"{len(bad)} bad in all: fix or remove them, or set bad_images: skip")
-    import logging
-
-    logging.getLogger(__name__).warning("Skipping %d unreadable image(s) in split '%s' (first: row %d, %s)", len(bad),
-                                        split, first, cached[first]["error"])
-    if skipped is not None:
-        skipped[split] = skipped.get(split, 0) + len(bad)
-    return cached.select(np.setdiff1d(np.arange(len(cached)), bad))
-
-
-def prepare_dataset(dataset, image_processor, data_args: DataArguments | None = None, train: bool = True,
-                    num_proc: int | None = None, skipped: dict[str, int] | None = None):
-    """One split as the data arguments ask (train or eval transforms), rows ready for `collate`.
-
-    - `fast_transforms` (default): images stay encoded; workers decode and crop to uint8 (`fast_dataset`);
-    - with `pixel_cache` too: images are decoded once now (`cache_pixels`), and epochs crop from the cached pixels;
-      that one pass is also the image check (`verify_images`), with `bad_images` applied and counts added to
-      `skipped`;
-    - `fast_transforms: false`: per-image float transforms on decoded PIL images (`BatchTransform`).
-
-    Fast-path rows hold uint8 pixels: normalize their batches with `PixelNormalizer` (the Trainer backend does).
-    """
-    data_args = default_data_args() if data_args is None else data_args
-    if not data_args.fast_transforms:
-        transform = build_transforms(image_processor, data_args)[0 if train else 1]
-        return dataset.with_transform(BatchTransform(transform))
-    transform = build_fast_transforms(image_processor, data_args)[0 if train else 1]
-    if not data_args.pixel_cache:
-        return fast_dataset(dataset, transform)
-    if num_proc is None and len(dataset) > 2000:
-        # Decoding is the slow part of building the cache: use the cores (small sets are faster in-process).
-        num_proc = min(16, cpu_count())
-    spec = image_spec(image_processor)
-    if train:
-        cached = cache_pixels(dataset, Shrink(cache_size(spec), spec.interpolation), num_proc,
-                              desc="Caching training pixels")
-        cached = drop_unreadable(cached, "train", data_args.bad_images, skipped)
-        return cached.with_transform(CachedTransform(transform))
-    # Evaluation is deterministic: cache the model's exact uint8 input, and read it back as is.
-    cached = cache_pixels(dataset, transform, num_proc, desc="Caching evaluation pixels")
-    cached = drop_unreadable(cached, "eval", data_args.bad_images, skipped)
-    return cached.with_transform(CachedTransform())
-
-
-def prepare_datasets(train, evals, image_processor, data_args: DataArguments | None = None,
-                     num_proc: int | None = None, skipped: dict[str, int] | None = None):
-    """The train and eval datasets as the data arguments ask (see `prepare_dataset`)."""
-    return (prepare_dataset(train, image_processor, data_args, train=True, num_proc=num_proc, skipped=skipped),
-            prepare_dataset(evals, image_processor, data_args, train=False, num_proc=num_proc, skipped=skipped))

@@ -100,7 +100,8 @@ def batches(dataset, image_processor, batch_size: int = 32, device=None, progres
     """
     from torch.utils.data import DataLoader
 
-    from pipeline.data.transforms import PixelNormalizer, collate, image_spec, prepare_dataset
+    from pipeline.data.prepare import prepare_dataset
+    from pipeline.data.transforms import PixelNormalizer, collate, image_spec
 
     if "label" not in dataset.column_names:
         dataset = dataset.add_column("label", [-1] * len(dataset))

@@ -24,7 +24,7 @@ def picture(item):
     """Any image cell (PIL image, encoded bytes, `{"bytes", "path"}`, file path, array) as an RGB PIL image."""
     from PIL import Image
 
-    from pipeline.data.transforms import decode_rgb
+    from pipeline.data.decode import decode_rgb
 
     return Image.fromarray(decode_rgb(item).permute(1, 2, 0).numpy())
 

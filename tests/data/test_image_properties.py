@@ -98,7 +98,7 @@ def test_each_hostile_kind_is_what_the_properties_assume():
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(odd=kinds)
 def test_damaged_images_are_skipped_or_named_and_valid_ones_decode(odd):
-    from pipeline.data.transforms import prepare_dataset
+    from pipeline.data.prepare import prepare_dataset
 
     broken = sum(kind in BROKEN for kind, _ in odd)
     with tempfile.TemporaryDirectory() as folder:
@@ -163,7 +163,7 @@ def _huge_jpeg(width: int, height: int) -> bytes:
 
 
 def test_the_fast_decoder_refuses_a_decompression_bomb_before_allocating_it():
-    from pipeline.data.transforms import _header_size, decode_rgb
+    from pipeline.data.decode import _header_size, decode_rgb
 
     # Header sizes agree with PIL's on ordinary files (the check must never misread a normal image).
     for data in (_encode(_photo(2), "JPEG"), _encode(_photo(3), "PNG"), _exif_rotated(4),

@@ -151,7 +151,7 @@ def test_corrupt_image_found_by_the_pixel_cache_pass(tmp_path):
     """With pixel_cache, building the cache is the image check: one decode pass, the same errors and counts."""
     from transformers import ViTImageProcessor
 
-    from pipeline.data.transforms import prepare_datasets
+    from pipeline.data.prepare import prepare_datasets
 
     rows = photos(n_per_class=4)
     write_imagefolder(tmp_path, {"train": rows})

@@ -13,14 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.transforms import (
-    BatchTransform,
-    PixelNormalizer,
-    build_transforms,
-    collate,
-    image_spec,
-    prepare_dataset,
-)
+from pipeline.data.prepare import BatchTransform, prepare_dataset
+from pipeline.data.transforms import PixelNormalizer, build_transforms, collate, image_spec
 from tests.conftest import FAMILIES, tiny_family
 
 # rocket (427x640) gives odd resize and crop margins; camera is grayscale.

@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from pipeline.config import DataArguments
-from pipeline.data.transforms import BatchTransform, build_transforms, collate, image_spec, to_rgb
+from pipeline.data.decode import to_rgb
+from pipeline.data.prepare import BatchTransform
+from pipeline.data.transforms import build_transforms, collate, image_spec
 from tests.conftest import photos
 
 

@@ -47,8 +47,9 @@ def evaluate_saved_model(out: Path, data_args) -> dict[str, float]:
     """Evaluate the saved model in this (single) process on the run's eval split, as the pipeline evaluates."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    from pipeline.data.decode import to_rgb
     from pipeline.data.load import load_splits
-    from pipeline.data.transforms import build_transforms, to_rgb
+    from pipeline.data.transforms import build_transforms
     from pipeline.evaluation.metrics import compute_metrics
 
     splits = load_splits(data_args, seed=42)
@@ -172,9 +173,10 @@ def test_two_processes_give_the_multilabel_metrics_of_one(backend, tiny_vit, tag
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from pipeline.config import DataArguments
+    from pipeline.data.decode import to_rgb
     from pipeline.data.load import load_splits
     from pipeline.data.multilabel import label_matrix
-    from pipeline.data.transforms import build_transforms, to_rgb
+    from pipeline.data.transforms import build_transforms
     from pipeline.evaluation.multilabel import compute_multilabel_metrics, threshold_summary
 
     out = tmp_path / "out"

@@ -174,7 +174,8 @@ def test_trainer_mixes_training_batches_only(tmp_path):
     from transformers import ViTImageProcessor
 
     from pipeline.config import PipelineTrainingArguments
-    from pipeline.data.transforms import BatchTransform, build_transforms, collate
+    from pipeline.data.prepare import BatchTransform
+    from pipeline.data.transforms import build_transforms, collate
     from pipeline.training.shared import training_extras
     from pipeline.training.trainer import PipelineTrainer
 

@@ -180,7 +180,8 @@ def loop_recipe(output_dir: Path, rows, **options):
     from transformers import ViTImageProcessor
 
     from pipeline.config import PipelineTrainingArguments
-    from pipeline.data.transforms import BatchTransform, build_transforms
+    from pipeline.data.prepare import BatchTransform
+    from pipeline.data.transforms import build_transforms
     from pipeline.evaluation.metrics import ClassificationMetrics
     from pipeline.training.loop import AccelerateRecipe
 
@@ -305,7 +306,8 @@ def test_both_backends_call_trainer_callbacks_the_same_way(tmp_path, one_thread)
     from transformers import ViTImageProcessor
 
     from pipeline.config import PipelineTrainingArguments
-    from pipeline.data.transforms import BatchTransform, build_transforms
+    from pipeline.data.prepare import BatchTransform
+    from pipeline.data.transforms import build_transforms
     from pipeline.evaluation.metrics import ClassificationMetrics
     from pipeline.training.shared import backend
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 
 import pytest
@@ -10,7 +9,7 @@ from transformers import TrainerState
 
 from pipeline.config.arguments import PipelineTrainingArguments
 from pipeline.training.progress import best_so_far, evaluation_line
-from tests.conftest import digits, run_cli, to_dataset
+from tests.conftest import run_cli
 
 HISTORY = [
     {"loss": 2.0, "learning_rate": 1e-4, "epoch": 1.0, "step": 4},
@@ -63,15 +62,3 @@ def test_console_shows_a_line_per_evaluation_and_no_dicts(backend, bars, tiny_vi
         trains = re.findall(r"Train epoch [\d.]+/2.*: loss [\d.]+, learning rate \S+ \(\d+:\d\d elapsed, ETA "
                             r"\d+:\d\d\)", console)
         assert len(trains) == 4
-
-
-def test_image_check_says_how_long_it_will_take(monkeypatch, caplog):
-    from pipeline.data import load
-
-    monkeypatch.setattr(load, "ESTIMATE_ABOVE", 10)  # the real threshold is 2,000 images
-    images = to_dataset(digits(n_per_class=7))
-    with caplog.at_level(logging.INFO, logger="pipeline"):
-        assert load.find_bad_images(images, "train") == []
-    estimate = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Checking 70 train"))
-    assert re.fullmatch(r"Checking 70 train images \(each decoded once\): about \d+ s at \d+ images/s", estimate)
-    assert any(re.fullmatch(r"Checked 70 train images in \d+ s", r.getMessage()) for r in caplog.records)

@@ -1,0 +1,67 @@
+"""The pixel cache: training images kept a little larger than the model input, built once, and a real run on it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.data.cache import cache_size
+from pipeline.data.prepare import prepare_dataset
+from pipeline.data.transforms import image_spec
+
+
+def test_pixel_cache_keeps_training_images_a_little_larger_than_the_model_input(photo_files):
+    from transformers import ViTImageProcessor
+
+    from pipeline.config import DataArguments
+
+    processor = ViTImageProcessor()
+    _, ds = photo_files
+    assert cache_size(image_spec(processor)) == 256
+    train = prepare_dataset(ds, processor, DataArguments(dataset_name="x", pixel_cache=True), train=True)
+    raw = train.with_format(None)
+    sides = [min(h, w) for h, w in zip(raw["height"], raw["width"], strict=True)]
+    # Every photo is at least 300 px: shrunk to a 256 px shorter side, aspect kept.
+    assert sides == [256] * len(ds)
+    rows = train.__getitems__(list(range(len(ds))))
+    assert all(r["pixel_values"].dtype == torch.uint8 and r["pixel_values"].shape == (3, 224, 224) for r in rows)
+    # The cache is built once: a second preparation finds it (same fingerprint) instead of decoding again.
+    again = prepare_dataset(ds, processor, DataArguments(dataset_name="x", pixel_cache=True), train=True)
+    assert again.with_format(None)["height"] == raw["height"]
+
+
+def test_pixel_cache_needs_the_fast_transforms():
+    from pipeline import PipelineError
+    from pipeline.config import DataArguments
+
+    with pytest.raises(PipelineError, match="pixel_cache needs fast_transforms"):
+        DataArguments(dataset_name="x", pixel_cache=True, fast_transforms=False)
+
+
+@pytest.mark.slow
+def test_train_with_pixel_cache_and_reload_with_pipeline(tiny_vit, photos_parquet, tmp_path):
+    """The real command with the pixel cache: it trains, evaluates on cached pixels, and pipeline() reloads it."""
+    import json
+
+    from tests.commands.test_train import check_output, train
+    from tests.conftest import FAST
+
+    out = tmp_path / "out"
+    train("--model_name_or_path", str(tiny_vit), "--dataset_name", str(photos_parquet), "--output_dir", str(out),
+          *FAST, "--pixel_cache", "true")
+    check_output(out, ["astronaut", "chelsea", "coffee"])
+    assert "pixel_cache: true" in (out / "recipe.yaml").read_text()
+    # The eval loss measured on cached pixels is the loss of the saved model on what its saved processor makes of the
+    # same test images (the fixture's test split): training evaluated exactly what pipeline() will see.
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from tests.conftest import photos
+
+    model = AutoModelForImageClassification.from_pretrained(out).eval()
+    processor = AutoImageProcessor.from_pretrained(out)
+    test_rows = photos(n_per_class=4, seed=1)
+    inputs = processor([image for image, _ in test_rows], return_tensors="pt")
+    labels = torch.tensor([model.config.label2id[name] for _, name in test_rows])
+    with torch.no_grad():
+        loss = model(**inputs, labels=labels).loss.item()
+    assert loss == pytest.approx(json.loads((out / "eval_results.json").read_text())["eval_loss"], abs=1e-5)
