@@ -32,7 +32,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     Raises:
         PipelineError: an input that matches nothing, or no image at all.
     """
-    from pipeline.data.load import IMAGE_EXTENSIONS
+    from pipeline.data.sources import IMAGE_EXTENSIONS
 
     found: list[str] = []
     for item in inputs:

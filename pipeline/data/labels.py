@@ -40,23 +40,32 @@ def needs_json_label(columns: list[str], given: str | None) -> bool:
         c in columns for c in LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS)
 
 
-def find_column(ds: Dataset, given: str | None, candidates: tuple[str, ...], feature_type: type, what: str) -> str:
-    """Return the column to use for `what`: the one given, else a usual name, else the first of `feature_type`."""
-    columns = list(ds.column_names)
+def find_column(columns: list[str], features: dict, given: str | None, candidates: tuple[str, ...],
+                feature_type: type, what: str, where: str | None = None) -> str:
+    """Return the column to use for `what`: the one given, else a usual name, else the first of `feature_type`.
+
+    Args:
+        columns, features: the dataset's (or stream's) column names and features.
+        where: "the stream" for a stream (named in the messages); None: "the dataset".
+
+    Raises:
+        PipelineError: the given column is missing, or no column qualifies (set `<what>_column_name`).
+    """
     if given is not None:
         if given not in columns:
-            raise PipelineError(f"{what} column '{given}' not in the dataset (columns: {', '.join(columns)}); "
-                                f"set {what}_column_name to one of them")
+            raise PipelineError(f"{what} column '{given}' not in {where or 'the dataset'} (columns: "
+                                f"{', '.join(columns)}); set {what}_column_name to one of them")
         return given
     for name in candidates:
         if name in columns:
             return name
-    for name, feature in ds.features.items():
+    for name, feature in features.items():
         # A list of that type counts too: `Sequence(ClassLabel)` is a multi-label column.
         if isinstance(feature, feature_type) or (is_list_feature(feature) and isinstance(feature.feature,
                                                                                           feature_type)):
             return name
-    raise PipelineError(f"no {what} column found (columns: {', '.join(columns)}); set {what}_column_name")
+    raise PipelineError(f"no {what} column found{' in ' + where if where else ''} (columns: {', '.join(columns)}); "
+                        f"set {what}_column_name")
 
 
 def label_values(ds: Dataset) -> list:

@@ -1,25 +1,20 @@
-"""Load a labelled image dataset into a train and an eval split, with one image column and one ClassLabel column.
+"""Load a labelled image dataset into a train and an eval split, with one image column and one label column.
 
-Everything goes through `datasets`: a Hub id, a local folder laid out like a Hub dataset repo (parquet files or an
-imagefolder, with or without a README holding `dataset_info`), a `save_to_disk` folder, or plain image folders.
-Column and label handling is `pipeline.data.labels` (multi-label: `pipeline.data.multilabel`), the image check
-`pipeline.data.check`.
+Everything goes through `datasets` (`pipeline.data.sources` says what a dataset name means). Column and label
+handling is `pipeline.data.labels` (multi-label: `pipeline.data.multilabel`), the image check `pipeline.data.check`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from pipeline import PipelineError
 from pipeline.config.arguments import MULTI_LABEL, SINGLE_LABEL
-from pipeline.data.builtin import BUILTIN_PREFIX, resolve_builtin
 from pipeline.data.check import check_images
 from pipeline.data.labels import (
     IMAGE_COLUMNS,
@@ -42,122 +37,11 @@ from pipeline.data.multilabel import (
     no_positive_count,
     with_multi_hot,
 )
-from pipeline.utils import first_line, is_hub_id, one_line
+from pipeline.data.sources import load_raw
+from pipeline.data.splits import EVAL_SPLITS, Splits
+from pipeline.utils import is_hub_id
 
 logger = logging.getLogger(__name__)
-
-EVAL_SPLITS = ("validation", "valid", "val", "test")
-# File endings read as images in plain folders (what `imagefolder` and `vit-pipeline predict` pick up).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-
-
-def has_images(folder: str | os.PathLike) -> bool:
-    """Whether `folder` (searched recursively) holds at least one file with an image ending."""
-    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in Path(folder).rglob("*") if p.is_file())
-
-
-# Split folder names datasets recognizes in a data folder, and the split each becomes (its own naming rules).
-SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                 "val": "validation", "dev": "validation", "test": "test", "testing": "test", "eval": "test",
-                 "evaluation": "test"}
-
-
-def image_split_folders(root: Path) -> dict[str, str] | None:
-    """`{split: "root/<folder>/**"}` for a plain local imagefolder (`root/<split>/<class>/<image>`), else None.
-
-    datasets infers the splits of a folder by trying about 45 file patterns, each walking every file: with 20,000
-    images that is most of the start-up. A folder that is plainly split folders of images gets one pattern per split
-    instead (the splits and labels datasets would infer). Anything else (a README with configs, parquet, WebDataset
-    or metadata files, loose files at the top) keeps datasets' own inference.
-    """
-    if (root / "README.md").exists():
-        return None
-    entries = list(root.iterdir())
-    folders = {e.name.lower(): e for e in entries if e.is_dir() and not e.name.startswith(".")}
-    loose = [e for e in entries if e.is_file() and not e.name.startswith(".")]
-    if loose or not folders or not set(folders) <= set(SPLIT_FOLDERS):
-        return None
-    splits: dict[str, str] = {}
-    for name, folder in folders.items():
-        split = SPLIT_FOLDERS[name]
-        # A few entries of each split show what it holds: images in class folders, nothing datasets reads otherwise.
-        sample = [p for _, p in zip(range(50), folder.rglob("*"), strict=False) if p.is_file()]
-        if split in splits or not sample or any(p.suffix.lower() not in IMAGE_EXTENSIONS for p in sample):
-            return None
-        splits[split] = str(folder / "**")
-    return splits
-
-
-@dataclass
-class Splits:
-    """The two splits the pipeline trains and evaluates on, with canonical `image` and `label` columns."""
-
-    train: Dataset
-    eval: Dataset
-    labels: list[str]
-    # How the eval split was obtained, for the model card: a split name, or "train (15% held out)".
-    eval_split_name: str
-    # Hub id of the dataset when there is one (cards link to it), else None.
-    hub_id: str | None = None
-    config_name: str | None = None
-    skipped_images: dict[str, int] = field(default_factory=dict)
-    # Multi-label: `label` holds multi-hot rows (one 0/1 float per class) instead of a ClassLabel id.
-    multi_label: bool = False
-    # Multi-label: images with no positive label ("no finding") per split, e.g. {"train": 12, "validation": 3}.
-    no_positive: dict[str, int] = field(default_factory=dict)
-
-
-def load_raw(data_args, cache_dir: str | None = None, token: str | None = None) -> DatasetDict:
-    """Load the dataset named by `data_args` as a `DatasetDict`, without touching its columns.
-
-    Raises:
-        PipelineError: the dataset cannot be found or loaded (with what to check).
-    """
-    name = data_args.dataset_name
-    try:
-        if name is None:
-            data_files = {"train": os.path.join(data_args.train_dir, "**")}
-            if data_args.validation_dir:
-                data_files["validation"] = os.path.join(data_args.validation_dir, "**")
-            for folder in filter(None, (data_args.train_dir, data_args.validation_dir)):
-                if not Path(folder).is_dir():
-                    raise PipelineError(f"image folder {folder} does not exist: check train_dir / validation_dir")
-                if not has_images(folder):
-                    raise PipelineError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} files, "
-                                        "in one subfolder per class): check train_dir / validation_dir")
-            return datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
-        if name.startswith(BUILTIN_PREFIX):
-            name = str(resolve_builtin(name))
-        local = Path(name)
-        if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists()):
-            loaded = datasets.load_from_disk(str(local))
-            return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
-        split_folders = image_split_folders(local) if local.is_dir() else None
-        if split_folders:
-            return datasets.load_dataset("imagefolder", data_files=split_folders, cache_dir=cache_dir)
-        return datasets.load_dataset(
-            name,
-            data_args.dataset_config_name,
-            revision=data_args.dataset_revision,
-            cache_dir=cache_dir,
-            token=token,
-        )
-    except PipelineError:
-        raise
-    except Exception as err:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, HTTP, ...)
-        where = name or data_args.train_dir
-        hint = (
-            "check the path"
-            if name is None or Path(name).exists()
-            else "check the dataset id and config, your network (or HF_HUB_OFFLINE), and HF_TOKEN for gated data"
-        )
-        cause = err.__cause__
-        if isinstance(err, datasets.exceptions.DatasetGenerationError) and isinstance(cause, (TypeError, ValueError)):
-            # The real reason is in the cause: usually a split whose column types differ from the first split's.
-            raise PipelineError(f"cannot load dataset '{where}': {type(cause).__name__}: {one_line(cause)}; the "
-                                "splits' columns have different types (lists of labels in one split, single labels "
-                                "in another?): give every split the same types") from err
-        raise PipelineError(f"cannot load dataset '{where}': {type(err).__name__}: {first_line(err)}; {hint}") from err
 
 
 @dataclass
@@ -218,7 +102,8 @@ def _load_train_and_rest(data_args, cache_dir: str | None, token: str | None) ->
 
 def _pick_columns(train: Dataset, data_args) -> _Columns:
     """The image and label columns of the train split, and whether its labels are multi-label."""
-    image_col = find_column(train, data_args.image_column_name, IMAGE_COLUMNS + WEBDATASET_IMAGE_COLUMNS,
+    columns, features = list(train.column_names), dict(train.features)
+    image_col = find_column(columns, features, data_args.image_column_name, IMAGE_COLUMNS + WEBDATASET_IMAGE_COLUMNS,
                             datasets.Image, "image")
     if data_args.label_column_name is None and train.column_names == [image_col]:
         # An imagefolder with a single class folder: datasets reads no label at all from it.
@@ -231,8 +116,8 @@ def _pick_columns(train: Dataset, data_args) -> _Columns:
             raise PipelineError(f"label_columns {missing} not in the dataset (columns: {', '.join(train.column_names)})"
                                 "; fix label_columns")
     else:
-        label_cols = [find_column(train, data_args.label_column_name, LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS,
-                                  ClassLabel, "label")]
+        label_cols = [find_column(columns, features, data_args.label_column_name,
+                                  LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS, ClassLabel, "label")]
     multi_label = bool(data_args.label_columns or data_args.label_flag_names) or (
         data_args.problem_type == MULTI_LABEL) or (
         data_args.problem_type is None and is_list_feature(train.features[label_cols[0]]))

@@ -20,80 +20,28 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 from datasets import ClassLabel, Dataset, IterableDataset
 
 from pipeline import PipelineError
-from pipeline.data.builtin import BUILTIN_PREFIX, resolve_builtin
 from pipeline.data.labels import (
     IMAGE_COLUMNS,
     LABEL_COLUMNS,
     WEBDATASET_IMAGE_COLUMNS,
     WEBDATASET_LABEL_COLUMNS,
     JsonLabel,
+    find_column,
     needs_json_label,
 )
-from pipeline.data.load import EVAL_SPLITS
+from pipeline.data.sources import open_stream
+from pipeline.data.splits import EVAL_SPLITS, StreamSplits
 from pipeline.utils import first_line, is_hub_id
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STREAM_EVAL_ROWS = 1000
-
-
-@dataclass
-class StreamSplits:
-    """A training stream and a bounded, in-memory eval split, with canonical `image` and `label` columns."""
-
-    train: IterableDataset
-    eval: Dataset
-    labels: list[str]
-    eval_split_name: str
-    # Training rows in the whole dataset when its metadata says (a Hub dataset_info), else None (unknown).
-    train_rows: int | None = None
-    hub_id: str | None = None
-    config_name: str | None = None
-    skipped_images: dict[str, int] = field(default_factory=dict)
-    # Single-label only (what `Splits` says for multi-label data).
-    multi_label: bool = False
-    no_positive: dict[str, int] = field(default_factory=dict)
-
-
-def open_stream(data_args, token: str | None = None) -> datasets.IterableDatasetDict:
-    """Open the dataset named by `data_args` as an `IterableDatasetDict` (nothing downloaded beyond what is read).
-
-    Raises:
-        PipelineError: the dataset cannot be found or opened.
-    """
-    name = data_args.dataset_name
-    try:
-        if name is None:
-            files = {"train": str(Path(data_args.train_dir) / "**")}
-            if data_args.validation_dir:
-                files["validation"] = str(Path(data_args.validation_dir) / "**")
-            return datasets.load_dataset("imagefolder", data_files=files, streaming=True)
-        if name.startswith(BUILTIN_PREFIX):
-            name = str(resolve_builtin(name))
-        local = Path(name)
-        if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists()):
-            # A save_to_disk folder is already on disk: stream it shard by shard all the same.
-            loaded = datasets.load_from_disk(str(local))
-            loaded = loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
-            return datasets.IterableDatasetDict({
-                split: ds.to_iterable_dataset(num_shards=max(1, min(64, len(ds) // 256)))
-                for split, ds in loaded.items()})
-        return datasets.load_dataset(name, data_args.dataset_config_name, revision=data_args.dataset_revision,
-                                     token=token, streaming=True)
-    except PipelineError:
-        raise
-    except Exception as err:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, HTTP, ...)
-        where = name or data_args.train_dir
-        raise PipelineError(f"cannot stream dataset '{where}': {type(err).__name__}: {first_line(err)}; check the "
-                            "path or dataset id, your network (or HF_HUB_OFFLINE), and HF_TOKEN for gated data"
-                            ) from err
 
 
 def _columns(ds: IterableDataset) -> tuple[list[str], dict]:
@@ -107,23 +55,6 @@ def _columns(ds: IterableDataset) -> tuple[list[str], dict]:
     return list(features), dict(features)
 
 
-def _pick(columns: list[str], features: dict, given: str | None, candidates: tuple[str, ...], kind: type,
-          what: str) -> str:
-    if given is not None:
-        if given not in columns:
-            raise PipelineError(f"{what} column '{given}' not in the stream (columns: {', '.join(columns)}); set "
-                                f"{what}_column_name to one of them")
-        return given
-    for name in candidates:
-        if name in columns:
-            return name
-    for name, feature in features.items():
-        if isinstance(feature, kind):
-            return name
-    raise PipelineError(f"no {what} column found in the stream (columns: {', '.join(columns)}); set "
-                        f"{what}_column_name")
-
-
 def canonical_columns(ds, image_column: str | None, label_column: str | None):
     """`ds` (map-style or streaming) with only `image` (left encoded) and `label` columns.
 
@@ -134,8 +65,8 @@ def canonical_columns(ds, image_column: str | None, label_column: str | None):
         columns, features = _columns(ds)
     else:
         columns, features = list(ds.column_names), dict(ds.features)
-    image_col = _pick(columns, features, image_column, IMAGE_COLUMNS + WEBDATASET_IMAGE_COLUMNS, datasets.Image,
-                      "image")
+    image_col = find_column(columns, features, image_column, IMAGE_COLUMNS + WEBDATASET_IMAGE_COLUMNS,
+                            datasets.Image, "image", where="the stream")
     if isinstance(features.get(image_col), datasets.Image):
         # Rows carry the encoded bytes: the loader workers decode them (torchvision), not datasets (PIL).
         ds = ds.cast_column(image_col, datasets.Image(decode=False))
@@ -145,8 +76,8 @@ def canonical_columns(ds, image_column: str | None, label_column: str | None):
         features = {**features, "label": None}
         label_col = "label"
     else:
-        label_col = _pick(columns, features, label_column, LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS, ClassLabel,
-                          "label")
+        label_col = find_column(columns, features, label_column, LABEL_COLUMNS + WEBDATASET_LABEL_COLUMNS,
+                                ClassLabel, "label", where="the stream")
     if isinstance(features.get(label_col), (datasets.List, datasets.LargeList)):
         raise PipelineError(f"label column '{label_col}' holds lists of labels (multi-label): streaming is "
                             "single-label only; load it without streaming (streaming: false)")
@@ -235,7 +166,22 @@ def stream_splits(data_args, seed: int, rank: int = 0, world_size: int = 1, toke
     train_raw = raw[data_args.train_split]
     train_rows = _split_rows(train_raw.info, data_args.train_split)
     train = canonical_columns(train_raw, data_args.image_column_name, data_args.label_column_name)
-    eval_rows_max = data_args.max_eval_samples or DEFAULT_STREAM_EVAL_ROWS
+    train, evals, eval_name, train_rows = _eval_stream(raw, train, train_rows, data_args, seed)
+    eval_rows = _read_eval_rows(evals, eval_name, data_args)
+    train, names = _index_labels(train, eval_rows, data_args)
+    eval_features = datasets.Features({"image": datasets.Image(), "label": ClassLabel(names=names)})
+    eval_ds = Dataset.from_list([{"image": _local_cell(r["image"]), "label": r["label"]} for r in eval_rows],
+                                features=eval_features)
+    train = _shuffle_and_shard(train, data_args, seed, rank, world_size)
+    name = data_args.dataset_name
+    return StreamSplits(train=train, eval=eval_ds, labels=names, eval_split_name=eval_name, train_rows=train_rows,
+                        hub_id=name if is_hub_id(name) else None, config_name=data_args.dataset_config_name)
+
+
+def _eval_stream(raw, train: IterableDataset, train_rows: int | None, data_args, seed: int
+                 ) -> tuple[IterableDataset, IterableDataset, str, int | None]:
+    """The eval split's stream and its name: `eval_split`, a usual eval split name, or train rows held out by hash
+    (then the training stream without them, and its row count scaled down)."""
     eval_name = data_args.eval_split or next((s for s in EVAL_SPLITS if s in raw and s != data_args.train_split),
                                              None)
     if data_args.eval_split and data_args.eval_split not in raw:
@@ -243,36 +189,45 @@ def stream_splits(data_args, seed: int, rank: int = 0, world_size: int = 1, toke
                             "eval_split")
     if eval_name is not None:
         evals = canonical_columns(raw[eval_name], data_args.image_column_name, data_args.label_column_name)
-    else:
-        # Held out by a hash of the image bytes: the same rows every epoch and on every process, never trained on.
-        evals = train.filter(HoldOut(data_args.train_val_split, seed, held=True))
-        train = train.filter(HoldOut(data_args.train_val_split, seed, held=False))
-        if train_rows:
-            train_rows = round(train_rows * (1 - data_args.train_val_split))
-        eval_name = f"{data_args.train_split} ({data_args.train_val_split:.0%} held out by image hash, seed {seed})"
+        return train, evals, eval_name, train_rows
+    # Held out by a hash of the image bytes: the same rows every epoch and on every process, never trained on.
+    evals = train.filter(HoldOut(data_args.train_val_split, seed, held=True))
+    train = train.filter(HoldOut(data_args.train_val_split, seed, held=False))
+    if train_rows:
+        train_rows = round(train_rows * (1 - data_args.train_val_split))
+    eval_name = f"{data_args.train_split} ({data_args.train_val_split:.0%} held out by image hash, seed {seed})"
+    return train, evals, eval_name, train_rows
+
+
+def _read_eval_rows(evals: IterableDataset, eval_name: str, data_args) -> list[dict]:
+    """The first `max_eval_samples` eval rows (1,000 by default), in memory."""
+    eval_rows_max = data_args.max_eval_samples or DEFAULT_STREAM_EVAL_ROWS
     eval_rows = list(evals.take(eval_rows_max))
     if not eval_rows:
         raise PipelineError(f"the eval split '{eval_name}' is empty: check the data or set eval_split")
     logger.info("Streaming: eval split %s read into memory (%d rows, at most %d: max_eval_samples)", eval_name,
                 len(eval_rows), eval_rows_max)
+    return eval_rows
 
+
+def _index_labels(train: IterableDataset, eval_rows: list[dict], data_args) -> tuple[IterableDataset, list[str]]:
+    """The class names (a ClassLabel's, else a first pass's), with train and eval labels as their indices."""
     feature = (train.features or {}).get("label")
     if isinstance(feature, ClassLabel):
-        names = list(feature.names)
-    else:
-        names, sampled = _label_names(train, eval_rows, data_args.streaming_label_rows)
-        logger.info("Streaming: %d label(s) from a first pass over %d training rows (streaming_label_rows: %d) and "
-                    "the eval rows: %s", len(names), sampled, data_args.streaming_label_rows,
-                    ", ".join(names[:20]) + (" ..." if len(names) > 20 else ""))
-        train = train.map(LabelIndex(names), batched=True, batch_size=256)
-        index = {name: i for i, name in enumerate(names)}
-        for row in eval_rows:
-            row["label"] = index[str(row["label"])]
-    eval_features = datasets.Features({"image": datasets.Image(), "label": ClassLabel(names=names)})
-    eval_ds = Dataset.from_list([{"image": _local_cell(r["image"]), "label": r["label"]} for r in eval_rows],
-                                features=eval_features)
+        return train, list(feature.names)
+    names, sampled = _label_names(train, eval_rows, data_args.streaming_label_rows)
+    logger.info("Streaming: %d label(s) from a first pass over %d training rows (streaming_label_rows: %d) and "
+                "the eval rows: %s", len(names), sampled, data_args.streaming_label_rows,
+                ", ".join(names[:20]) + (" ..." if len(names) > 20 else ""))
+    train = train.map(LabelIndex(names), batched=True, batch_size=256)
+    index = {name: i for i, name in enumerate(names)}
+    for row in eval_rows:
+        row["label"] = index[str(row["label"])]
+    return train, names
 
-    # Shuffle (seeded: shard order and buffer), then give each process its shards.
+
+def _shuffle_and_shard(train: IterableDataset, data_args, seed: int, rank: int, world_size: int) -> IterableDataset:
+    """Shuffle (seeded: shard order and buffer), then give each process its shards."""
     if data_args.shuffle_buffer_size > 0:
         # One input shard at a time: datasets cannot restore the state of interleaved shards in loader workers.
         train = train.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size, max_buffer_input_shards=1)
@@ -284,9 +239,7 @@ def stream_splits(data_args, seed: int, rank: int = 0, world_size: int = 1, toke
                            "1 in %d (a multiple of %d shards avoids it)", train.n_shards, world_size, world_size,
                            world_size)
         train = split_dataset_by_node(train, rank=rank, world_size=world_size)
-    name = data_args.dataset_name
-    return StreamSplits(train=train, eval=eval_ds, labels=names, eval_split_name=eval_name, train_rows=train_rows,
-                        hub_id=name if is_hub_id(name) else None, config_name=data_args.dataset_config_name)
+    return train
 
 
 def _local_cell(cell):

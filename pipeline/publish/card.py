@@ -120,7 +120,7 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
 
     Args:
         model_args, data_args, training_args: the run's parsed arguments.
-        splits: the `pipeline.data.load.Splits` it trained and evaluated on.
+        splits: the `pipeline.data.splits.Splits` it trained and evaluated on.
         result: the backend's `TrainResult`: its `scores` (the final evaluation) and `log_history` (the per-epoch
             table).
         recipe: the resolved recipe (shown in the card).

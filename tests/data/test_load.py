@@ -175,7 +175,7 @@ def test_corrupt_image_found_by_the_pixel_cache_pass(tmp_path):
 def test_split_folders_are_one_pattern_each(tmp_path, digits_folder):
     from pathlib import Path
 
-    from pipeline.data.load import image_split_folders
+    from pipeline.data.sources import image_split_folders
 
     assert image_split_folders(Path(digits_folder)) == {"train": f"{digits_folder}/train/**",
                                                         "validation": f"{digits_folder}/validation/**"}

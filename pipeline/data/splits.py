@@ -1,0 +1,51 @@
+"""What loading gives the rest of the pipeline: a train and an eval split with canonical `image` and `label` columns.
+
+`Splits` (map-style, `load.load_splits`) and `StreamSplits` (a training stream, `stream.stream_splits`) share their
+fields through `DataSplits`, so commands and the model card read either the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datasets import Dataset, IterableDataset
+
+# Split names taken as the eval split, in this order, when `eval_split` is not set.
+EVAL_SPLITS = ("validation", "valid", "val", "test")
+
+
+@dataclass
+class DataSplits:
+    """The two splits the pipeline trains and evaluates on, the class names, and what the card says about them."""
+
+    train: Dataset | IterableDataset
+    eval: Dataset
+    labels: list[str]
+    # How the eval split was obtained, for the model card: a split name, or "train (15% held out)".
+    eval_split_name: str
+    # Hub id of the dataset when there is one (cards link to it), else None.
+    hub_id: str | None = None
+    config_name: str | None = None
+    skipped_images: dict[str, int] = field(default_factory=dict)
+    # Multi-label: `label` holds multi-hot rows (one 0/1 float per class) instead of a ClassLabel id.
+    multi_label: bool = False
+    # Multi-label: images with no positive label ("no finding") per split, e.g. {"train": 12, "validation": 3}.
+    no_positive: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Splits(DataSplits):
+    """Map-style splits: both are `Dataset`s, loaded, subsampled and checked up front."""
+
+    train: Dataset
+
+
+@dataclass
+class StreamSplits(DataSplits):
+    """A training stream and a bounded, in-memory eval split; single-label only (`multi_label` stays False)."""
+
+    train: IterableDataset
+    # Training rows in the whole dataset when its metadata says (a Hub dataset_info), else None (unknown).
+    train_rows: int | None = None
