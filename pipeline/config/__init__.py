@@ -1,15 +1,10 @@
 """Typed configuration: the argument dataclasses, the strict recipe parser and the resolved recipe."""
 
-from pipeline.config.arguments import (
-    DATACLASSES,
-    RECIPE_FILE,
-    DataArguments,
-    ModelArguments,
-    PipelineTrainingArguments,
-)
+from pipeline.config.arguments import DATACLASSES, RECIPE_FILE, DataArguments, ModelArguments
 from pipeline.config.machine import speed_summary
 from pipeline.config.parser import RecipeParser, check_combination
 from pipeline.config.recipe import resolved_recipe, save_recipe
+from pipeline.config.training_args import PipelineTrainingArguments
 
 __all__ = [
     "DATACLASSES",

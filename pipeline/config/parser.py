@@ -16,7 +16,8 @@ import yaml
 from transformers import HfArgumentParser
 
 from pipeline import PipelineError
-from pipeline.config.arguments import DATACLASSES, DataArguments, ModelArguments, PipelineTrainingArguments
+from pipeline.config.arguments import DATACLASSES, DataArguments, ModelArguments
+from pipeline.config.training_args import PipelineTrainingArguments
 from pipeline.utils import OneLineErrors, one_line
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.config.arguments import RECIPE_FILE, PipelineTrainingArguments
+from pipeline.config.arguments import RECIPE_FILE
+from pipeline.config.training_args import PipelineTrainingArguments
 from pipeline.utils import plain
 
 # Never written to disk, logs or cards.

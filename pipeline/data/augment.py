@@ -13,7 +13,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 if TYPE_CHECKING:
-    from pipeline.config.arguments import DataArguments, PipelineTrainingArguments
+    from pipeline.config.arguments import DataArguments
+    from pipeline.config.training_args import PipelineTrainingArguments
 
 
 def image_steps(data_args: DataArguments, interpolation: InterpolationMode = InterpolationMode.BILINEAR) -> list:

@@ -14,7 +14,7 @@ from pipeline.training.loss import build_loss
 from pipeline.utils import TRAINER_STATE
 
 if TYPE_CHECKING:
-    from pipeline.config.arguments import PipelineTrainingArguments
+    from pipeline.config.training_args import PipelineTrainingArguments
 
 # The optimizer state file each backend writes into its checkpoints (`accelerator.save_state` / the Trainer).
 OPTIMIZER_FILES = {"accelerate": "optimizer.bin", "trainer": "optimizer.pt"}

@@ -7,7 +7,7 @@ import re
 import pytest
 from transformers import TrainerState
 
-from pipeline.config.arguments import PipelineTrainingArguments
+from pipeline.config.training_args import PipelineTrainingArguments
 from pipeline.training.progress import best_so_far, evaluation_line
 from tests.conftest import run_cli
 
