@@ -70,8 +70,6 @@ from pipeline.utils import writing
 logger = logging.getLogger(__name__)
 
 
-
-
 class AccelerateRecipe(CheckpointsMixin):
     """Fine-tune an image classifier with an `accelerate.Accelerator` loop: setup / train / save / cleanup.
 
@@ -110,7 +108,27 @@ class AccelerateRecipe(CheckpointsMixin):
         # A training stream (streaming: true) has no length; its loader is resumable and already this process's.
         self.stream = is_stream(train_dataset)
         self.num_train_rows = None if self.stream else len(train_dataset)
-        # Loss, training collator and EMA: built as the Trainer backend builds them.
+        train_collator = self._setup_techniques(model, image_processor, train_dataset)
+        if args.activation_checkpointing:  # `gradient_checkpointing` is its (deprecated) alias
+            # As the Trainer calls it: `every_n_layers` and `offload` are the method's own, the rest go to torch.
+            kwargs = dict(args.activation_checkpointing_kwargs or {})
+            every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None,
+                                                  every_n_layers=every_n_layers, offload=offload)
+        self._setup_loaders(train_dataset, eval_dataset, train_collator)
+        self._count_steps(self.num_train_rows)
+        self._setup_optimization(model)
+        acc.register_save_state_pre_hook(self._save_weights_unwrapped)
+        acc.register_load_state_pre_hook(self._load_weights_unwrapped)
+        if resume_from_checkpoint:
+            self._resume(resume_from_checkpoint)
+        if self.trackers:
+            acc.init_trackers(args.run_name or Path(args.output_dir).name, config=args.to_sanitized_dict())
+
+    def _setup_techniques(self, model, image_processor, train_dataset):
+        """The loss, the EMA, the callbacks and the `TrainerState`, as the Trainer backend builds them; returns the
+        training collator (MixUp / CutMix when asked)."""
+        args = self.args
         multi_label = is_multi_label(model)
         extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels),
                                  multi_label=multi_label)
@@ -118,7 +136,7 @@ class AccelerateRecipe(CheckpointsMixin):
         # multi-label).
         self.loss_fn = extras.loss or plain_loss(multi_label)
         self.ema = extras.ema
-        if self.ema is not None and is_sharded(acc):
+        if self.ema is not None and is_sharded(self.accelerator):
             raise PipelineError("ema_decay needs the full weights on every process: use DDP or DeepSpeed ZeRO-2, or "
                                 "set ema_decay: 0")
         # The Trainer's flow policy and every callback of the run (EMA, early stopping, Hub pushes, ...).
@@ -127,22 +145,25 @@ class AccelerateRecipe(CheckpointsMixin):
                                                   ReadableProgress(bars=not args.disable_tqdm)], model,
                                                  image_processor, None, None)
         self.state = new_state(args, self.callback_handler, self.control)
-        if args.activation_checkpointing:  # `gradient_checkpointing` is its (deprecated) alias
-            # As the Trainer calls it: `every_n_layers` and `offload` are the method's own, the rest go to torch.
-            kwargs = dict(args.activation_checkpointing_kwargs or {})
-            every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None,
-                                                  every_n_layers=every_n_layers, offload=offload)
+        return extras.train_collator
+
+    def _setup_loaders(self, train_dataset, eval_dataset, train_collator) -> None:
+        """The train and eval loaders, prepared by the accelerator (a stream's loader is already this process's)."""
+        args, acc = self.args, self.accelerator
         # MixUp / CutMix act on training batches only; evaluation batches keep their hard labels.
         eval_loader = build_loader(args, eval_dataset, args.per_device_eval_batch_size, shuffle=False)
         if self.stream:
-            self.train_loader = build_stream_loader(args, train_dataset, extras.train_collator)
+            self.train_loader = build_stream_loader(args, train_dataset, train_collator)
             self.eval_loader = acc.prepare(eval_loader)
         else:
             train_loader = build_loader(args, train_dataset, args.per_device_train_batch_size, shuffle=True,
-                                        collate_fn=extras.train_collator)
+                                        collate_fn=train_collator)
             self.train_loader, self.eval_loader = acc.prepare(train_loader, eval_loader)
-        self._count_steps(self.num_train_rows)
+
+    def _setup_optimization(self, model) -> None:
+        """The model and optimizer prepared by the accelerator, the scheduler over `state.max_steps`, and the
+        callback handler pointed at all of them."""
+        args, acc = self.args, self.accelerator
         fit_deepspeed_config(acc, args)
         optimizer = build_optimizer(model, args)
         self.model, self.optimizer = acc.prepare(model, optimizer)
@@ -155,12 +176,6 @@ class AccelerateRecipe(CheckpointsMixin):
         handler.model = acc.unwrap_model(self.model)
         handler.optimizer, handler.lr_scheduler = self.optimizer, self.scheduler
         handler.train_dataloader, handler.eval_dataloader = self.train_loader, self.eval_loader
-        acc.register_save_state_pre_hook(self._save_weights_unwrapped)
-        acc.register_load_state_pre_hook(self._load_weights_unwrapped)
-        if resume_from_checkpoint:
-            self._resume(resume_from_checkpoint)
-        if self.trackers:
-            acc.init_trackers(args.run_name or Path(args.output_dir).name, config=args.to_sanitized_dict())
 
     def _count_steps(self, num_train_samples: int | None) -> None:
         """Optimizer steps per epoch and in all, from the per-process loader (the Trainer's arithmetic)."""
@@ -195,7 +210,6 @@ class AccelerateRecipe(CheckpointsMixin):
         """Images per optimizer step, over all processes."""
         return (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
                 * self.accelerator.num_processes)
-
 
     # ---- train ----------------------------------------------------------------------------------------------------
 
