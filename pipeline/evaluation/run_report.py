@@ -52,12 +52,8 @@ def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str],
     logits, labels = predict_logits(model, dataset, image_processor, batch_size=batch_size, progress=progress)
     names = model_labels(model)
     if is_multi_label(model):
-        from pipeline.evaluation.multilabel import (
-            build_multilabel_report,
-            saved_thresholds,
-            sigmoid,
-            write_multilabel_report,
-        )
+        from pipeline.evaluation.multilabel import saved_thresholds, sigmoid
+        from pipeline.evaluation.multilabel_report import build_multilabel_report, write_multilabel_report
 
         # Dataset classes in the model's order (a single-label set counts one positive per image).
         multi_hot = np.zeros((len(labels), len(names)), dtype=np.int64)
@@ -123,7 +119,7 @@ def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: li
         (`confusion_matrix`, `pr_curves`, `training_curves`, `rollout`; None when not).
     """
     from pipeline.evaluation.inference import load_trained
-    from pipeline.evaluation.multilabel import PR_CURVES_PNG
+    from pipeline.evaluation.multilabel_report import PR_CURVES_PNG
     from pipeline.evaluation.plots import plot_rollouts, plot_training_curves
     from pipeline.evaluation.report import CONFUSION_PNG, class_table
     from pipeline.evaluation.rollout import has_attentions, rollout_images
