@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import PipelineError
+from pipeline.config.machine import images_per_step, planned_steps
 from pipeline.training.throughput import (
     REFERENCE_FILE,
     ExampleScriptTransform,
@@ -180,8 +181,9 @@ def startup_line(startup: dict) -> str:
             f"{startup['load_s']:.1f} s ({startup['ms_per_image']:.2f} ms per image){first}")
 
 
-def training_dataset(kind: str, splits, image_processor, data_args, args) -> tuple[object, str]:
-    """The training rows a configuration measures on (its transforms), and its settings in words."""
+def training_dataset(kind: str, splits, image_processor, data_args, args) -> tuple[object, str, float]:
+    """The training rows a configuration measures on (its transforms), its settings in words, and the seconds its
+    pixel cache took to build (0 without one)."""
     from pipeline.config import speed_summary
     from pipeline.data.prepare import prepare_dataset
 
@@ -189,17 +191,17 @@ def training_dataset(kind: str, splits, image_processor, data_args, args) -> tup
         from pipeline.data.stream import prepare_stream
 
         return prepare_stream(splits.train, image_processor, data_args), speed_summary(args, data_args) + (
-            ", streaming")
+            ", streaming"), 0.0
 
     if kind == "example_script":
         dataset = splits.train.with_transform(ExampleScriptTransform(image_processor))
         settings = speed_summary(args, dataclasses.replace(data_args, fast_transforms=False, pixel_cache=False))
         return dataset, settings.replace("per-image float transforms",
-                                         "example-script per-image PIL transforms (set_transform)")
+                                         "example-script per-image PIL transforms (set_transform)"), 0.0
     start = time.perf_counter()
     dataset = prepare_dataset(splits.train, image_processor, data_args, train=True,
                               num_proc=data_args.preprocessing_num_workers)
-    settings = speed_summary(args, data_args)
+    settings, seconds = speed_summary(args, data_args), 0.0
     if data_args.pixel_cache:
         # Paid once per dataset (then found again in the datasets cache), not per epoch: shown apart.
         seconds = time.perf_counter() - start
@@ -207,7 +209,35 @@ def training_dataset(kind: str, splits, image_processor, data_args, args) -> tup
     if len(dataset) < args.train_batch_size:
         raise PipelineError(f"{len(dataset)} training images, fewer than one batch of {args.train_batch_size}: "
                             "lower per_device_train_batch_size")
-    return dataset, settings
+    return dataset, settings, seconds
+
+
+def recipe_run(results: dict[str, Figures], steps: int | None, step_images: int, train_rows: int | None,
+               cache_seconds: dict[str, float]) -> dict | None:
+    """The recipe's whole run of training steps at each configuration's end-to-end rate, its pixel cache included
+    (evaluation not counted): what the per-step figures add up to over the recipe's epochs."""
+    if not steps:
+        return None
+    images = steps * step_images
+    seconds = {name: images / f.end_to_end_images_per_s + cache_seconds.get(name, 0.0)
+               for name, f in results.items() if f.end_to_end_images_per_s > 0}
+    run = {"steps": steps, "images": images, "epochs": images / train_rows if train_rows else None,
+           "seconds": seconds, "cache_seconds": cache_seconds}
+    if len(seconds) == 2:
+        run["ratio"] = seconds["reference"] / seconds["pipeline"]
+    return run
+
+
+def recipe_run_line(run: dict) -> str:
+    """The recipe's run in words: steps, epochs, seconds per configuration, and the speed-up."""
+    epochs = f", {run['epochs']:.1f} epochs" if run["epochs"] else ""
+    parts = []
+    for name, seconds in run["seconds"].items():
+        cache = run["cache_seconds"].get(name, 0.0)
+        parts.append(f"{name} {seconds:,.1f} s" + (f" (pixel cache {cache:.1f} s of it)" if cache else ""))
+    ratio = f": {run['ratio']:.2f}x" if "ratio" in run else ""
+    return (f"recipe run: {run['steps']:,} steps of {run['images'] // run['steps']} images{epochs}, training steps "
+            f"at the end-to-end rate: {', '.join(parts)}{ratio}")
 
 
 def measure(runs: dict, results: dict[str, Figures], model, image_processor, image_size, num_labels: int,
@@ -281,11 +311,14 @@ def main(argv: list[str]) -> dict:
     peak_flops, peak_source = device_peak(args.device)
 
     # Per configuration: its training rows (the transforms differ) and warm-up; then the measurements.
-    results, runs = {}, {}
+    train_rows = splits.train_rows if data_args.streaming else len(splits.train)
+    steps = planned_steps(args, train_rows) if args.max_steps > 0 or train_rows else None
+    results, runs, cache_seconds = {}, {}, {}
     for name, (kind, (_, config_data, config_args, _)) in configs.items():
         warmup = options.warmup if options.warmup is not None else (10 if config_args.torch_compile else 3)
         config_args.max_steps = warmup + options.steps
-        dataset, settings = training_dataset(kind, splits, image_processor, config_data, config_args)
+        dataset, settings, cache_seconds[name] = training_dataset(kind, splits, image_processor, config_data,
+                                                                  config_args)
         runs[name], results[name] = (config_args, dataset, warmup), Figures(settings=settings)
     startup["first_batch_s"] = first_batch_seconds(model, *runs["pipeline"][:2], image_processor)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -305,10 +338,12 @@ def main(argv: list[str]) -> dict:
     header = header_lines(recipe_path, where, model, image_size, (flops_per_image, flops_source),
                           (peak_flops, peak_source), args, options, runs,
                           splits.train_rows or "a stream of" if data_args.streaming else len(splits.train))
-    print(report(results, header) + "\n" + startup_line(startup), flush=True)
+    run = recipe_run(results, steps, images_per_step(args), train_rows, cache_seconds)
+    print(report(results, header) + "\n" + startup_line(startup) + (f"\n{recipe_run_line(run)}" if run else ""),
+          flush=True)
     figures_json = as_json(results, recipe_path, where, image_size, flops_per_image, (peak_flops, peak_source),
                            options)
-    figures_json["startup"] = startup
+    figures_json["startup"], figures_json["recipe_run"] = startup, run
     if options.json:
         Path(options.json).write_text(json.dumps(figures_json, indent=2) + "\n")
     return figures_json

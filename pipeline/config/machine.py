@@ -40,6 +40,31 @@ def _auto_precision(use_cpu: bool) -> tuple[bool, bool]:
     return bf16, not bf16
 
 
+def images_per_step(training_args) -> int:
+    """Training images in one optimizer step, over every process."""
+    return (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+            * training_args.world_size)
+
+
+def planned_steps(training_args, train_rows: int) -> int:
+    """The optimizer steps a map-style run takes: `max_steps`, else `num_train_epochs` over `train_rows` as the
+    Trainer counts them (the last, partial batch of an epoch is a step)."""
+    import math
+
+    if training_args.max_steps > 0:
+        return training_args.max_steps
+    batches = math.ceil(train_rows / (training_args.per_device_train_batch_size * training_args.world_size))
+    per_epoch = max(1, batches // training_args.gradient_accumulation_steps)
+    return math.ceil(per_epoch * training_args.num_train_epochs)
+
+
+def planned_epochs(training_args, train_rows: int) -> float:
+    """How many times the run reads each training image (epochs, from `max_steps` when it bounds the run)."""
+    if training_args.max_steps <= 0:
+        return float(training_args.num_train_epochs)
+    return training_args.max_steps * images_per_step(training_args) / max(train_rows, 1)
+
+
 def stream_schedule(training_args, train_rows: int | None) -> None:
     """Fit the training arguments to a stream: a number of steps, and steps (not epochs) between evaluations.
 
@@ -59,9 +84,8 @@ def stream_schedule(training_args, train_rows: int | None) -> None:
         if not train_rows:
             raise PipelineError("streaming: the stream's length is unknown, set max_steps (optimizer steps to train "
                                 "for)")
-        per_step = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-                    * training_args.world_size)
-        training_args.max_steps = max(1, math.ceil(train_rows * training_args.num_train_epochs / per_step))
+        training_args.max_steps = max(1, math.ceil(train_rows * training_args.num_train_epochs
+                                                   / images_per_step(training_args)))
     every = max(1, math.ceil(training_args.max_steps / 10))
     for strategy, steps, kind in (("eval_strategy", "eval_steps", IntervalStrategy),
                                   ("save_strategy", "save_steps", SaveStrategy),

@@ -55,6 +55,16 @@ def test_benchmark_command_prints_every_figure(tmp_path):
     assert re.search(r"start-up: 256 \+ 360 images loaded and checked in [\d.]+ s \([\d.]+ ms per image\); first "
                      r"training batch [\d.]+ s later", result.stdout), result.stdout
     assert figures["startup"]["load_s"] > 0 and figures["startup"]["first_batch_s"] > 0
+    # The recipe's whole run at those rates: its epochs over the 256 images, the seconds each configuration takes.
+    recipe = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
+    batch, run = recipe["per_device_train_batch_size"], figures["recipe_run"]
+    assert run["steps"] == -(-256 // batch) * recipe["num_train_epochs"] and run["images"] == run["steps"] * batch
+    for name, config in figures["configurations"].items():
+        assert run["seconds"][name] == pytest.approx(
+            run["images"] / config["end_to_end_images_per_s"] + run["cache_seconds"][name])
+    assert run["ratio"] == pytest.approx(run["seconds"]["reference"] / run["seconds"]["pipeline"])
+    assert re.search(rf"recipe run: {run['steps']:,} steps of {batch} images, [\d.]+ epochs, training steps at the "
+                     r"end-to-end rate: pipeline [\d.,]+ s.*reference [\d.,]+ s: [\d.]+x", result.stdout), result.stdout
 
 
 @pytest.mark.slow
