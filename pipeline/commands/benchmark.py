@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import PipelineError
-from pipeline.config.machine import images_per_step, planned_steps
+from pipeline.config.machine import images_per_step, planned_epochs, planned_steps
 from pipeline.training.throughput import (
     REFERENCE_FILE,
     ExampleScriptTransform,
@@ -298,6 +298,7 @@ def main(argv: list[str]) -> dict:
     set_seed(args.seed)
 
     # Data, image processor and model, once: every configuration trains on the same rows from the same weights.
+    from pipeline.data.cache import resolve_pixel_cache
     from pipeline.data.transforms import image_spec
     from pipeline.model.load import load_image_processor, load_model
     from pipeline.model.prepare import prepare_model
@@ -316,6 +317,10 @@ def main(argv: list[str]) -> dict:
     results, runs, cache_seconds = {}, {}, {}
     for name, (kind, (_, config_data, config_args, _)) in configs.items():
         warmup = options.warmup if options.warmup is not None else (10 if config_args.torch_compile else 3)
+        if kind != "example_script" and not config_data.streaming:
+            # As `train` decides it: the recipe's epochs over these images (before max_steps becomes the timed steps).
+            config_data = resolve_pixel_cache(config_data, image_processor, splits.train, splits.eval,
+                                              planned_epochs(config_args, len(splits.train)))
         config_args.max_steps = warmup + options.steps
         dataset, settings, cache_seconds[name] = training_dataset(kind, splits, image_processor, config_data,
                                                                   config_args)

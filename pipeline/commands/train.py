@@ -129,6 +129,20 @@ def _prepare_data(splits, image_processor, data_args, training_args):
                                 num_proc=data_args.preprocessing_num_workers, skipped=splits.skipped_images)
 
 
+def _decide_pixel_cache(data_args, training_args, splits, image_processor, recipe: dict):
+    """`pixel_cache` unset: on or off for these splits and this run's epochs (`data.cache.choose_pixel_cache`); the
+    resolved recipe records the decision."""
+    if data_args.streaming:
+        return data_args
+    from pipeline.config.machine import planned_epochs
+    from pipeline.data.cache import resolve_pixel_cache
+
+    data_args = resolve_pixel_cache(data_args, image_processor, splits.train, splits.eval,
+                                    planned_epochs(training_args, len(splits.train)))
+    recipe["pixel_cache"] = data_args.pixel_cache
+    return data_args
+
+
 def _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics):
     """After training, on the main process: peak memory, the saved (merged) model, multi-label thresholds, the
     evaluation report and training curves. Returns the model to describe and what the card shows of them."""
@@ -195,6 +209,7 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     if resume_from:
         check_same_labels(resume_from, splits.labels)
     image_processor, model = _load_model(model_args, training_args, splits, token)
+    data_args = _decide_pixel_cache(data_args, training_args, splits, image_processor, recipe)
     train_dataset, eval_dataset = _prepare_data(splits, image_processor, data_args, training_args)
     logger.info("Speed settings: %s", speed_summary(training_args, data_args))
     if is_main:

@@ -182,13 +182,14 @@ class DataArguments:
             "normalize whole batches on the device; false: every step per image, in float, in the workers."
         },
     )
-    pixel_cache: bool = field(
-        default=False,
+    pixel_cache: bool | None = field(
+        default=None,
         metadata={
             "help": "With fast_transforms: decode every image once before training and keep its uint8 pixels in the "
             "datasets cache (training images at 8/7 of the model's size, eval images as the exact model input), so "
-            "epochs crop pixels instead of decoding files. About 200 KB of disk per image at 224 px: for datasets "
-            "read over many epochs."
+            "epochs crop pixels instead of decoding files. About 200 KB of disk per image at 224 px. Unset: on when "
+            "the run reads every image at least twice and the cache takes at most 10 GiB and a quarter of the free "
+            "disk (the log and the resolved recipe say which); true / false: always / never."
         },
     )
 

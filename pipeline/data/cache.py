@@ -8,6 +8,10 @@ equals the processor.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
+import shutil
 from collections.abc import Callable
 
 import numpy as np
@@ -16,7 +20,12 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from pipeline.data.decode import decode_rgb
-from pipeline.data.transforms import ImageSpec
+from pipeline.data.transforms import ImageSpec, image_spec
+
+logger = logging.getLogger(__name__)
+
+# `pixel_cache` unset: the most disk the cache may take on its own (and never over a quarter of what is free).
+AUTO_CACHE_MAX_BYTES = 10 * 2**30
 
 
 class Shrink(torch.nn.Module):
@@ -94,6 +103,56 @@ def cache_pixels(dataset, transform: Callable, num_proc: int | None = None, desc
 def cache_size(spec: ImageSpec) -> int:
     """Shorter side of cached training images: 8/7 of the model's input (256 px for 224 px)."""
     return -(-min(spec.output_size) * 8 // 7)
+
+
+def cache_bytes(spec: ImageSpec, train_rows: int, eval_rows: int) -> int:
+    """About how much disk the pixel cache of both splits takes: training images at `cache_size` on their shorter
+    side (counted as 4:3 photos), eval images as the exact model input."""
+    side = cache_size(spec)
+    height, width = spec.output_size
+    return 3 * (train_rows * side * side * 4 // 3 + eval_rows * height * width)
+
+
+def _cache_folder(dataset) -> str:
+    import datasets
+
+    files = dataset.cache_files
+    return os.path.dirname(files[0]["filename"]) if files else str(datasets.config.HF_DATASETS_CACHE)
+
+
+def choose_pixel_cache(data_args, spec: ImageSpec, train, evals, epochs: float) -> tuple[bool, str]:
+    """Whether to build the pixel cache, and why in words.
+
+    `pixel_cache: true / false` is kept as set. Unset, the cache is built when it pays and fits: the fast transforms
+    on map-style data, every training image read at least twice (`epochs` >= 2: the cache pass costs about one
+    epoch of decoding), and the cache at most `AUTO_CACHE_MAX_BYTES` and a quarter of the free disk where datasets
+    keeps it.
+    """
+    if data_args.pixel_cache is not None:
+        return data_args.pixel_cache, "set in the recipe"
+    if data_args.streaming or not data_args.fast_transforms:
+        return False, "streaming" if data_args.streaming else "fast_transforms is false"
+    if epochs < 2:
+        return False, f"each training image is read {epochs:.1f} times (the cache pays from 2 epochs)"
+    folder = _cache_folder(train)
+    need = cache_bytes(spec, len(train), len(evals))
+    existing = folder
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)  # the cache folder may not exist yet: the disk it will be on
+    free = shutil.disk_usage(existing).free
+    if need > min(AUTO_CACHE_MAX_BYTES, free // 4):
+        return False, (f"it would take about {need / 2**30:.1f} GiB of {free / 2**30:.1f} GiB free in {folder} "
+                       f"(at most {AUTO_CACHE_MAX_BYTES / 2**30:.0f} GiB and a quarter of the free disk)")
+    return True, (f"{epochs:.0f} epochs over {len(train):,} images, about {need / 2**20:,.0f} MiB in {folder}; "
+                  "pixel_cache: false decodes every epoch instead")
+
+
+def resolve_pixel_cache(data_args, image_processor, train, evals, epochs: float):
+    """The data arguments with `pixel_cache` decided (`choose_pixel_cache`), the decision logged when it was unset."""
+    use, why = choose_pixel_cache(data_args, image_spec(image_processor), train, evals, epochs)
+    if data_args.pixel_cache is None:
+        logger.info("Pixel cache %s: %s", "on" if use else "off", why)
+    return dataclasses.replace(data_args, pixel_cache=use)
 
 
 def drop_unreadable(cached, split: str, policy: str, skipped: dict[str, int] | None = None):

@@ -65,3 +65,43 @@ def test_train_with_pixel_cache_and_reload_with_pipeline(tiny_vit, photos_parque
     with torch.no_grad():
         loss = model(**inputs, labels=labels).loss.item()
     assert loss == pytest.approx(json.loads((out / "eval_results.json").read_text())["eval_loss"], abs=1e-5)
+
+
+def _split(rows: int):
+    import datasets
+
+    return datasets.Dataset.from_dict({"label": list(range(rows))})
+
+
+@pytest.mark.parametrize(("set_to", "epochs", "expected"), [
+    (None, 3.0, True),     # unset: a few epochs over a small set pay for the cache
+    (None, 1.0, False),    # one read per image: caching is a second decode pass for nothing
+    (False, 40.0, False),  # set: kept as set
+    (True, 1.0, True),
+])
+def test_pixel_cache_unset_is_decided_by_the_epochs(set_to, epochs, expected):
+    from transformers import ViTImageProcessor
+
+    from pipeline.config import DataArguments
+    from pipeline.data.cache import choose_pixel_cache, resolve_pixel_cache
+
+    data_args = DataArguments(dataset_name="x", pixel_cache=set_to)
+    use, why = choose_pixel_cache(data_args, image_spec(ViTImageProcessor()), _split(500), _split(100), epochs)
+    assert use is expected and why
+    resolved = resolve_pixel_cache(data_args, ViTImageProcessor(), _split(500), _split(100), epochs)
+    assert resolved.pixel_cache is expected and data_args.pixel_cache is set_to
+
+
+def test_pixel_cache_unset_stays_off_when_the_cache_would_be_too_big():
+    from transformers import ViTImageProcessor
+
+    from pipeline.config import DataArguments
+    from pipeline.data.cache import AUTO_CACHE_MAX_BYTES, cache_bytes, choose_pixel_cache
+
+    # 4,096 px inputs: about 90 MB of pixels per training image, so 200 images are over the 10 GiB bound.
+    spec = image_spec(ViTImageProcessor(size={"height": 4096, "width": 4096}))
+    assert cache_bytes(spec, 200, 20) > AUTO_CACHE_MAX_BYTES
+    use, why = choose_pixel_cache(DataArguments(dataset_name="x"), spec, _split(200), _split(20), 10.0)
+    assert not use and "GiB" in why
+    # 224 px: 500 + 100 images are about 110 MB, well within it.
+    assert cache_bytes(image_spec(ViTImageProcessor()), 500, 100) == 3 * (500 * 256 * 256 * 4 // 3 + 100 * 224 * 224)
