@@ -18,13 +18,16 @@ def parse(*flags: str):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU defaults")
 def test_cpu_defaults(tmp_path):
-    _, data_args, args, _ = parse("--output_dir", str(tmp_path))
+    # No recipe (the quickstart sets its own loader workers): the defaults alone.
+    _, data_args, args, _ = RecipeParser().parse(["--model_name_or_path", str(REPO / "recipes/models/vit-tiny-digits"),
+                                                  "--dataset_name", "builtin:digits", "--output_dir", str(tmp_path)])
     assert (args.bf16, args.fp16, args.tf32) == (False, False, None)  # fp32 on CPU
     assert str(getattr(args.optim, "value", args.optim)) == "adamw_torch_fused"
     assert args.dataloader_num_workers == _default_workers()
     assert args.dataloader_persistent_workers == (args.dataloader_num_workers > 0)
     assert args.dataloader_pin_memory is False  # no GPU to copy to
     assert data_args.fast_transforms is True
+    assert data_args.pixel_cache is None  # decided once the data is loaded (data.cache.choose_pixel_cache)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
