@@ -243,6 +243,37 @@ def main(argv: list[str]) -> list[dict]:
         if not argv:
             raise PipelineError("compare needs a RECIPE.yaml, --models and --output_dir")
         return []
+    output, runs = _plan_runs(argv)
+    # Every run's configuration is checked before the first one trains: a typo in the last override fails now.
+    from pipeline.config import RecipeParser
+
+    for name, _, _, run_argv in runs:
+        _, _, training_args, _ = RecipeParser(prog="vit-pipeline compare").parse(run_argv)
+        if training_args.push_to_hub:
+            raise PipelineError(f"compare does not push ({name} and the others would share one repo): set "
+                                "--push_to_hub false, then push the folder you choose with vit-pipeline push")
+    setup_logging()
+    import torch
+
+    from pipeline.evaluation.inference import default_device
+
+    device = default_device()
+    output.mkdir(parents=True, exist_ok=True)
+    rows = [_train_and_measure(index, len(runs), run, output, device) for index, run in enumerate(runs, 1)]
+
+    command = "vit-pipeline compare " + " ".join(argv)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} "\
+                                                                                   "threads)"
+    write_csv(rows, output / "comparison.csv")
+    write_markdown(rows, output / "comparison.md", command, device_name)
+    write_plot(rows, output / "comparison.png")
+    logger.info("Comparison of %d models written to %s (comparison.md, comparison.csv, comparison.png)", len(rows),
+                output)
+    return rows
+
+
+def _plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, dict, str, list[str]]]]:
+    """compare's own options, checked, and one (model, overrides, folder, train argv) per `--models` entry."""
     own, shared = split_argv(argv, {"models": "many", "output_dir": "one"})
     if not own.get("models"):
         raise PipelineError("compare needs --models M1 M2 ... (Hub ids or folders, each optionally :key=value,...)")
@@ -261,55 +292,35 @@ def main(argv: list[str]) -> list[dict]:
     duplicate = next((f for i, (_, _, f, _) in enumerate(runs) if f in [r[2] for r in runs[:i]]), None)
     if duplicate:
         raise PipelineError(f"--models lists the same model and overrides twice ({duplicate}): drop one")
+    return output, runs
 
-    # Every run's configuration is checked before the first one trains: a typo in the last override fails now.
-    from pipeline.config import RecipeParser
 
-    for name, _, _, run_argv in runs:
-        _, _, training_args, _ = RecipeParser(prog="vit-pipeline compare").parse(run_argv)
-        if training_args.push_to_hub:
-            raise PipelineError(f"compare does not push ({name} and the others would share one repo): set "
-                                "--push_to_hub false, then push the folder you choose with vit-pipeline push")
-    setup_logging()
+def _train_and_measure(index: int, total: int, run: tuple[str, dict, str, list[str]], output: Path, device) -> dict:
+    """Train one model (or keep its row when an earlier comparison finished it), measure it, and write its row."""
     import torch
 
     from pipeline.commands.train import main as train
-    from pipeline.evaluation.inference import default_device
     from pipeline.training.throughput import _peak_memory_mib, _reset_peak_memory
 
-    device = default_device()
-    output.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for index, (name, overrides, folder, run_argv) in enumerate(runs, 1):
-        run_dir = output / folder
-        if _finished(run_dir):
-            row = json.loads((run_dir / ROW_FILE).read_text())
-            if row.get("argv") not in (None, run_argv):
-                raise PipelineError(f"{run_dir} was trained with other settings ({' '.join(row['argv'])}): use a new "
-                                    "--output_dir, or delete that folder to train it again")
-            logger.info("compare [%d/%d] %s: finished earlier, kept (%s)", index, len(runs), name, run_dir)
-            rows.append(row)
-            continue
-        logger.info("compare [%d/%d] %s%s -> %s", index, len(runs), name,
-                    f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "", run_dir)
-        _reset_peak_memory(device)
-        train(run_argv)
-        peak = _peak_memory_mib(device)
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        row = {"model": name, "overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()), **read_metrics(run_dir),
-               "peak_memory_mib": peak, **measure_folder(run_dir, device), "folder": folder, "argv": run_argv}
-        # Written last: its presence marks the model finished for a resumed comparison.
-        (run_dir / ROW_FILE).write_text(json.dumps(row, indent=2) + "\n")
-        rows.append(row)
-
-    command = "vit-pipeline compare " + " ".join(argv)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} "\
-                                                                                   "threads)"
-    write_csv(rows, output / "comparison.csv")
-    write_markdown(rows, output / "comparison.md", command, device_name)
-    write_plot(rows, output / "comparison.png")
-    logger.info("Comparison of %d models written to %s (comparison.md, comparison.csv, comparison.png)", len(rows),
-                output)
-    return rows
+    name, overrides, folder, run_argv = run
+    run_dir = output / folder
+    if _finished(run_dir):
+        row = json.loads((run_dir / ROW_FILE).read_text())
+        if row.get("argv") not in (None, run_argv):
+            raise PipelineError(f"{run_dir} was trained with other settings ({' '.join(row['argv'])}): use a new "
+                                "--output_dir, or delete that folder to train it again")
+        logger.info("compare [%d/%d] %s: finished earlier, kept (%s)", index, total, name, run_dir)
+        return row
+    logger.info("compare [%d/%d] %s%s -> %s", index, total, name,
+                f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "", run_dir)
+    _reset_peak_memory(device)
+    train(run_argv)
+    peak = _peak_memory_mib(device)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    row = {"model": name, "overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()), **read_metrics(run_dir),
+           "peak_memory_mib": peak, **measure_folder(run_dir, device), "folder": folder, "argv": run_argv}
+    # Written last: its presence marks the model finished for a resumed comparison.
+    (run_dir / ROW_FILE).write_text(json.dumps(row, indent=2) + "\n")
+    return row

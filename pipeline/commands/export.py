@@ -179,7 +179,6 @@ def main(argv: list[str]) -> dict:
     from huggingface_hub import get_token
 
     from pipeline.data.load import load_splits
-    from pipeline.data.transforms import image_spec
     from pipeline.evaluation.inference import load_trained, match_labels
 
     token = get_token()
@@ -191,17 +190,7 @@ def main(argv: list[str]) -> dict:
     labels = np.asarray(match_labels(splits.labels, model))[
         np.asarray(splits.eval.select_columns(["label"]).with_format(None)["label"][:])]
 
-    # Export.
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    size = image_spec(image_processor).output_size
-    exporter = "optimum" if Path(name).is_dir() and export_with_optimum(name, out, args.opset) else "torch.onnx"
-    if exporter == "torch.onnx":
-        export_with_torch(model, size, out / ONNX_FILE, args.opset)
-    model.config.save_pretrained(out)
-    image_processor.save_pretrained(out)
-    if args.quantize == "dynamic":
-        quantize_dynamic(out / ONNX_FILE, out / QUANTIZED_FILE)
+    out, size, exporter = _export(name, model, image_processor, args)
 
     # Parity on real images.
     import onnxruntime
@@ -210,18 +199,8 @@ def main(argv: list[str]) -> dict:
     sessions = {key: onnxruntime.InferenceSession(str(out / file), providers=["CPUExecutionProvider"])
                 for key, file in files.items()}
     checked = parity(model, sessions, splits.eval, image_processor, labels, args.batch_size)
-    report = {
-        "model": name, "format": args.format, "exporter": exporter, "opset": args.opset, "file": ONNX_FILE,
-        "input_size": list(size),
-        "parity": {"dataset": data_args.dataset_name or data_args.train_dir, "split": splits.eval_split_name,
-                   "num_images": int(len(labels)), "atol": args.atol, **checked["onnx"],
-                   "accuracy_pytorch": checked["pytorch"]["accuracy"]},
-    }
-    report["parity"]["within_atol"] = report["parity"]["max_abs_logit_diff"] <= args.atol
-    if "quantized" in checked:
-        quantized = checked["quantized"]
-        report["quantized"] = {"file": QUANTIZED_FILE, "method": "dynamic int8 weights (onnxruntime)", **quantized,
-                               "accuracy_change": quantized["accuracy"] - checked["pytorch"]["accuracy"]}
+    report = _report(name, args, exporter, size, checked, dataset=data_args.dataset_name or data_args.train_dir,
+                     split=splits.eval_split_name, num_images=int(len(labels)))
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     p = report["parity"]
     print(f"Exported {name} to {out / ONNX_FILE} ({exporter}, opset {args.opset}); on {p['num_images']} images of "
@@ -234,4 +213,39 @@ def main(argv: list[str]) -> dict:
     if not p["within_atol"]:
         raise PipelineError(f"the ONNX model's logits differ from PyTorch's by up to {p['max_abs_logit_diff']:.2e} "
                             f"(more than --atol {args.atol:g}): see {out / REPORT_FILE}")
+    return report
+
+
+def _export(name: str, model, image_processor, args) -> tuple[Path, tuple[int, int], str]:
+    """Write model.onnx (optimum for a local folder when it can, else torch.onnx), the config and the image
+    processor, and the quantized model when asked. Returns the folder, the input size and the exporter used."""
+    from pipeline.data.transforms import image_spec
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    size = image_spec(image_processor).output_size
+    exporter = "optimum" if Path(name).is_dir() and export_with_optimum(name, out, args.opset) else "torch.onnx"
+    if exporter == "torch.onnx":
+        export_with_torch(model, size, out / ONNX_FILE, args.opset)
+    model.config.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    if args.quantize == "dynamic":
+        quantize_dynamic(out / ONNX_FILE, out / QUANTIZED_FILE)
+    return out, size, exporter
+
+
+def _report(name: str, args, exporter: str, size: tuple[int, int], checked: dict, *, dataset: str, split: str,
+            num_images: int) -> dict:
+    """export_report.json: what was exported, and the parity of each exported model with PyTorch."""
+    report = {
+        "model": name, "format": args.format, "exporter": exporter, "opset": args.opset, "file": ONNX_FILE,
+        "input_size": list(size),
+        "parity": {"dataset": dataset, "split": split, "num_images": num_images, "atol": args.atol,
+                   **checked["onnx"], "accuracy_pytorch": checked["pytorch"]["accuracy"]},
+    }
+    report["parity"]["within_atol"] = report["parity"]["max_abs_logit_diff"] <= args.atol
+    if "quantized" in checked:
+        quantized = checked["quantized"]
+        report["quantized"] = {"file": QUANTIZED_FILE, "method": "dynamic int8 weights (onnxruntime)", **quantized,
+                               "accuracy_change": quantized["accuracy"] - checked["pytorch"]["accuracy"]}
     return report

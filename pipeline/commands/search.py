@@ -223,6 +223,40 @@ def main(argv: list[str]) -> dict:
         if not argv:
             raise PipelineError("search needs a RECIPE.yaml, --n_trials and --output_dir")
         return {}
+    n_trials, output, space_file, shared = _parse_search_options(argv)
+    try:
+        import optuna
+    except ImportError as err:
+        raise PipelineError("search needs the search extra: pip install 'vit-pipeline[search]'") from err
+    # The recipe and flags, checked once; the space's keys and both ends of each range are checked too.
+    training_args, metric, maximize, space = _check_recipe_and_space(shared, space_file, output)
+
+    setup_logging()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    output.mkdir(parents=True, exist_ok=True)
+    study = _open_study(optuna, output, space, shared, seed=training_args.seed, maximize=maximize)
+    logger.info("search: %d trial(s) of %s on eval %s (%s), study %s (%d trial(s) so far)", n_trials,
+                ", ".join(space), metric, "maximize" if maximize else "minimize", output / "study.db",
+                len(study.trials))
+    try:
+        study.optimize(_objective(space, shared, output, metric), n_trials=n_trials, gc_after_trial=True)
+    finally:
+        # Written after every session, interrupted or not: what has finished so far.
+        write_trials(study, space, output / "trials.csv")
+        if any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials):
+            write_history(study, metric, output / "optimization_history.png", maximize)
+    best_recipe = write_best_recipe(study, output, metric, push_to_hub=training_args.push_to_hub)
+    if best_recipe is None:
+        raise PipelineError(f"no trial of {output / 'study.db'} completed (all pruned or failed): see "
+                            f"{output / 'trials.csv'}")
+    logger.info("search: best trial %d, eval %s %.4f (%s); rerun it with: vit-pipeline train %s",
+                study.best_trial.number, metric, study.best_value,
+                ", ".join(f"{k}={v}" for k, v in study.best_params.items()), best_recipe)
+    return {"best_value": study.best_value, "best_params": study.best_params, "n_trials": len(study.trials)}
+
+
+def _parse_search_options(argv: list[str]) -> tuple[int, Path, str | None, list[str]]:
+    """search's own options (--n_trials, --output_dir, --space), checked; the rest is the recipe and its flags."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise PipelineError("search runs its trials one after another in one process: launch it without "
                             "torchrun / accelerate launch (WORLD_SIZE > 1), or search on one GPU per study")
@@ -235,13 +269,12 @@ def main(argv: list[str]) -> dict:
         raise PipelineError(f"--n_trials must be at least 1 (got {n_trials})")
     if not own.get("output_dir"):
         raise PipelineError("search needs --output_dir S (the study, trials and best recipe are written there)")
-    try:
-        import optuna
-    except ImportError as err:
-        raise PipelineError("search needs the search extra: pip install 'vit-pipeline[search]'") from err
-    output = Path(own["output_dir"]).resolve()
+    return n_trials, Path(own["output_dir"]).resolve(), own.get("space"), shared
 
-    # The recipe and flags, checked once; the space's keys and both ends of each range are checked too.
+
+def _check_recipe_and_space(shared: list[str], space_file: str | None, output: Path) -> tuple[object, str, bool, dict]:
+    """Parse the recipe once, read the space, and parse the recipe at both ends of every range (bad values stop the
+    search before any trial). Returns the training arguments, the metric, whether it is maximized, and the space."""
     from pipeline.config import RecipeParser
     from pipeline.model.load import load_config
 
@@ -250,21 +283,22 @@ def main(argv: list[str]) -> dict:
     metric = (training_args.metric_for_best_model or "loss").removeprefix("eval_")
     maximize = bool(training_args.greater_is_better) if training_args.greater_is_better is not None else (
         metric != "loss")
-    space = read_space(own.get("space"), set(parser.known_fields()), load_config(model_args).model_type)
+    space = read_space(space_file, set(parser.known_fields()), load_config(model_args).model_type)
     for end in ("low", "high"):
         values = {k: (s["choices"][0 if end == "low" else -1] if "choices" in s else s[end]) for k, s in space.items()}
         RecipeParser(prog="vit-pipeline search").parse([*shared, *as_flags(values), "--output_dir", str(output)])
+    return training_args, metric, maximize, space
 
-    setup_logging()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    output.mkdir(parents=True, exist_ok=True)
+
+def _open_study(optuna, output: Path, space: dict, shared: list[str], *, seed: int, maximize: bool):
+    """Create or continue the study in output/study.db, warning when its space or recipe settings changed."""
     storage = f"sqlite:///{output / 'study.db'}"
     study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=True,
                                 direction="maximize" if maximize else "minimize",
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
     _close_interrupted(study)
     # A fresh seed per session: a continued study must not propose the same first values again.
-    study.sampler = optuna.samplers.TPESampler(seed=training_args.seed + len(study.trials), n_startup_trials=5)
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=5)
     known_space = study.user_attrs.get("space")
     if known_space is not None and known_space != space:
         logger.warning("the search space differs from the one this study started with: the trials mix both")
@@ -273,10 +307,11 @@ def main(argv: list[str]) -> dict:
         logger.warning("this study's earlier trials ran with other recipe settings (%s): the trials mix both",
                        " ".join(study.user_attrs["argv"]))
     study.set_user_attr("argv", shared)
-    logger.info("search: %d trial(s) of %s on eval %s (%s), study %s (%d trial(s) so far)", n_trials,
-                ", ".join(space), metric, "maximize" if maximize else "minimize", output / "study.db",
-                len(study.trials))
+    return study
 
+
+def _objective(space: dict, shared: list[str], output: Path, metric: str):
+    """The trial function: train with the trial's values in output/trial-NNN, return its eval metric."""
     from pipeline.commands.train import main as train
 
     def objective(trial):
@@ -292,18 +327,4 @@ def main(argv: list[str]) -> dict:
                                 f"({', '.join(sorted(metrics))})")
         return float(metrics[metric])
 
-    try:
-        study.optimize(objective, n_trials=n_trials, gc_after_trial=True)
-    finally:
-        # Written after every session, interrupted or not: what has finished so far.
-        write_trials(study, space, output / "trials.csv")
-        if any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials):
-            write_history(study, metric, output / "optimization_history.png", maximize)
-    best_recipe = write_best_recipe(study, output, metric, push_to_hub=training_args.push_to_hub)
-    if best_recipe is None:
-        raise PipelineError(f"no trial of {output / 'study.db'} completed (all pruned or failed): see "
-                            f"{output / 'trials.csv'}")
-    logger.info("search: best trial %d, eval %s %.4f (%s); rerun it with: vit-pipeline train %s",
-                study.best_trial.number, metric, study.best_value,
-                ", ".join(f"{k}={v}" for k, v in study.best_params.items()), best_recipe)
-    return {"best_value": study.best_value, "best_params": study.best_params, "n_trials": len(study.trials)}
+    return objective
