@@ -235,7 +235,8 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     model, shown = _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics)
 
     # Model card, push.
-    from pipeline.publish.card import card_inputs, write_card
+    from pipeline.publish.card import write_card
+    from pipeline.publish.card_inputs import card_inputs
 
     write_card(card_inputs(model_args, data_args, training_args, splits=splits, result=result, recipe=recipe,
                            architecture=type(model).__name__, image_processor=image_processor,

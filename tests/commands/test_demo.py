@@ -39,7 +39,8 @@ def save_demo_model(path: Path, vit: bool = True) -> Path:
         ViTImageProcessor,
     )
 
-    from pipeline.publish.card import CardInputs, write_card
+    from pipeline.publish.card import write_card
+    from pipeline.publish.card_inputs import CardInputs
 
     torch.manual_seed(0)
     labels = {"id2label": dict(enumerate(LABELS)), "label2id": {name: i for i, name in enumerate(LABELS)}}

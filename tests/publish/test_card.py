@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from huggingface_hub import ModelCard, metadata_load
 
-from pipeline.publish.card import CardInputs, epoch_results, project_url, write_card
+from pipeline.publish.card import project_url, write_card
+from pipeline.publish.card_inputs import CardInputs, epoch_results
 from pipeline.utils import is_hub_id
 
 

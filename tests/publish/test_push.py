@@ -233,7 +233,8 @@ def test_push_command_publishes_a_finished_folder(run, hub_server, capsys):
 
 
 def test_pushed_card_is_the_card_rendered_for_the_repo_id():
-    from pipeline.publish.card import CardInputs, render_card
+    from pipeline.publish.card import render_card
+    from pipeline.publish.card_inputs import CardInputs
 
     inputs = dict(model_source="google/vit-base-patch16-224-in21k", from_scratch=False, architecture="ViT",
                   labels=["cat", "dog"], eval_metrics={"accuracy": 0.9, "f1": 0.8}, eval_split="validation",

@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 from pipeline import PipelineError
 from pipeline.cli import train_main
 from pipeline.config import RecipeParser
-from pipeline.publish.card import epoch_results
+from pipeline.publish.card_inputs import epoch_results
 from pipeline.training.shared import check_checkpoint
 from tests.commands.test_train import check_output
 from tests.conftest import FAST, REPO, photos, run_cli, to_dataset
