@@ -22,6 +22,11 @@ os.environ["HF_DATASETS_CACHE"] = str(_CACHE / "datasets")
 os.environ["VIT_PIPELINE_CACHE"] = str(_CACHE / "builtin")
 os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch (OpenMP / MKL) thread in this process and in every command a test starts (they inherit the environment):
+# the tiny models gain nothing from a second thread, and on 2 shared cores the threads of one process spin against
+# each other and against the other processes (measured: a 38-step run 33 s on 2 threads, 16 s on 1, at load 5).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -220,6 +225,37 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int 
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """`vit-pipeline ARGS` in this process (`pipeline.cli.main`, what `python -m pipeline` runs), returned as `run_cli`
+    returns it: the exit status, stdout, and stderr with the pipeline's log lines.
+
+    For runs that need no process of their own: a `python -m pipeline` start pays several seconds of imports here.
+    Keep `run_cli` for signals, exit codes of a real process, launchers and what a user types.
+    """
+    import io
+    import logging
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from pipeline.cli import main
+
+    out, err, logs = io.StringIO(), io.StringIO(), io.StringIO()
+    # The format `setup_logging` gives a command of its own (under pytest, logging is already configured).
+    handler = logging.StreamHandler(logs)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.getLogger().addHandler(handler)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exit_info:
+                code = exit_info.code if isinstance(exit_info.code, int) else 1
+    finally:
+        logging.getLogger().removeHandler(handler)
+    # Log lines come before the command's last line (its error), as on a terminal.
+    return subprocess.CompletedProcess(["vit-pipeline", *args], code, out.getvalue(), logs.getvalue() + err.getvalue())
 
 
 # Overrides that make any recipe a few-second CPU run on a tiny model.

@@ -47,32 +47,61 @@ def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProc
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+# One process of the installed copy answers every command's --help and writes the Space: each `python -m pipeline`
+# pays some seconds of imports here, and `pipeline.cli.main` is what `python -m pipeline` runs.
+EVERY_HELP = """
+import contextlib, io, json, sys
+from pipeline.cli import COMMANDS, main
+
+def run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code
+    return {"argv": argv, "code": code, "stdout": out.getvalue(), "stderr": err.getvalue()[-2000:]}
+
+runs = [run([command, "--help"]) for command in COMMANDS] + [run(["demo", "org/name", "--write_space", "space"])]
+print(json.dumps({"modules": sorted(m.__file__ for m in list(sys.modules.values())
+                                    if m.__name__.startswith("pipeline") and getattr(m, "__file__", None)),
+                  "runs": runs}))
+"""
+
+
 @pytest.mark.slow
 def test_the_installed_wheel_runs_every_command_from_any_folder(installed, tmp_path):
-    where = run_installed(installed, tmp_path, "-c", "import pipeline, sys; print(pipeline.__file__)")
-    assert where.stdout.strip().startswith(str(installed)), where.stdout + where.stderr  # not the source tree
-    # Package data: the card template, the evaluate modules, the benchmark reference.
+    # Package data: the card template, the evaluate modules, the benchmark reference; all from the installed copy.
     found = run_installed(installed, tmp_path, "-c", "; ".join([
+        "import pipeline",
         "from pipeline.publish.card import template_path",
         "from pipeline.evaluation.metrics import MODULES_DIR",
         "from pipeline.training.throughput import REFERENCE_FILE",
         "from pipeline.commands.benchmark import read_reference",
-        "print(template_path(), MODULES_DIR, REFERENCE_FILE, read_reference(str(REFERENCE_FILE))[0], sep='\\n')"]))
+        "print(pipeline.__file__, template_path(), MODULES_DIR, REFERENCE_FILE, read_reference(str(REFERENCE_FILE))[0],"
+        " sep='\\n')"]))
     assert found.returncode == 0, found.stderr[-3000:]
-    template, modules, reference, kind = found.stdout.split()
+    where, template, modules, reference, kind = found.stdout.split()
+    assert where.startswith(str(installed)), found.stdout  # not the source tree
     assert all(path.startswith(str(installed)) and Path(path).exists() for path in (template, modules, reference))
     assert (Path(modules) / "accuracy" / "accuracy.py").is_file() and kind == "example_script"
-    # Every command answers --help; the usage names them all.
+    # `python -m pipeline --help`: the usage names every command.
     usage = run_installed(installed, tmp_path, "-m", "pipeline", "--help")
     assert usage.returncode == 0 and "train" in usage.stdout and "benchmark" in usage.stdout
     from pipeline.cli import COMMANDS
 
-    for command in COMMANDS:
-        shown = run_installed(installed, tmp_path, "-m", "pipeline", command, "--help")
-        assert shown.returncode == 0, f"{command} --help: {shown.stderr[-2000:]}"
-    # The Space files come from the installed modules (the page and the attention rollout).
-    space = run_installed(installed, tmp_path, "-m", "pipeline", "demo", "org/name", "--write_space", "space")
-    assert space.returncode == 0, space.stderr[-3000:]
+    # Every command answers --help, and the Space files come from the installed modules (the page and the
+    # attention rollout); every pipeline module imported on the way is the installed one.
+    shown = run_installed(installed, tmp_path, "-c", EVERY_HELP)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    answers = json.loads(shown.stdout.strip().splitlines()[-1])
+    assert answers["modules"] and all(path.startswith(str(installed)) for path in answers["modules"])
+    *helps, space = answers["runs"]
+    assert [run["argv"][0] for run in helps] == list(COMMANDS)
+    for run in helps:
+        assert run["code"] == 0 and run["stdout"].startswith("usage:"), f"{run['argv']}: {run['stderr']}"
+    assert space["code"] == 0, space["stderr"]
     assert sorted(p.name for p in (tmp_path / "space").iterdir()) == ["README.md", "app.py", "requirements.txt",
                                                                        "rollout.py"]
     # A tiny training run: metrics through the packaged evaluate modules, the card from the packaged template.

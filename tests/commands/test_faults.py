@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config.output_dir import LOCK_FILE
-from tests.conftest import FAST, REPO, digits, run_cli, write_imagefolder
+from tests.conftest import FAST, REPO, digits, run_cli_here, write_imagefolder
 
 # 16 images of 2 classes, batch 8: 2 steps an epoch, a checkpoint every epoch, each run a few seconds.
 SMALL = (*FAST, "--per_device_train_batch_size", "8", "--train_val_split", "0.2", "--save_total_limit", "5")
@@ -212,7 +212,8 @@ def uninterrupted(tiny_vit, tmp_path_factory) -> tuple[Path, dict[int, float]]:
     """The data folder, and the per-step training losses of a run nobody interrupts."""
     folder = tmp_path_factory.mktemp("signals")
     data = write_imagefolder(folder / "data", {"train": digits(n_per_class=10, classes=3)})
-    whole = run_cli(*_signal_args(tiny_vit, data, folder / "whole"))
+    # In this process: only the interrupted runs need a process of their own (to be sent a signal).
+    whole = run_cli_here(*_signal_args(tiny_vit, data, folder / "whole"))
     assert whole.returncode == 0, whole.stderr[-2000:]
     return data, _losses(folder / "whole")
 
@@ -237,7 +238,8 @@ def test_signal_saves_a_checkpoint_and_the_same_command_resumes_at_that_step(tin
     assert (out / f"checkpoint-{step}" / "trainer_state.json").is_file()
     assert not (out / "model.safetensors").exists() and not (out / "README.md").exists()
 
-    resumed = run_cli(*_signal_args(tiny_vit, data, out, backend))
+    # The same command again (in this process: the resume needs no process of its own).
+    resumed = run_cli_here(*_signal_args(tiny_vit, data, out, backend))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resuming from {out / f'checkpoint-{step}'}" in resumed.stderr
     # The per-step losses of interrupted + resumed are an uninterrupted run's, step for step.

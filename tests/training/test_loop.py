@@ -24,7 +24,7 @@ from pipeline.config import RecipeParser
 from pipeline.publish.card_inputs import epoch_results
 from pipeline.training.shared import check_checkpoint
 from tests.commands.test_train import check_output
-from tests.conftest import FAST, REPO, photos, run_cli, to_dataset
+from tests.conftest import FAST, REPO, photos, run_cli_here, to_dataset
 from tests.training.test_finetune import PHOTO_LABELS, tiny_model
 
 # One torch thread per run: on 2 shared cores two OpenMP threads per process spin against each other (measured: 25x
@@ -381,10 +381,11 @@ def train_log_count(backend: str, output: str) -> int:
 
 @pytest.mark.parametrize("backend", ["accelerate", "trainer"])
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_last_checkpoint(backend, tiny_vit, digits_folder, tmp_path):
-    # The reference: the same command, never interrupted.
+def test_killed_run_resumes_from_its_last_checkpoint(backend, tiny_vit, digits_folder, tmp_path, one_thread):
+    # The reference: the same command, never interrupted (in this process, on one thread as the killed one: only the
+    # run that is killed needs a process of its own).
     reference = tmp_path / "reference"
-    done = run_cli(*resume_args(tiny_vit, digits_folder, reference, backend), env=ONE_THREAD)
+    done = run_cli_here(*resume_args(tiny_vit, digits_folder, reference, backend))
     assert done.returncode == 0, done.stderr[-3000:]
     expected = json.loads((reference / "trainer_state.json").read_text())
     assert expected["global_step"] == TOTAL_STEPS
@@ -395,7 +396,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(backend, tiny_vit, digits_f
     assert SAVE_STEPS < killed_at < TOTAL_STEPS
     assert not (out / "model.safetensors").exists(), "the killed run must not have finished"
 
-    resumed = run_cli(*args, env=ONE_THREAD)
+    # The same command again, in this process.
+    resumed = run_cli_here(*args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     logs = resumed.stdout + resumed.stderr
     match = re.search(r"Resuming from (\S+)/checkpoint-(\d+)", logs)
