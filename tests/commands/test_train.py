@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from tests.conftest import FAST, digits, photos, run_cli, to_dataset, write_imagefolder
+from tests.conftest import FAST, digits, photos, run_cli, run_cli_here, to_dataset, write_imagefolder
 
 OUTPUT_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "recipe.yaml", "train_results.json",
                 "eval_results.json", "all_results.json", "README.md",
@@ -113,7 +113,8 @@ def test_train_dir_and_validation_dir(tiny_vit, tmp_path):
 
 @pytest.mark.slow
 def test_console_command_and_resume(tiny_vit, digits_folder, tmp_path):
-    """The real command in a subprocess; a second run in the same folder resumes from its last checkpoint."""
+    """The real command in a subprocess; a second run in the same folder (in-process) resumes from its last
+    checkpoint."""
     out = tmp_path / "out"
     args = ("train", "--model_name_or_path", str(tiny_vit), "--dataset_name", str(digits_folder),
             "--output_dir", str(out), *FAST, "--max_train_samples", "64", "--max_eval_samples", "32")
@@ -122,7 +123,7 @@ def test_console_command_and_resume(tiny_vit, digits_folder, tmp_path):
     state = json.loads((out / "trainer_state.json").read_text())
     steps = state["global_step"]
     assert steps == 2 * 4  # 64 rows / batch 16, 2 epochs
-    second = run_cli(*args, "--num_train_epochs", "3")
+    second = run_cli_here(*args, "--num_train_epochs", "3")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Resuming from" in second.stderr
     state = json.loads((out / "trainer_state.json").read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST, digits, run_cli, save_tiny_vit, to_dataset
+from tests.conftest import FAST, digits, run_cli, run_cli_here, save_tiny_vit, to_dataset
 
 SHARDS = 4
 
@@ -57,7 +57,9 @@ STREAM = ("--streaming", "true", "--max_steps", "6", "--horizontal_flip", "false
 
 
 def _train(model, data, out, *extra):
-    return run_cli("train", "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(out),
+    # In this process (its loader workers are processes of their own): a `python -m pipeline` start costs more here
+    # than these 6 steps.
+    return run_cli_here("train", "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(out),
                    *FAST, *STREAM, *extra)
 
 
@@ -114,7 +116,9 @@ def test_stream_bad_image_error_and_skip(model16, digits_rows, tmp_path):
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("vit-pipeline: error: unreadable image in the training stream")
     assert "bad_images: skip" in line
-    result = _train(model16, data, tmp_path / "skip", "--bad_images", "skip")
+    # A process of its own: the loader workers log the skip, and a worker's log reaches the process's stderr.
+    result = run_cli("train", "--model_name_or_path", str(model16), "--dataset_name", str(data), "--output_dir",
+                     str(tmp_path / "skip"), *FAST, *STREAM, "--bad_images", "skip")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Skipping unreadable image in the training stream" in result.stderr + result.stdout
 
@@ -122,8 +126,8 @@ def test_stream_bad_image_error_and_skip(model16, digits_rows, tmp_path):
 @pytest.mark.slow
 def test_stream_without_length_needs_max_steps(model16, digits_rows, tmp_path):
     data = write_parquet_shards(tmp_path / "pq", digits_rows)
-    result = run_cli("train", "--model_name_or_path", str(model16), "--dataset_name", str(data), "--output_dir",
-                     str(tmp_path / "out"), *FAST, "--streaming", "true")
+    result = run_cli_here("train", "--model_name_or_path", str(model16), "--dataset_name", str(data), "--output_dir",
+                          str(tmp_path / "out"), *FAST, "--streaming", "true")
     assert result.returncode == 2
     assert "set max_steps" in result.stderr.strip().splitlines()[-1]
 
