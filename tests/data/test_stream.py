@@ -59,8 +59,8 @@ STREAM = ("--streaming", "true", "--max_steps", "6", "--horizontal_flip", "false
 def _train(model, data, out, *extra):
     # In this process (its loader workers are processes of their own): a `python -m pipeline` start costs more here
     # than these 6 steps.
-    return run_cli_here("train", "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(out),
-                   *FAST, *STREAM, *extra)
+    return run_cli_here("train", "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir",
+                        str(out), *FAST, *STREAM, *extra)
 
 
 @pytest.mark.slow
