@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import PipelineError
-from pipeline.config.machine import images_per_step, planned_epochs, planned_steps
+from pipeline.config.machine import images_per_step, planned_steps
 from pipeline.training.throughput import (
     REFERENCE_FILE,
     ExampleScriptTransform,
@@ -148,11 +148,13 @@ def configurations(options: Options, recipe_argv: list[str]) -> dict[str, tuple[
     return configs
 
 
-def load_timed(data_args, args) -> tuple[object, dict]:
+def load_timed(data_args, args, decision=None) -> tuple[object, dict]:
     """The splits, and how long loading them took: what start-up costs before the first step.
 
     Map-style data is loaded and every image checked (`verify_images: true`, as `train` does by default; the
-    measurements themselves skip nothing); a stream opens, reads its bounded eval split and labels, and no more.
+    measurements themselves skip nothing; with the pixel cache on, the cache pass is the check, timed apart); a
+    stream opens, reads its bounded eval split and labels, and no more. `decision` decides an unset `pixel_cache`
+    as `train` does.
     """
     start = time.perf_counter()
     if data_args.streaming:
@@ -164,7 +166,7 @@ def load_timed(data_args, args) -> tuple[object, dict]:
                         "eval_rows": len(splits.eval)}
     from pipeline.data.load import load_splits
 
-    splits = load_splits(dataclasses.replace(data_args, verify_images=True), seed=args.seed)
+    splits = load_splits(dataclasses.replace(data_args, verify_images=True), seed=args.seed, cache_decision=decision)
     seconds = time.perf_counter() - start
     rows = len(splits.train) + len(splits.eval)
     return splits, {"streaming": False, "load_s": seconds, "train_rows": len(splits.train),
@@ -298,13 +300,15 @@ def main(argv: list[str]) -> dict:
     set_seed(args.seed)
 
     # Data, image processor and model, once: every configuration trains on the same rows from the same weights.
-    from pipeline.data.cache import resolve_pixel_cache
+    from pipeline.commands.train import cache_decision
     from pipeline.data.transforms import image_spec
     from pipeline.model.load import load_image_processor, load_model
     from pipeline.model.prepare import prepare_model
 
-    splits, startup = load_timed(data_args, args)
     image_processor = load_image_processor(model_args)
+    # An unset pixel_cache is decided as `train` decides it: the recipe's epochs (before max_steps becomes the timed
+    # steps) over these images.
+    splits, startup = load_timed(data_args, args, cache_decision(model_args, args, image_processor))
     # What `train` trains: a new resolution, a frozen backbone or LoRA change the work (and FLOPs) per image.
     model = prepare_model(load_model(model_args, splits.labels), image_processor, model_args)
     image_size = image_spec(image_processor).output_size
@@ -317,10 +321,8 @@ def main(argv: list[str]) -> dict:
     results, runs, cache_seconds = {}, {}, {}
     for name, (kind, (_, config_data, config_args, _)) in configs.items():
         warmup = options.warmup if options.warmup is not None else (10 if config_args.torch_compile else 3)
-        if kind != "example_script" and not config_data.streaming:
-            # As `train` decides it: the recipe's epochs over these images (before max_steps becomes the timed steps).
-            config_data = resolve_pixel_cache(config_data, image_processor, splits.train, splits.eval,
-                                              planned_epochs(config_args, len(splits.train)))
+        if kind != "example_script" and not config_data.streaming and config_data.pixel_cache is None:
+            config_data = dataclasses.replace(config_data, pixel_cache=splits.pixel_cache)
         config_args.max_steps = warmup + options.steps
         dataset, settings, cache_seconds[name] = training_dataset(kind, splits, image_processor, config_data,
                                                                   config_args)

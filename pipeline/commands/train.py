@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def _multi_label_defaults(training_args, recipe: dict) -> None:
         logger.info("Multi-label: metric_for_best_model is map (mean average precision over the classes)")
 
 
-def _load_data(data_args, training_args, token: str | None):
+def _load_data(data_args, training_args, token: str | None, cache_decision=None):
     """The splits: map-style (downloaded, checked, prepared), or a training stream read as training consumes it."""
     if data_args.streaming:
         from pipeline.config.machine import stream_schedule
@@ -91,26 +92,26 @@ def _load_data(data_args, training_args, token: str | None):
     from pipeline.data.load import load_splits
 
     with training_args.main_process_first(desc="loading the dataset"):
-        splits = load_splits(data_args, seed=training_args.seed, cache_dir=None, token=token)
+        splits = load_splits(data_args, seed=training_args.seed, cache_dir=None, token=token,
+                             cache_decision=cache_decision)
     logger.info("Data: %d train / %d eval images (%s), %d classes%s", len(splits.train), len(splits.eval),
                 splits.eval_split_name, len(splits.labels), " (multi-label)" if splits.multi_label else "")
     return splits
 
 
-def _load_model(model_args, training_args, splits, token: str | None):
-    """The image processor and the model to train: resolution, frozen backbone, LoRA (the processor follows a new
-    resolution), with the layer-decay check on the model itself."""
-    from pipeline.model.load import load_image_processor, load_model
+def _load_model(model_args, training_args, splits, image_processor, token: str | None):
+    """The model to train: resolution, frozen backbone, LoRA (the processor follows a new resolution), with the
+    layer-decay check on the model itself."""
+    from pipeline.model.load import load_model
     from pipeline.model.prepare import prepare_model
 
-    image_processor = load_image_processor(model_args, token=token)
     model = prepare_model(load_model(model_args, splits.labels, token=token, multi_label=splits.multi_label),
                           image_processor, model_args)
     if training_args.layer_decay is not None:
         from pipeline.model.inspect import check_layer_decay
 
         check_layer_decay(model)
-    return image_processor, model
+    return model
 
 
 def _prepare_data(splits, image_processor, data_args, training_args):
@@ -129,18 +130,22 @@ def _prepare_data(splits, image_processor, data_args, training_args):
                                 num_proc=data_args.preprocessing_num_workers, skipped=splits.skipped_images)
 
 
-def _decide_pixel_cache(data_args, training_args, splits, image_processor, recipe: dict):
-    """`pixel_cache` unset: on or off for these splits and this run's epochs (`data.cache.choose_pixel_cache`); the
-    resolved recipe records the decision."""
-    if data_args.streaming:
-        return data_args
-    from pipeline.config.machine import planned_epochs
-    from pipeline.data.cache import resolve_pixel_cache
+def cache_decision(model_args, training_args, image_processor):
+    """What decides an unset `pixel_cache` while the data loads: the model's input (at `image_size` when it changes)
+    and the epochs this run reads over the training rows. `benchmark` decides with it too."""
+    import copy
+    import functools
 
-    data_args = resolve_pixel_cache(data_args, image_processor, splits.train, splits.eval,
-                                    planned_epochs(training_args, len(splits.train)))
-    recipe["pixel_cache"] = data_args.pixel_cache
-    return data_args
+    from pipeline.config.machine import planned_epochs
+    from pipeline.data.cache import CacheDecision
+    from pipeline.data.transforms import image_spec
+
+    if model_args.image_size is not None:
+        from pipeline.model.resolution import set_processor_size
+
+        image_processor = copy.deepcopy(image_processor)
+        set_processor_size(image_processor, model_args.image_size)
+    return CacheDecision(image_spec(image_processor), functools.partial(planned_epochs, training_args))
 
 
 def _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics):
@@ -202,14 +207,20 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     resume_from = _claim_output_dir(training_args, recipe)
     check_model_options(load_config(model_args, token), model_args, training_args)
 
-    # Data, image processor and model.
-    splits = _load_data(data_args, training_args, token)
+    # Image processor, data and model.
+    from pipeline.model.load import load_image_processor
+
+    image_processor = load_image_processor(model_args, token=token)
+    splits = _load_data(data_args, training_args, token, cache_decision(model_args, training_args, image_processor))
+    if not data_args.streaming:
+        # An unset pixel_cache was decided on the loaded data: the resolved recipe records what the run does.
+        data_args = dataclasses.replace(data_args, pixel_cache=splits.pixel_cache)
+        recipe["pixel_cache"] = splits.pixel_cache
     if splits.multi_label:
         _multi_label_defaults(training_args, recipe)
     if resume_from:
         check_same_labels(resume_from, splits.labels)
-    image_processor, model = _load_model(model_args, training_args, splits, token)
-    data_args = _decide_pixel_cache(data_args, training_args, splits, image_processor, recipe)
+    model = _load_model(model_args, training_args, splits, image_processor, token)
     train_dataset, eval_dataset = _prepare_data(splits, image_processor, data_args, training_args)
     logger.info("Speed settings: %s", speed_summary(training_args, data_args))
     if is_main:

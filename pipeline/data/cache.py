@@ -20,7 +20,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from pipeline.data.decode import decode_rgb
-from pipeline.data.transforms import ImageSpec, image_spec
+from pipeline.data.transforms import ImageSpec
 
 logger = logging.getLogger(__name__)
 
@@ -147,11 +147,22 @@ def choose_pixel_cache(data_args, spec: ImageSpec, train, evals, epochs: float) 
                   "pixel_cache: false decodes every epoch instead")
 
 
-def resolve_pixel_cache(data_args, image_processor, train, evals, epochs: float):
-    """The data arguments with `pixel_cache` decided (`choose_pixel_cache`), the decision logged when it was unset."""
-    use, why = choose_pixel_cache(data_args, image_spec(image_processor), train, evals, epochs)
-    if data_args.pixel_cache is None:
-        logger.info("Pixel cache %s: %s", "on" if use else "off", why)
+@dataclasses.dataclass
+class CacheDecision:
+    """What decides an unset `pixel_cache` once the splits are loaded: the model's input, and how many times the run
+    reads each training image (a function of the number of training rows)."""
+
+    spec: ImageSpec
+    epochs: Callable[[int], float]
+
+
+def decide_pixel_cache(data_args, train, evals, decision: CacheDecision | None):
+    """The data arguments with an unset `pixel_cache` decided (`choose_pixel_cache`) and the decision logged; as
+    they are when it is set, or when there is no `decision` (commands that do not train)."""
+    if data_args.pixel_cache is not None or decision is None:
+        return data_args
+    use, why = choose_pixel_cache(data_args, decision.spec, train, evals, decision.epochs(len(train)))
+    logger.info("Pixel cache %s: %s", "on" if use else "off", why)
     return dataclasses.replace(data_args, pixel_cache=use)
 
 

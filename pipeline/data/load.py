@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict
@@ -41,6 +42,9 @@ from pipeline.data.sources import load_raw
 from pipeline.data.splits import EVAL_SPLITS, Splits
 from pipeline.utils import is_hub_id
 
+if TYPE_CHECKING:
+    from pipeline.data.cache import CacheDecision
+
 logger = logging.getLogger(__name__)
 
 
@@ -53,7 +57,8 @@ class _Columns:
     multi_label: bool
 
 
-def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str | None = None) -> Splits:
+def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str | None = None,
+                cache_decision: CacheDecision | None = None) -> Splits:
     """Load, pick the train and eval splits, normalise the columns and labels, subsample, and check images.
 
     Args:
@@ -61,10 +66,13 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         seed: seeds the held-out split and the subsampling.
         cache_dir: datasets cache folder (default: the datasets default).
         token: Hub token for private or gated datasets.
+        cache_decision: decides an unset `pixel_cache` on the loaded splits, before the image check (the cache pass
+            is then the check); `train` and `benchmark` give one.
 
     Returns:
         A `Splits` with `image` and `label` columns in both splits: a ClassLabel, or for multi-label data (a column
-        of lists, `label_columns`, or `problem_type: multi_label_classification`) multi-hot rows.
+        of lists, `label_columns`, or `problem_type: multi_label_classification`) multi-hot rows; its `pixel_cache`
+        says whether to build the pixel cache.
 
     Raises:
         PipelineError: for a missing split or column, unknown labels or unreadable images (one line, what to fix).
@@ -73,6 +81,10 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
     columns = _pick_columns(raw[data_args.train_split], data_args)
     train, evals, labels, eval_name = _train_and_eval(raw, columns, data_args, seed)
     train, evals = _subsample(train, evals, data_args, seed)
+    if cache_decision is not None:
+        from pipeline.data.cache import decide_pixel_cache
+
+        data_args = decide_pixel_cache(data_args, train, evals, cache_decision)
     train, evals, skipped = _check_splits(train, evals, eval_name, data_args)
     no_positive = _count_no_positive(train, evals, eval_name, labels) if columns.multi_label else {}
     name = data_args.dataset_name
@@ -86,6 +98,7 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         skipped_images=skipped,
         multi_label=columns.multi_label,
         no_positive=no_positive,
+        pixel_cache=data_args.pixel_cache,
     )
 
 

@@ -40,6 +40,9 @@ class Splits(DataSplits):
     """Map-style splits: both are `Dataset`s, loaded, subsampled and checked up front."""
 
     train: Dataset
+    # `pixel_cache` as preparing the splits should apply it: as set, or decided while loading when it was unset
+    # (then the images are checked while the cache is built, in one decode pass).
+    pixel_cache: bool | None = None
 
 
 @dataclass

@@ -60,6 +60,8 @@ def test_imagefolder_with_validation_split(tiny_vit, digits_folder, tmp_path):
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     assert recipe["dataset_name"] == str(digits_folder)
     assert recipe["num_train_epochs"] == 2
+    # pixel_cache unset: two epochs over a few hundred small images, so the run decoded each once (the cache).
+    assert recipe["pixel_cache"] is True
     card = (out / "README.md").read_text()
     assert "validation" in card and "pipeline(\"image-classification\"" in card
     # Eval ran every epoch and the card's results table has a row per epoch.

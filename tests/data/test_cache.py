@@ -83,13 +83,17 @@ def test_pixel_cache_unset_is_decided_by_the_epochs(set_to, epochs, expected):
     from transformers import ViTImageProcessor
 
     from pipeline.config import DataArguments
-    from pipeline.data.cache import choose_pixel_cache, resolve_pixel_cache
+    from pipeline.data.cache import CacheDecision, choose_pixel_cache, decide_pixel_cache
 
     data_args = DataArguments(dataset_name="x", pixel_cache=set_to)
-    use, why = choose_pixel_cache(data_args, image_spec(ViTImageProcessor()), _split(500), _split(100), epochs)
+    spec = image_spec(ViTImageProcessor())
+    use, why = choose_pixel_cache(data_args, spec, _split(500), _split(100), epochs)
     assert use is expected and why
-    resolved = resolve_pixel_cache(data_args, ViTImageProcessor(), _split(500), _split(100), epochs)
+    decision = CacheDecision(spec, epochs=lambda rows: epochs)
+    resolved = decide_pixel_cache(data_args, _split(500), _split(100), decision)
     assert resolved.pixel_cache is expected and data_args.pixel_cache is set_to
+    # Commands that do not train give no decision: an unset pixel_cache stays unset (no cache).
+    assert decide_pixel_cache(data_args, _split(500), _split(100), None).pixel_cache is set_to
 
 
 def test_pixel_cache_unset_stays_off_when_the_cache_would_be_too_big():
