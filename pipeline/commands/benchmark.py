@@ -37,9 +37,17 @@ from pipeline.training.throughput import (
     measure_data,
     measure_end_to_end,
     measure_model,
-    si_prefix,
     training_flops_per_image,
     vit_macs_per_image,  # noqa: F401
+)
+from pipeline.training.throughput_report import (
+    Figures,
+    as_json,
+    header_lines,
+    recipe_run,
+    recipe_run_line,
+    report,
+    startup_line,
 )
 from pipeline.utils import OneLineErrors, cpu_count, setup_logging
 
@@ -76,20 +84,6 @@ class Options:
                 raise PipelineError(f"--{name} must be at least {least}, got {value}")
         if self.no_reference:
             self.reference = None
-
-
-@dataclass
-class Figures:
-    """What one configuration measured."""
-
-    settings: str
-    data_images_per_s: float = 0.0
-    model_images_per_s: float = 0.0
-    end_to_end_images_per_s: float = 0.0
-    peak_memory_mib: float = 0.0
-    mfu_model: float = 0.0
-    mfu_end_to_end: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
@@ -173,16 +167,6 @@ def load_timed(data_args, args, decision=None) -> tuple[object, dict]:
                     "eval_rows": len(splits.eval), "ms_per_image": 1000 * seconds / max(rows, 1)}
 
 
-def startup_line(startup: dict) -> str:
-    """Start-up in words: loading (and checking) the data, then the first training batch."""
-    first = f"; first training batch {startup['first_batch_s']:.1f} s later" if "first_batch_s" in startup else ""
-    if startup["streaming"]:
-        return (f"start-up (streaming): stream opened, {startup['eval_rows']:,} eval rows and the labels read in "
-                f"{startup['load_s']:.1f} s, whatever the stream's length{first}")
-    return (f"start-up: {startup['train_rows']:,} + {startup['eval_rows']:,} images loaded and checked in "
-            f"{startup['load_s']:.1f} s ({startup['ms_per_image']:.2f} ms per image){first}")
-
-
 def training_dataset(kind: str, splits, image_processor, data_args, args) -> tuple[object, str, float]:
     """The training rows a configuration measures on (its transforms), its settings in words, and the seconds its
     pixel cache took to build (0 without one)."""
@@ -214,34 +198,6 @@ def training_dataset(kind: str, splits, image_processor, data_args, args) -> tup
     return dataset, settings, seconds
 
 
-def recipe_run(results: dict[str, Figures], steps: int | None, step_images: int, train_rows: int | None,
-               cache_seconds: dict[str, float]) -> dict | None:
-    """The recipe's whole run of training steps at each configuration's end-to-end rate, its pixel cache included
-    (evaluation not counted): what the per-step figures add up to over the recipe's epochs."""
-    if not steps:
-        return None
-    images = steps * step_images
-    seconds = {name: images / f.end_to_end_images_per_s + cache_seconds.get(name, 0.0)
-               for name, f in results.items() if f.end_to_end_images_per_s > 0}
-    run = {"steps": steps, "images": images, "epochs": images / train_rows if train_rows else None,
-           "seconds": seconds, "cache_seconds": cache_seconds}
-    if len(seconds) == 2:
-        run["ratio"] = seconds["reference"] / seconds["pipeline"]
-    return run
-
-
-def recipe_run_line(run: dict) -> str:
-    """The recipe's run in words: steps, epochs, seconds per configuration, and the speed-up."""
-    epochs = f", {run['epochs']:.1f} epochs" if run["epochs"] else ""
-    parts = []
-    for name, seconds in run["seconds"].items():
-        cache = run["cache_seconds"].get(name, 0.0)
-        parts.append(f"{name} {seconds:,.1f} s" + (f" (pixel cache {cache:.1f} s of it)" if cache else ""))
-    ratio = f": {run['ratio']:.2f}x" if "ratio" in run else ""
-    return (f"recipe run: {run['steps']:,} steps of {run['images'] // run['steps']} images{epochs}, training steps "
-            f"at the end-to-end rate: {', '.join(parts)}{ratio}")
-
-
 def measure(runs: dict, results: dict[str, Figures], model, image_processor, image_size, num_labels: int,
             options: Options) -> None:
     """Measure every configuration `options.repeats` times, taking turns, so that a busy spell of the machine hits
@@ -266,13 +222,33 @@ def measure(runs: dict, results: dict[str, Figures], model, image_processor, ima
                  "peak_memory_mib": peak})
 
 
-def machine(device) -> str:
-    """Where the figures were measured, in words (the device, cores, torch threads)."""
+def machine(device, load_before: float | None = None) -> str:
+    """Where the figures were measured, in words (the device, cores, torch threads; on CPU the load average before
+    the measurements and now)."""
     import torch
 
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, {cpu_count()} CPU cores"
-    return f"cpu ({cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    where = f"cpu ({cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    if load_before is not None:
+        # Other processes on the same cores skew CPU figures: say how busy the machine was.
+        where += f", load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after"
+    return where
+
+
+def prepare_runs(configs: dict, options: Options, splits, image_processor) -> tuple[dict, dict, dict]:
+    """Per configuration: its training rows (its transforms; the pipeline's pixel cache as loading decided it), its
+    warm-up and timed steps. Returns (runs, empty figures, seconds each pixel cache took to build)."""
+    results, runs, cache_seconds = {}, {}, {}
+    for name, (kind, (_, config_data, config_args, _)) in configs.items():
+        warmup = options.warmup if options.warmup is not None else (10 if config_args.torch_compile else 3)
+        if kind != "example_script" and not config_data.streaming and config_data.pixel_cache is None:
+            config_data = dataclasses.replace(config_data, pixel_cache=splits.pixel_cache)
+        config_args.max_steps = warmup + options.steps
+        dataset, settings, cache_seconds[name] = training_dataset(kind, splits, image_processor, config_data,
+                                                                  config_args)
+        runs[name], results[name] = (config_args, dataset, warmup), Figures(settings=settings)
+    return runs, results, cache_seconds
 
 
 def main(argv: list[str]) -> dict:
@@ -318,15 +294,7 @@ def main(argv: list[str]) -> dict:
     # Per configuration: its training rows (the transforms differ) and warm-up; then the measurements.
     train_rows = splits.train_rows if data_args.streaming else len(splits.train)
     steps = planned_steps(args, train_rows) if args.max_steps > 0 or train_rows else None
-    results, runs, cache_seconds = {}, {}, {}
-    for name, (kind, (_, config_data, config_args, _)) in configs.items():
-        warmup = options.warmup if options.warmup is not None else (10 if config_args.torch_compile else 3)
-        if kind != "example_script" and not config_data.streaming and config_data.pixel_cache is None:
-            config_data = dataclasses.replace(config_data, pixel_cache=splits.pixel_cache)
-        config_args.max_steps = warmup + options.steps
-        dataset, settings, cache_seconds[name] = training_dataset(kind, splits, image_processor, config_data,
-                                                                  config_args)
-        runs[name], results[name] = (config_args, dataset, warmup), Figures(settings=settings)
+    runs, results, cache_seconds = prepare_runs(configs, options, splits, image_processor)
     startup["first_batch_s"] = first_batch_seconds(model, *runs["pipeline"][:2], image_processor)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     measure(runs, results, model, image_processor, image_size, len(splits.labels), options)
@@ -338,10 +306,7 @@ def main(argv: list[str]) -> dict:
         figures.mfu_end_to_end = figures.end_to_end_images_per_s * flops_per_image / peak_flops
 
     # Report.
-    where = machine(args.device)
-    if args.device.type == "cpu" and load_before is not None:
-        # Other processes on the same cores skew CPU figures: say how busy the machine was.
-        where += f", load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after"
+    where = machine(args.device, load_before)
     header = header_lines(recipe_path, where, model, image_size, (flops_per_image, flops_source),
                           (peak_flops, peak_source), args, options, runs,
                           splits.train_rows or "a stream of" if data_args.streaming else len(splits.train))
@@ -354,69 +319,6 @@ def main(argv: list[str]) -> dict:
     if options.json:
         Path(options.json).write_text(json.dumps(figures_json, indent=2) + "\n")
     return figures_json
-
-
-def header_lines(recipe_path, where: str, model, image_size, flops: tuple[float, str], peak: tuple[float, str], args,
-                 options: Options, runs: dict, train_images: int | str) -> list[str]:
-    """The lines above the table: machine, model and FLOPs, device peak, batch and steps."""
-    import torch
-
-    memory_kind = "CUDA max_memory_allocated" if args.device.type == "cuda" else "peak RSS of the training process"
-    return [
-        f"vit-pipeline benchmark {recipe_path or ''} on {where}, torch {torch.__version__}",
-        f"model: {model.config.model_type}, {type(model).__name__}, {image_size[0]}x{image_size[1]} px, "
-        f"{si_prefix(flops[0])}FLOP per training image ({flops[1]})",
-        f"device peak: {si_prefix(peak[0])}FLOP/s ({peak[1]}); peak memory: {memory_kind}",
-        f"batch {args.train_batch_size} x {args.gradient_accumulation_steps} accumulation, {options.steps} timed "
-        f"steps after {', '.join(f'{w} ({n})' for n, (_, _, w) in runs.items())} warm-up steps, best of "
-        f"{options.repeats} run{'s' if options.repeats != 1 else ''}, {train_images} training images",
-    ]
-
-
-def as_json(results: dict[str, Figures], recipe_path, where: str, image_size, flops_per_image: float,
-            peak: tuple[float, str], options: Options) -> dict:
-    """The figures as `--json` writes them (the ratio pipeline / reference when both ran)."""
-    figures_json = {
-        "recipe": recipe_path,
-        "device": where,
-        "image_size": list(image_size),
-        "flops_per_image": flops_per_image,
-        "device_peak_flops": peak[0],
-        "device_peak_source": peak[1],
-        "steps": options.steps,
-        "repeats": options.repeats,
-        "configurations": {name: dataclasses.asdict(f) for name, f in results.items()},
-    }
-    if len(results) == 2:
-        a, b = results["pipeline"], results["reference"]
-        figures_json["ratio"] = {key: getattr(a, key) / getattr(b, key) for key in (
-            "data_images_per_s", "model_images_per_s", "end_to_end_images_per_s", "peak_memory_mib")}
-    return figures_json
-
-
-def _row(label: str, values: list[float], unit_format: str, ratio: bool = True) -> str:
-    cells = [format(v, unit_format) for v in values]
-    text = f"{label:<26}" + "".join(f"{c:>14}" for c in cells)
-    if ratio and len(values) == 2 and values[1] > 0:
-        text += f"{values[0] / values[1]:>11.2f}x"
-    return text
-
-
-def report(results: dict[str, Figures], header: list[str]) -> str:
-    """The printed table: one column per configuration, the ratio pipeline / reference last."""
-    names = list(results)
-    lines = [*header, "", f"{'':<26}" + "".join(f"{n:>14}" for n in names) + (f"{'ratio':>12}" if len(names) == 2
-                                                                                else "")]
-    figures = list(results.values())
-    lines.append(_row("data only (images/s)", [f.data_images_per_s for f in figures], ",.1f"))
-    lines.append(_row("model only (images/s)", [f.model_images_per_s for f in figures], ",.1f"))
-    lines.append(_row("end to end (images/s)", [f.end_to_end_images_per_s for f in figures], ",.1f"))
-    lines.append(_row("peak memory (MiB)", [f.peak_memory_mib for f in figures], ",.0f"))
-    lines.append(_row("MFU model only (%)", [100 * f.mfu_model for f in figures], ".3g"))
-    lines.append(_row("MFU end to end (%)", [100 * f.mfu_end_to_end for f in figures], ".3g"))
-    lines.append("")
-    lines += [f"{name}: {f.settings}" for name, f in results.items()]
-    return "\n".join(lines)
 
 
 def _apply_tf32(args) -> None:

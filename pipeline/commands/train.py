@@ -148,6 +148,52 @@ def cache_decision(model_args, training_args, image_processor):
     return CacheDecision(image_spec(image_processor), functools.partial(planned_epochs, training_args))
 
 
+def _train(model, image_processor, datasets: tuple, compute_metrics, training_args, recipe: dict,
+           resume_from: str | None, hub_callbacks: list, extra_callbacks: list):
+    """Train and evaluate with the chosen backend, with the run's callbacks, the trackers' recipe and the fault
+    handlers (signals, full disk) on both."""
+    from pipeline.training.faults import fault_callbacks
+    from pipeline.training.shared import backend
+    from pipeline.training.tracking import RecipeToTrackers
+
+    # The trackers of report_to get the whole resolved recipe once, beside the training arguments they log.
+    return backend(training_args.backend)(model, image_processor, *datasets, compute_metrics, training_args,
+                                          resume_from_checkpoint=resume_from,
+                                          callbacks=[*hub_callbacks, RecipeToTrackers(recipe), *extra_callbacks,
+                                                     *fault_callbacks()])
+
+
+def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: str | None):
+    """What the loaded data decides: an unset pixel_cache (recorded in the resolved recipe), multi-label defaults,
+    and that a resumed checkpoint has these labels. Returns the data arguments the run prepares its rows with."""
+    from pipeline.config.output_dir import check_same_labels
+
+    if not data_args.streaming:
+        data_args = dataclasses.replace(data_args, pixel_cache=splits.pixel_cache)
+        recipe["pixel_cache"] = splits.pixel_cache
+    if splits.multi_label:
+        _multi_label_defaults(training_args, recipe)
+    if resume_from:
+        check_same_labels(resume_from, splits.labels)
+    return data_args
+
+
+def _write_recipe(recipe: dict, training_args) -> None:
+    """The resolved recipe in the output folder (after clearing a previous run there with overwrite_output_dir)."""
+    from pipeline.config import save_recipe
+    from pipeline.config.output_dir import clear_previous_run
+
+    if training_args.overwrite_output_dir:
+        clear_previous_run(training_args.output_dir)
+    save_recipe(recipe, training_args.output_dir)
+
+
+def _log_done(scores: dict, multi_label: bool, output_dir: str) -> None:
+    headline = "map" if multi_label else "accuracy"
+    logger.info("Done: eval %s %.4f; outputs in %s; reuse with pipeline('image-classification', model=%r)",
+                headline, scores.get(headline, float("nan")), output_dir, output_dir)
+
+
 def _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics):
     """After training, on the main process: peak memory, the saved (merged) model, multi-label thresholds, the
     evaluation report and training curves. Returns the model to describe and what the card shows of them."""
@@ -187,8 +233,7 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     `callbacks` are extra `TrainerCallback`s for either backend (what `search` adds in-process: the trial's pruning
     report).
     """
-    from pipeline.config import RecipeParser, resolved_recipe, save_recipe, speed_summary
-    from pipeline.config.output_dir import check_same_labels, clear_previous_run
+    from pipeline.config import RecipeParser, resolved_recipe, speed_summary
 
     # Configuration: every check runs here, before data or weights are loaded.
     model_args, data_args, training_args, _ = RecipeParser().parse(argv)
@@ -212,35 +257,20 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
 
     image_processor = load_image_processor(model_args, token=token)
     splits = _load_data(data_args, training_args, token, cache_decision(model_args, training_args, image_processor))
-    if not data_args.streaming:
-        # An unset pixel_cache was decided on the loaded data: the resolved recipe records what the run does.
-        data_args = dataclasses.replace(data_args, pixel_cache=splits.pixel_cache)
-        recipe["pixel_cache"] = splits.pixel_cache
-    if splits.multi_label:
-        _multi_label_defaults(training_args, recipe)
-    if resume_from:
-        check_same_labels(resume_from, splits.labels)
+    data_args = _fit_to_data(splits, data_args, training_args, recipe, resume_from)
     model = _load_model(model_args, training_args, splits, image_processor, token)
     train_dataset, eval_dataset = _prepare_data(splits, image_processor, data_args, training_args)
     logger.info("Speed settings: %s", speed_summary(training_args, data_args))
     if is_main:
         # Written once data and model have loaded: a run that fails on them leaves the folder as it was.
-        if training_args.overwrite_output_dir:
-            clear_previous_run(training_args.output_dir)
-        save_recipe(recipe, training_args.output_dir)
+        _write_recipe(recipe, training_args)
 
     # Train and evaluate (either backend: same arguments, callbacks and output files).
     from pipeline.evaluation.metrics import metrics_for
-    from pipeline.training.faults import fault_callbacks
-    from pipeline.training.shared import backend
-    from pipeline.training.tracking import RecipeToTrackers
 
     compute_metrics = metrics_for(len(splits.labels), multi_label=splits.multi_label)
-    # The trackers of report_to get the whole resolved recipe once, beside the training arguments they log.
-    result = backend(training_args.backend)(model, image_processor, train_dataset, eval_dataset, compute_metrics,
-                                            training_args, resume_from_checkpoint=resume_from,
-                                            callbacks=[*hub_callbacks, RecipeToTrackers(recipe), *(callbacks or []),
-                                                       *fault_callbacks()])
+    result = _train(model, image_processor, (train_dataset, eval_dataset), compute_metrics, training_args, recipe,
+                    resume_from, hub_callbacks, callbacks or [])
     if not is_main:
         return result.scores
     model, shown = _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics)
@@ -252,10 +282,7 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     write_card(card_inputs(model_args, data_args, training_args, splits=splits, result=result, recipe=recipe,
                            architecture=type(model).__name__, image_processor=image_processor,
                            push_requested=push_requested, **shown), training_args.output_dir)
-    headline = "map" if splits.multi_label else "accuracy"
-    logger.info("Done: eval %s %.4f; outputs in %s; reuse with pipeline('image-classification', model=%r)",
-                headline, result.scores.get(headline, float("nan")), training_args.output_dir,
-                training_args.output_dir)
+    _log_done(result.scores, splits.multi_label, training_args.output_dir)
     if push_requested:
         from pipeline.publish.push import push_or_explain
 
