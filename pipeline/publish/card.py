@@ -119,38 +119,16 @@ def render_card(inputs: CardInputs) -> ModelCard:
         eval_results=eval_results(inputs),
     )
     model_source_url = f"https://huggingface.co/{inputs.model_source}" if base_model else inputs.model_source
+    # Every input under its own name, and what the template derives from them.
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path()),
-        model_name=inputs.model_name,
-        from_scratch=inputs.from_scratch,
-        architecture=inputs.architecture,
-        model_source=inputs.model_source,
+        **vars(inputs),
         model_source_url=model_source_url,
-        dataset_display=inputs.dataset_display,
-        eval_split=inputs.eval_split,
-        eval_samples=inputs.eval_samples,
-        train_samples=inputs.train_samples,
-        eval_metrics=inputs.eval_metrics,
         usage_id=inputs.hub_model_id or "path/to/output_dir",
-        hub_model_id=inputs.hub_model_id,
-        labels=inputs.labels,
-        skipped_images=inputs.skipped_images,
-        backend=inputs.backend,
-        image_size=inputs.image_size,
-        image_mean=inputs.image_mean,
-        image_std=inputs.image_std,
-        augmentation=inputs.augmentation,
-        hyperparameters=inputs.hyperparameters,
-        epoch_results=inputs.epoch_results,
         recipe_yaml=yaml.safe_dump(inputs.recipe, sort_keys=False).strip(),
         framework_versions=framework_versions(),
         project_url=project_url(),
-        multi_label=inputs.multi_label,
-        no_positive=inputs.no_positive,
-        per_class=inputs.per_class,
-        thresholds=inputs.thresholds,
-        evaluation=inputs.evaluation,
     )
 
 
