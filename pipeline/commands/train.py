@@ -157,10 +157,11 @@ def _train(model, image_processor, datasets: tuple, compute_metrics, training_ar
     from pipeline.training.tracking import RecipeToTrackers
 
     # The trackers of report_to get the whole resolved recipe once, beside the training arguments they log.
-    return backend(training_args.backend)(model, image_processor, *datasets, compute_metrics, training_args,
-                                          resume_from_checkpoint=resume_from,
-                                          callbacks=[*hub_callbacks, RecipeToTrackers(recipe), *extra_callbacks,
-                                                     *fault_callbacks()])
+    with fault_callbacks() as faults:
+        return backend(training_args.backend)(model, image_processor, *datasets, compute_metrics, training_args,
+                                              resume_from_checkpoint=resume_from,
+                                              callbacks=[*hub_callbacks, RecipeToTrackers(recipe), *extra_callbacks,
+                                                         *faults])
 
 
 def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: str | None):

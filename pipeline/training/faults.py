@@ -9,11 +9,13 @@ The loss is the one thing a callback does not see: each backend hands every step
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
 import torch
 from transformers import TrainerCallback
@@ -126,13 +128,14 @@ class StopOnSignal(TrainerCallback):
         if os.getpid() != self._pid:
             return  # a loader worker: the main process stops the run
         if self.received is not None and signum == signal.SIGINT:
-            self._restore()
+            self.restore()
             raise KeyboardInterrupt
         self.received = signum
         logger.warning("Received %s: saving a checkpoint at the end of this step, then stopping",
                        signal.Signals(signum).name)
 
-    def _restore(self) -> None:
+    def restore(self) -> None:
+        """Put back the signal handlers the run found (also when it failed before `on_train_end`)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
@@ -154,18 +157,25 @@ class StopOnSignal(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if self.received is None:
             return control
-        self._restore()
+        self.restore()
         name = signal.Signals(self.received).name
         raise RunStopped(f"stopped by {name} at step {state.global_step}: saved checkpoint-{state.global_step} in "
                          f"{args.output_dir}; run the same command to resume from step {state.global_step}",
                          exit_code=SIGNAL_EXIT[self.received])
 
     def on_train_end(self, args, state, control, **kwargs):
-        self._restore()
+        self.restore()
         return control
 
 
-def fault_callbacks() -> list[TrainerCallback]:
-    """The callbacks every training run gets, on either backend."""
+@contextlib.contextmanager
+def fault_callbacks() -> Iterator[list[TrainerCallback]]:
+    """The callbacks every training run gets, on either backend; on leaving, however the run ended, the process's
+    own signal handlers are back (a run that raised never reached `on_train_end`: in a notebook or `search`'s
+    in-process trials, SIGTERM and Ctrl-C would otherwise only log "Received ...")."""
     # StopOnSignal first: it asks for the save that NonFiniteLossCallback then checks the weights for.
-    return [StopOnSignal(), NonFiniteLossCallback()]
+    stop_on_signal = StopOnSignal()
+    try:
+        yield [stop_on_signal, NonFiniteLossCallback()]
+    finally:
+        stop_on_signal.restore()

@@ -48,6 +48,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def test_non_finite_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(tiny_vit, two_digits, tmp_path,
                                                                                 backend):
     out = tmp_path / "out"
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     # A checkpoint every step; the huge learning rate makes step 2's loss NaN.
     code, line = train("--model_name_or_path", str(tiny_vit), "--dataset_name", str(two_digits), "--output_dir",
                        str(out), *SMALL, "--num_train_epochs", "3", "--learning_rate", "1e9", "--max_grad_norm", "0",
@@ -62,6 +63,8 @@ def test_non_finite_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(t
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert (out / "checkpoint-1" / "trainer_state.json").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1", "recipe.yaml"]
+    # The run raised before on_train_end: this process's own SIGTERM / SIGINT handlers are back all the same.
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
 
 
 def test_checkpoints_of_another_run_are_not_resumed(tiny_vit, tmp_path):
