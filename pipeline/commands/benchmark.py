@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import PipelineError
-from pipeline.config.machine import images_per_step, planned_steps
+from pipeline.config.machine import images_per_step, planned_epochs, planned_steps
 from pipeline.training.throughput import (
     REFERENCE_FILE,
     ExampleScriptTransform,
@@ -164,7 +164,8 @@ def load_timed(data_args, args, decision=None) -> tuple[object, dict]:
     seconds = time.perf_counter() - start
     rows = len(splits.train) + len(splits.eval)
     return splits, {"streaming": False, "load_s": seconds, "train_rows": len(splits.train),
-                    "eval_rows": len(splits.eval), "ms_per_image": 1000 * seconds / max(rows, 1)}
+                    "eval_rows": len(splits.eval), "ms_per_image": 1000 * seconds / max(rows, 1),
+                    "checked_while_caching": bool(splits.pixel_cache)}
 
 
 def training_dataset(kind: str, splits, image_processor, data_args, args) -> tuple[object, str, float]:
@@ -294,6 +295,7 @@ def main(argv: list[str]) -> dict:
     # Per configuration: its training rows (the transforms differ) and warm-up; then the measurements.
     train_rows = splits.train_rows if data_args.streaming else len(splits.train)
     steps = planned_steps(args, train_rows) if args.max_steps > 0 or train_rows else None
+    epochs = planned_epochs(args, train_rows) if train_rows else None
     runs, results, cache_seconds = prepare_runs(configs, options, splits, image_processor)
     startup["first_batch_s"] = first_batch_seconds(model, *runs["pipeline"][:2], image_processor)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -310,7 +312,7 @@ def main(argv: list[str]) -> dict:
     header = header_lines(recipe_path, where, model, image_size, (flops_per_image, flops_source),
                           (peak_flops, peak_source), args, options, runs,
                           splits.train_rows or "a stream of" if data_args.streaming else len(splits.train))
-    run = recipe_run(results, steps, images_per_step(args), train_rows, cache_seconds)
+    run = recipe_run(results, steps, images_per_step(args), epochs, cache_seconds)
     print(report(results, header) + "\n" + startup_line(startup) + (f"\n{recipe_run_line(run)}" if run else ""),
           flush=True)
     figures_json = as_json(results, recipe_path, where, image_size, flops_per_image, (peak_flops, peak_source),

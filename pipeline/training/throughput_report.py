@@ -29,11 +29,16 @@ def startup_line(startup: dict) -> str:
     if startup["streaming"]:
         return (f"start-up (streaming): stream opened, {startup['eval_rows']:,} eval rows and the labels read in "
                 f"{startup['load_s']:.1f} s, whatever the stream's length{first}")
+    if startup.get("checked_while_caching"):
+        # One decode pass: the pixel cache's (timed with the configuration's cache) is the image check.
+        return (f"start-up: {startup['train_rows']:,} + {startup['eval_rows']:,} images loaded in "
+                f"{startup['load_s']:.1f} s ({startup['ms_per_image']:.2f} ms per image; checked while the pixel "
+                f"cache is built){first}")
     return (f"start-up: {startup['train_rows']:,} + {startup['eval_rows']:,} images loaded and checked in "
             f"{startup['load_s']:.1f} s ({startup['ms_per_image']:.2f} ms per image){first}")
 
 
-def recipe_run(results: dict[str, Figures], steps: int | None, step_images: int, train_rows: int | None,
+def recipe_run(results: dict[str, Figures], steps: int | None, step_images: int, epochs: float | None,
                cache_seconds: dict[str, float]) -> dict | None:
     """The recipe's whole run of training steps at each configuration's end-to-end rate, its pixel cache included
     (evaluation not counted): what the per-step figures add up to over the recipe's epochs."""
@@ -42,7 +47,7 @@ def recipe_run(results: dict[str, Figures], steps: int | None, step_images: int,
     images = steps * step_images
     seconds = {name: images / f.end_to_end_images_per_s + cache_seconds.get(name, 0.0)
                for name, f in results.items() if f.end_to_end_images_per_s > 0}
-    run = {"steps": steps, "images": images, "epochs": images / train_rows if train_rows else None,
+    run = {"steps": steps, "images": images, "epochs": epochs,
            "seconds": seconds, "cache_seconds": cache_seconds}
     if len(seconds) == 2:
         run["ratio"] = seconds["reference"] / seconds["pipeline"]
