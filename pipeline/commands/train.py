@@ -154,14 +154,20 @@ def _train(model, image_processor, datasets: tuple, compute_metrics, training_ar
     handlers (signals, full disk) on both."""
     from pipeline.training.faults import fault_callbacks
     from pipeline.training.shared import backend
+    from pipeline.training.streaming import CloseStreamWorkers
     from pipeline.training.tracking import RecipeToTrackers
 
     # The trackers of report_to get the whole resolved recipe once, beside the training arguments they log.
+    stream_workers = CloseStreamWorkers()
     with fault_callbacks() as faults:
-        return backend(training_args.backend)(model, image_processor, *datasets, compute_metrics, training_args,
-                                              resume_from_checkpoint=resume_from,
-                                              callbacks=[*hub_callbacks, RecipeToTrackers(recipe), *extra_callbacks,
-                                                         *faults])
+        try:
+            return backend(training_args.backend)(model, image_processor, *datasets, compute_metrics, training_args,
+                                                  resume_from_checkpoint=resume_from,
+                                                  callbacks=[*hub_callbacks, RecipeToTrackers(recipe),
+                                                             *extra_callbacks, *faults, stream_workers])
+        finally:
+            # However the run ended: a stream's loader workers are not left to the garbage collector.
+            stream_workers.close()
 
 
 def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: str | None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import tarfile
 from pathlib import Path
 
@@ -113,6 +114,9 @@ def test_stream_bad_image_error_and_skip(model16, digits_rows, tmp_path):
     write_webdataset(tmp_path / "wds", digits_rows[:20], split="validation", shards=1)
     result = _train(model16, data, tmp_path / "error")
     assert result.returncode == 2
+    # The failed run stopped its stream's 2 loader workers (`CloseStreamWorkers`) instead of leaving them to the
+    # garbage collector, whose shutdown of them waits 5 s each, later, in this process.
+    assert multiprocessing.active_children() == []
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("vit-pipeline: error: unreadable image in the training stream")
     assert "bad_images: skip" in line
