@@ -72,7 +72,7 @@ COMMON=(--dataset_name "$OUT/photos" --per_device_train_batch_size "$BATCH" --pe
 
 # --- 2. Benchmark: the recipe against the reference configuration (Trainer backend). ------------------------------
 step "benchmark: recipe vs reference, $STEPS timed steps"
-"$PYTHON" -m pipeline benchmark benchmarks/photos-vit-base.yaml "${COMMON[@]}" "${COMPILE[@]}" --steps "$STEPS" \
+"$PYTHON" -m vit_pipeline benchmark benchmarks/photos-vit-base.yaml "${COMMON[@]}" "${COMPILE[@]}" --steps "$STEPS" \
   --json "$OUT/benchmark.json" 2>&1 | tee "$OUT/benchmark.log"
 
 # --- 3-4. Short fine-tunes on both backends: accuracy must rise. ---------------------------------------------------
@@ -85,7 +85,7 @@ for backend in trainer accelerate; do
   # The Accelerate loop does not compile (a launch config's dynamo_config does): eager there.
   [[ "$backend" == accelerate ]] && extra=(--torch_compile false)
   rm -rf "$OUT/tune-$backend"
-  "$PYTHON" -m pipeline train benchmarks/photos-vit-base.yaml "${COMMON[@]}" "${TUNE[@]}" "${extra[@]}" \
+  "$PYTHON" -m vit_pipeline train benchmarks/photos-vit-base.yaml "${COMMON[@]}" "${TUNE[@]}" "${extra[@]}" \
     --backend "$backend" --output_dir "$OUT/tune-$backend" 2>&1 | tee "$OUT/tune-$backend.log" | grep -E \
     "Speed settings|eval_accuracy|train_runtime|Done:" || true
   [[ -f "$OUT/tune-$backend/all_results.json" ]] || { echo "gpu_check: the $backend fine-tune failed: see" \

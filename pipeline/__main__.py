@@ -1,6 +1,6 @@
-"""`python -m pipeline` is the console script `vit-pipeline` (and what `accelerate launch -m pipeline` runs)."""
+"""`python -m vit_pipeline` is the console script `vit-pipeline` (and what `accelerate launch -m vit_pipeline` runs)."""
 
-from pipeline.cli import main
+from vit_pipeline.cli import main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """The command line: `vit-pipeline train|push ...`, each subcommand a linear `main()`.
 
-`python -m pipeline` and `accelerate launch -m pipeline` run the same code.
+`python -m vit_pipeline` and `accelerate launch -m vit_pipeline` run the same code.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 import traceback
 from pathlib import Path
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 USAGE = """usage: vit-pipeline COMMAND [ARGS]
 
@@ -36,20 +36,20 @@ commands:
 `vit-pipeline COMMAND --help` lists a command's options."""
 
 
-# Each command is `pipeline.commands.<name>.main(argv)`, imported only when it runs (start-up stays fast).
+# Each command is `vit_pipeline.commands.<name>.main(argv)`, imported only when it runs (start-up stays fast).
 COMMANDS = {"train": "train", "push": "push", "benchmark": "benchmark", "evaluate": "evaluate", "predict": "predict",
             "export": "export", "explain": "explain", "demo": "demo", "compare": "compare", "search": "search"}
 
 
 def train_main(argv: list[str]) -> dict:
-    """`vit-pipeline train` in-process (what tests and notebooks call); see `pipeline.commands.train.main`."""
-    from pipeline.commands.train import main as train
+    """`vit-pipeline train` in-process (what tests and notebooks call); see `vit_pipeline.commands.train.main`."""
+    from vit_pipeline.commands.train import main as train
 
     return train(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of `vit-pipeline` and `python -m pipeline`."""
+    """Entry point of `vit-pipeline` and `python -m vit_pipeline`."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import importlib
 
-        importlib.import_module(f"pipeline.commands.{COMMANDS[command]}").main(rest)
+        importlib.import_module(f"vit_pipeline.commands.{COMMANDS[command]}").main(rest)
     except PipelineError as err:
-        from pipeline.utils import one_line
+        from vit_pipeline.utils import one_line
 
         print(f"vit-pipeline: error: {one_line(_own_message(err))}", file=sys.stderr)
         sys.exit(err.exit_code if not _show_traceback() else _reraise(err))
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         # Nobody foresaw this one: one line, and the whole traceback in a file for the bug report.
         if _show_traceback():
             raise
-        from pipeline.utils import write_failure
+        from vit_pipeline.utils import write_failure
 
         known = write_failure(err)
         if known is not None:
@@ -97,7 +97,7 @@ def _reraise(err: Exception):
 
 
 def _short(err: BaseException, limit: int = 300) -> str:
-    from pipeline.utils import one_line
+    from vit_pipeline.utils import one_line
 
     text = one_line(err) or "(no message)"
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -100,7 +100,7 @@ def setup_logging(is_main: bool = True) -> None:
     """One log format for every command: INFO on the main process, warnings elsewhere; chatty libraries quieted."""
     level = logging.INFO if is_main else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
-    logging.getLogger("pipeline").setLevel(level)
+    logging.getLogger("vit_pipeline").setLevel(level)
     # The Hub client's HTTP library logs every request at INFO.
     for name in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -172,7 +172,7 @@ def _write_hint(code: int) -> str:
     return "free some space or pick an output_dir on a bigger disk; the last complete checkpoint is kept"
 
 
-# The lock a training run holds in its output folder ("host pid"): see `pipeline.config.output_dir.OutputDirLock`.
+# The lock a training run holds in its output folder ("host pid"): see `vit_pipeline.config.output_dir.OutputDirLock`.
 LOCK_FILE = ".vit-pipeline.lock"
 
 
@@ -206,7 +206,7 @@ def writing(path: str | os.PathLike):
     try:
         yield
     except Exception as err:
-        from pipeline import PipelineError
+        from vit_pipeline import PipelineError
 
         message = None if isinstance(err, PipelineError) else write_failure(err, path)
         if message is None:
@@ -221,7 +221,7 @@ class OneLineErrors:
     prog: str
 
     def error(self, message: str):  # noqa: D102 (argparse hook)
-        from pipeline import PipelineError
+        from vit_pipeline import PipelineError
 
         raise PipelineError(one_line(f"{message} (see `{self.prog} --help`)"))
 

@@ -221,24 +221,24 @@ def photos_parquet(tmp_path_factory) -> Path:
 
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m pipeline ARGS` as a user would, from the repository root."""
+    """Run `python -m vit_pipeline ARGS` as a user would, from the repository root."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=full_env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vit_pipeline", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
 
 def run_cli_here(*args: str) -> subprocess.CompletedProcess:
-    """`vit-pipeline ARGS` in this process (`pipeline.cli.main`, what `python -m pipeline` runs), returned as `run_cli`
-    returns it: the exit status, stdout, and stderr with the pipeline's log lines.
+    """`vit-pipeline ARGS` in this process (`vit_pipeline.cli.main`, what `python -m vit_pipeline` runs), returned as
+    `run_cli` returns it: the exit status, stdout, and stderr with the pipeline's log lines.
 
-    For runs that need no process of their own: a `python -m pipeline` start pays several seconds of imports here.
+    For runs that need no process of their own: a `python -m vit_pipeline` start pays several seconds of imports here.
     Keep `run_cli` for signals, exit codes of a real process, launchers and what a user types.
     """
     import io
     import logging
     from contextlib import redirect_stderr, redirect_stdout
 
-    from pipeline.cli import main
+    from vit_pipeline.cli import main
 
     out, err, logs = io.StringIO(), io.StringIO(), io.StringIO()
     # The format `setup_logging` gives a command of its own (under pytest, logging is already configured).

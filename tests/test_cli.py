@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
 from tests.conftest import FAST, digits, save_tiny_vit, write_imagefolder
+from vit_pipeline.cli import main
 
 
 def _hostile_checkpoint(tmp_path: Path) -> Path:

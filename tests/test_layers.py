@@ -3,7 +3,7 @@
     data/, model/      import nothing from training/, evaluation/, publish/, commands/
     evaluation/        imports nothing from training/ or commands/
     publish/           imports no torch (nor torchvision) at module level: its top-level statements only
-    commands/          only commands/ and cli.py (lazily, inside a function) import pipeline.commands
+    commands/          only commands/ and cli.py (lazily, inside a function) import vit_pipeline.commands
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ def imported(node: ast.AST, path: Path) -> list[str]:
         return [alias.name for alias in node.names]
     if isinstance(node, ast.ImportFrom):
         if node.level:
-            base = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)[:-node.level]
+            base = ["vit_pipeline", *path.relative_to(PACKAGE).with_suffix("").parts][:-node.level]
             name = ".".join(base + ([node.module] if node.module else []))
         else:
             name = node.module or ""
-        # `from pipeline import training` names a module too.
+        # `from vit_pipeline import training` names a module too.
         return [name] + [f"{name}.{alias.name}" for alias in node.names]
     return []
 
@@ -84,7 +84,8 @@ def test_the_package_has_the_layers():
 @pytest.mark.parametrize("lower", sorted(FORBIDDEN))
 def test_lower_layers_import_nothing_from_higher_ones(lower):
     bad = [where(p, line, name) for p in modules() if layer(p) == lower for line, name in all_imports(parsed(p), p)
-           if any(name == f"pipeline.{upper}" or name.startswith(f"pipeline.{upper}.") for upper in FORBIDDEN[lower])]
+           if any(name == f"vit_pipeline.{upper}" or name.startswith(f"vit_pipeline.{upper}.")
+                  for upper in FORBIDDEN[lower])]
     assert not bad, "\n".join(bad)
 
 
@@ -102,7 +103,7 @@ def test_only_commands_import_commands():
         tree = parsed(path)
         names = top_level_imports(tree, path) if path.name == "cli.py" else all_imports(tree, path)
         bad += [where(path, line, name) for line, name in names
-                if name == "pipeline.commands" or name.startswith("pipeline.commands.")]
+                if name == "vit_pipeline.commands" or name.startswith("vit_pipeline.commands.")]
     assert not bad, "\n".join(bad)
 
 
@@ -110,9 +111,19 @@ def test_the_checks_see_imports_written_every_way():
     """The reader itself: absolute, relative and lazy imports are all found (so a clean result means something)."""
     path = PACKAGE / "data" / "example.py"  # never written: only its position in the package matters
     tree = ast.parse("import torch\nfrom ..training import loop\n"
-                     "def f():\n    from pipeline.publish.card import render_card\n"
+                     "def f():\n    from vit_pipeline.publish.card import render_card\n"
                      "if TYPE_CHECKING:\n    import torchvision\n")
     names = [name for _, name in all_imports(tree, path)]
-    assert {"torch", "pipeline.training", "pipeline.training.loop", "pipeline.publish.card"} <= set(names)
-    assert sorted(name for _, name in top_level_imports(tree, path)) == ["pipeline.training",
-                                                                         "pipeline.training.loop", "torch"]
+    assert {"torch", "vit_pipeline.training", "vit_pipeline.training.loop", "vit_pipeline.publish.card"} <= set(names)
+    assert sorted(name for _, name in top_level_imports(tree, path)) == ["torch", "vit_pipeline.training",
+                                                                         "vit_pipeline.training.loop"]
+
+
+def test_nothing_imports_the_source_folder_by_its_name():
+    """The import name is `vit_pipeline`; `pipeline` is only the source folder (mapped by setuptools' package-dir),
+    so a module or test that imports `pipeline` works from a checkout and breaks in an installed wheel."""
+    tests = sorted((PACKAGE.parent / "tests").rglob("*.py")) + sorted((PACKAGE.parent / "benchmarks").rglob("*.py"))
+    bad = [f"{p.relative_to(PACKAGE.parent)}:{line} imports {name}" for p in modules() + tests
+           for line, name in all_imports(parsed(p), p if p.is_relative_to(PACKAGE) else PACKAGE / "x.py")
+           if name == "pipeline" or name.startswith("pipeline.")]
+    assert not bad, "\n".join(bad)

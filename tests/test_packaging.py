@@ -42,16 +42,16 @@ def installed(tmp_path_factory) -> Path:
 
 
 def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python -m pipeline ARGS` with the installed copy first on the path and a folder outside the checkout."""
+    """`python -m vit_pipeline ARGS` with the installed copy first on the path and a folder outside the checkout."""
     env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-# One process of the installed copy answers every command's --help and writes the Space: each `python -m pipeline`
-# pays some seconds of imports here, and `pipeline.cli.main` is what `python -m pipeline` runs.
+# One process of the installed copy answers every command's --help and writes the Space: each `python -m vit_pipeline`
+# pays some seconds of imports here, and `vit_pipeline.cli.main` is what `python -m vit_pipeline` runs.
 EVERY_HELP = """
 import contextlib, io, json, sys
-from pipeline.cli import COMMANDS, main
+from vit_pipeline.cli import COMMANDS, main
 
 def run(argv):
     out, err = io.StringIO(), io.StringIO()
@@ -65,7 +65,7 @@ def run(argv):
 
 runs = [run([command, "--help"]) for command in COMMANDS] + [run(["demo", "org/name", "--write_space", "space"])]
 print(json.dumps({"modules": sorted(m.__file__ for m in list(sys.modules.values())
-                                    if m.__name__.startswith("pipeline") and getattr(m, "__file__", None)),
+                                    if m.__name__.startswith("vit_pipeline") and getattr(m, "__file__", None)),
                   "runs": runs}))
 """
 
@@ -74,22 +74,25 @@ print(json.dumps({"modules": sorted(m.__file__ for m in list(sys.modules.values(
 def test_the_installed_wheel_runs_every_command_from_any_folder(installed, tmp_path):
     # Package data: the card template, the evaluate modules, the benchmark reference; all from the installed copy.
     found = run_installed(installed, tmp_path, "-c", "; ".join([
-        "import pipeline",
-        "from pipeline.publish.card import template_path",
-        "from pipeline.evaluation.metrics import MODULES_DIR",
-        "from pipeline.training.throughput import REFERENCE_FILE",
-        "from pipeline.commands.benchmark import read_reference",
-        "print(pipeline.__file__, template_path(), MODULES_DIR, REFERENCE_FILE, read_reference(str(REFERENCE_FILE))[0],"
+        "import vit_pipeline",
+        "from vit_pipeline.publish.card import template_path",
+        "from vit_pipeline.evaluation.metrics import MODULES_DIR",
+        "from vit_pipeline.training.throughput import REFERENCE_FILE",
+        "from vit_pipeline.commands.benchmark import read_reference",
+        "print(vit_pipeline.__file__, template_path(), MODULES_DIR, REFERENCE_FILE,"
+        " read_reference(str(REFERENCE_FILE))[0],"
         " sep='\\n')"]))
     assert found.returncode == 0, found.stderr[-3000:]
+    # The import name is the distribution's own: no top-level `pipeline` is installed beside it.
+    assert (installed / "vit_pipeline").is_dir() and not (installed / "pipeline").exists()
     where, template, modules, reference, kind = found.stdout.split()
     assert where.startswith(str(installed)), found.stdout  # not the source tree
     assert all(path.startswith(str(installed)) and Path(path).exists() for path in (template, modules, reference))
     assert (Path(modules) / "accuracy" / "accuracy.py").is_file() and kind == "example_script"
-    # `python -m pipeline --help`: the usage names every command.
-    usage = run_installed(installed, tmp_path, "-m", "pipeline", "--help")
+    # `python -m vit_pipeline --help`: the usage names every command.
+    usage = run_installed(installed, tmp_path, "-m", "vit_pipeline", "--help")
     assert usage.returncode == 0 and "train" in usage.stdout and "benchmark" in usage.stdout
-    from pipeline.cli import COMMANDS
+    from vit_pipeline.cli import COMMANDS
 
     # Every command answers --help, and the Space files come from the installed modules (the page and the
     # attention rollout); every pipeline module imported on the way is the installed one.
@@ -105,7 +108,8 @@ def test_the_installed_wheel_runs_every_command_from_any_folder(installed, tmp_p
     assert sorted(p.name for p in (tmp_path / "space").iterdir()) == ["README.md", "app.py", "requirements.txt",
                                                                        "rollout.py"]
     # A tiny training run: metrics through the packaged evaluate modules, the card from the packaged template.
-    trained = run_installed(installed, tmp_path, "-m", "pipeline", "train", str(REPO / "recipes" / "quickstart.yaml"),
+    trained = run_installed(installed, tmp_path, "-m", "vit_pipeline", "train",
+                            str(REPO / "recipes" / "quickstart.yaml"),
                             "--model_name_or_path", str(REPO / "recipes" / "models" / "vit-tiny-digits"),
                             "--output_dir", "out", "--num_train_epochs", "1", "--max_train_samples", "64",
                             "--max_eval_samples", "32", "--dataloader_num_workers", "0")

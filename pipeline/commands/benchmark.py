@@ -26,9 +26,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import PipelineError
-from pipeline.config.machine import images_per_step, planned_epochs, planned_steps
-from pipeline.training.throughput import (
+from vit_pipeline import PipelineError
+from vit_pipeline.config.machine import images_per_step, planned_epochs, planned_steps
+from vit_pipeline.training.throughput import (
     REFERENCE_FILE,
     ExampleScriptTransform,
     counted_flops_per_image,  # noqa: F401 - part of the command's public surface (tests, notebooks)
@@ -40,7 +40,7 @@ from pipeline.training.throughput import (
     training_flops_per_image,
     vit_macs_per_image,  # noqa: F401
 )
-from pipeline.training.throughput_report import (
+from vit_pipeline.training.throughput_report import (
     Figures,
     as_json,
     header_lines,
@@ -49,9 +49,9 @@ from pipeline.training.throughput_report import (
     report,
     startup_line,
 )
-from pipeline.utils import OneLineErrors, cpu_count, setup_logging
+from vit_pipeline.utils import OneLineErrors, cpu_count, setup_logging
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 # Keys of a reference file that are the benchmark's own, not recipe options.
 TRANSFORM_KINDS = ("example_script", "pipeline")
@@ -111,7 +111,7 @@ def read_reference(path: str) -> tuple[str, list[str]]:
     Raises:
         PipelineError: the file cannot be read, is not a mapping, or names an unknown transform kind.
     """
-    from pipeline.config.parser import _scalar
+    from vit_pipeline.config.parser import _scalar
 
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
@@ -128,7 +128,7 @@ def read_reference(path: str) -> tuple[str, list[str]]:
 
 def configurations(options: Options, recipe_argv: list[str]) -> dict[str, tuple[str, tuple]]:
     """The configurations to measure, by name: (transform kind, the parsed recipe), the reference on top of it."""
-    from pipeline.config import RecipeParser
+    from vit_pipeline.config import RecipeParser
 
     overrides = ["--output_dir", tempfile.mkdtemp(prefix="vit-pipeline-benchmark-"), *OVERRIDES]
     parser = RecipeParser(prog="vit-pipeline benchmark")
@@ -152,13 +152,13 @@ def load_timed(data_args, args, decision=None) -> tuple[object, dict]:
     """
     start = time.perf_counter()
     if data_args.streaming:
-        from pipeline.data.stream import stream_splits
+        from vit_pipeline.data.stream import stream_splits
 
         splits = stream_splits(data_args, seed=args.seed)
         seconds = time.perf_counter() - start
         return splits, {"streaming": True, "load_s": seconds, "train_rows": splits.train_rows,
                         "eval_rows": len(splits.eval)}
-    from pipeline.data.load import load_splits
+    from vit_pipeline.data.load import load_splits
 
     splits = load_splits(dataclasses.replace(data_args, verify_images=True), seed=args.seed, cache_decision=decision)
     seconds = time.perf_counter() - start
@@ -171,11 +171,11 @@ def load_timed(data_args, args, decision=None) -> tuple[object, dict]:
 def training_dataset(kind: str, splits, image_processor, data_args, args) -> tuple[object, str, float]:
     """The training rows a configuration measures on (its transforms), its settings in words, and the seconds its
     pixel cache took to build (0 without one)."""
-    from pipeline.config import speed_summary
-    from pipeline.data.prepare import prepare_dataset
+    from vit_pipeline.config import speed_summary
+    from vit_pipeline.data.prepare import prepare_dataset
 
     if data_args.streaming:
-        from pipeline.data.stream import prepare_stream
+        from vit_pipeline.data.stream import prepare_stream
 
         return prepare_stream(splits.train, image_processor, data_args), speed_summary(args, data_args) + (
             ", streaming"), 0.0
@@ -277,10 +277,10 @@ def main(argv: list[str]) -> dict:
     set_seed(args.seed)
 
     # Data, image processor and model, once: every configuration trains on the same rows from the same weights.
-    from pipeline.commands.train import cache_decision
-    from pipeline.data.transforms import image_spec
-    from pipeline.model.load import load_image_processor, load_model
-    from pipeline.model.prepare import prepare_model
+    from vit_pipeline.commands.train import cache_decision
+    from vit_pipeline.data.transforms import image_spec
+    from vit_pipeline.model.load import load_image_processor, load_model
+    from vit_pipeline.model.prepare import prepare_model
 
     image_processor = load_image_processor(model_args)
     # An unset pixel_cache is decided as `train` decides it: the recipe's epochs (before max_steps becomes the timed

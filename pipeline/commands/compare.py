@@ -19,10 +19,10 @@ import re
 import time
 from pathlib import Path
 
-from pipeline import PipelineError
-from pipeline.utils import WEIGHT_FILES, setup_logging
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import WEIGHT_FILES, setup_logging
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 USAGE = """usage: vit-pipeline compare RECIPE.yaml --models M1 M2[:key=value,...] ... --output_dir C [--field value ...]
 
@@ -123,8 +123,8 @@ def latency_ms(model, image_size: tuple[int, int], batch_size: int, device, runs
 
     import torch
 
-    from pipeline.evaluation.inference import _autocast
-    from pipeline.training.throughput import _synchronize
+    from vit_pipeline.evaluation.inference import _autocast
+    from vit_pipeline.training.throughput import _synchronize
 
     pixels = torch.randn(batch_size, 3, *image_size, device=device)
     times = []
@@ -143,8 +143,8 @@ def measure_folder(folder: Path, device) -> dict:
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from pipeline.data.transforms import image_spec
-    from pipeline.training.throughput import counted_flops_per_image
+    from vit_pipeline.data.transforms import image_spec
+    from vit_pipeline.training.throughput import counted_flops_per_image
 
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
     size = image_spec(AutoImageProcessor.from_pretrained(folder)).output_size
@@ -212,7 +212,7 @@ def write_markdown(rows: list[dict], path: Path, command: str, device: str) -> P
 
 
 def write_plot(rows: list[dict], path: Path) -> Path:
-    from pipeline.evaluation.plots import pyplot, save_figure
+    from vit_pipeline.evaluation.plots import pyplot, save_figure
 
     plt = pyplot()
     names = [r["folder"] for r in rows]
@@ -245,7 +245,7 @@ def main(argv: list[str]) -> list[dict]:
         return []
     output, runs = _plan_runs(argv)
     # Every run's configuration is checked before the first one trains: a typo in the last override fails now.
-    from pipeline.config import RecipeParser
+    from vit_pipeline.config import RecipeParser
 
     for name, _, _, run_argv in runs:
         _, _, training_args, _ = RecipeParser(prog="vit-pipeline compare").parse(run_argv)
@@ -255,7 +255,7 @@ def main(argv: list[str]) -> list[dict]:
     setup_logging()
     import torch
 
-    from pipeline.evaluation.inference import default_device
+    from vit_pipeline.evaluation.inference import default_device
 
     device = default_device()
     output.mkdir(parents=True, exist_ok=True)
@@ -299,8 +299,8 @@ def _train_and_measure(index: int, total: int, run: tuple[str, dict, str, list[s
     """Train one model (or keep its row when an earlier comparison finished it), measure it, and write its row."""
     import torch
 
-    from pipeline.commands.train import main as train
-    from pipeline.training.throughput import _peak_memory_mib, _reset_peak_memory
+    from vit_pipeline.commands.train import main as train
+    from vit_pipeline.training.throughput import _peak_memory_mib, _reset_peak_memory
 
     name, overrides, folder, run_argv = run
     run_dir = output / folder

@@ -13,10 +13,10 @@ import os
 import re
 from pathlib import Path
 
-from pipeline import PipelineError
-from pipeline.utils import CommandParser, first_line, is_hub_id, parse_bool, setup_logging
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import CommandParser, first_line, is_hub_id, parse_bool, setup_logging
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 SPACE_FILES = ("app.py", "rollout.py", "requirements.txt", "README.md")
 
@@ -87,8 +87,8 @@ def write_space(model_id: str, folder: str | os.PathLike, top_k: int = 5) -> Pat
 
     from huggingface_hub import SpaceCard, SpaceCardData
 
-    from pipeline.evaluation import rollout
-    from pipeline.publish import space_app
+    from vit_pipeline.evaluation import rollout
+    from vit_pipeline.publish import space_app
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -100,7 +100,7 @@ def write_space(model_id: str, folder: str | os.PathLike, top_k: int = 5) -> Pat
     assert n_model == 1 and n_top == 1, "space_app.py lost its MODEL_ID / TOP_K lines"
     (folder / "app.py").write_text(app)
     source = Path(rollout.__file__).read_text()
-    source, n_import = re.subn(r"^from pipeline import PipelineError$",
+    source, n_import = re.subn(r"^from vit_pipeline import PipelineError$",
                                "class PipelineError(ValueError):\n    \"\"\"A bad input, said in one line.\"\"\"",
                                source, flags=re.M)
     # Imports inside functions the page never calls may stay; none may run when the module loads.
@@ -149,7 +149,7 @@ def main(argv: list[str]) -> None:
         raise PipelineError("vit-pipeline demo needs the demo extra: pip install 'vit-pipeline[demo]'") from err
     # No usage statistics sent from a local page.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from pipeline.publish.space_app import build_demo
+    from vit_pipeline.publish.space_app import build_demo
 
     try:
         demo = build_demo(args.model, token=args.hub_token or None, top_k=args.top_k)

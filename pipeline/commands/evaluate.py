@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from pipeline.utils import setup_logging
+from vit_pipeline.utils import setup_logging
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 PROG = "vit-pipeline evaluate"
 
@@ -29,15 +29,15 @@ def data_arguments(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> dict:
     """`vit-pipeline evaluate`: load the model and the eval split, predict, write the report. Returns the report."""
-    from pipeline.config.arguments import DataArguments
-    from pipeline.config.commands import CommandParser, EvaluateArguments
+    from vit_pipeline.config.arguments import DataArguments
+    from vit_pipeline.config.commands import CommandParser, EvaluateArguments
 
     parser = CommandParser((EvaluateArguments, DataArguments), PROG, "MODEL --output_dir R")
     if any(a in ("-h", "--help") for a in argv):
         parser.print_help()
         sys.exit(0)
     positionals, (args, data_args) = parser.parse_command(data_arguments(argv))
-    from pipeline import PipelineError
+    from vit_pipeline import PipelineError
 
     if len(positionals) != 1:
         raise PipelineError(f"evaluate takes one MODEL (an output folder or a Hub id), got {len(positionals)}: "
@@ -48,19 +48,19 @@ def main(argv: list[str]) -> dict:
     # Model first: a wrong name fails before any data is read.
     from huggingface_hub import get_token
 
-    from pipeline.evaluation.inference import load_trained
+    from vit_pipeline.evaluation.inference import load_trained
 
     token = get_token()
     model, image_processor = load_trained(name, token=token, revision=args.model_revision)
 
     # Data: the eval split, as training picked it (same seed, same held-out share).
-    from pipeline.data.load import load_splits
+    from vit_pipeline.data.load import load_splits
 
     splits = load_splits(data_args, seed=args.seed, token=token)
     dataset_name = data_args.dataset_name or data_args.validation_dir or data_args.train_dir
     logger.info("Evaluating %s on %d images (%s of %s)", name, len(splits.eval), splits.eval_split_name,
                 dataset_name)
-    from pipeline.evaluation.run_report import evaluate_dataset
+    from vit_pipeline.evaluation.run_report import evaluate_dataset
 
     report = evaluate_dataset(model, image_processor, splits.eval, splits.labels, args.output_dir, model_name=name,
                               dataset_name=dataset_name, split=splits.eval_split_name, seed=args.seed,

@@ -11,17 +11,17 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline import PipelineError
-from pipeline.utils import setup_logging
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import setup_logging
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 PROG = "vit-pipeline explain"
 
 
 def main(argv: list[str]) -> list[Path]:
     """`vit-pipeline explain`: load the model, roll attention out over each image, write one PNG each."""
-    from pipeline.config.commands import CommandParser, ExplainArguments
+    from vit_pipeline.config.commands import CommandParser, ExplainArguments
 
     parser = CommandParser((ExplainArguments,), PROG, "MODEL IMAGE... --output_dir X")
     if any(a in ("-h", "--help") for a in argv):
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> list[Path]:
         raise PipelineError("explain takes a MODEL and at least one IMAGE (files, folders or globs)")
     name = positionals[0]
     setup_logging()
-    from pipeline.commands.predict import expand_inputs, readable
+    from vit_pipeline.commands.predict import expand_inputs, readable
 
     paths, bad = readable(expand_inputs(positionals[1:]), "skip")
     if bad:
@@ -42,15 +42,15 @@ def main(argv: list[str]) -> list[Path]:
 
     from huggingface_hub import get_token
 
-    from pipeline.evaluation.inference import load_trained
-    from pipeline.evaluation.rollout import has_attentions
+    from vit_pipeline.evaluation.inference import load_trained
+    from vit_pipeline.evaluation.rollout import has_attentions
 
     model, image_processor = load_trained(name, token=get_token(), revision=args.model_revision)
     if not has_attentions(model):
         raise PipelineError(f"{type(model).__name__} has no self-attention maps (a CNN or a model without "
                             "ViT-style attention): explain works for ViT-family models")
-    from pipeline.evaluation.plots import plot_rollouts
-    from pipeline.evaluation.rollout import rollout_images
+    from vit_pipeline.evaluation.plots import plot_rollouts
+    from vit_pipeline.evaluation.rollout import rollout_images
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

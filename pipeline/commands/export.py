@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import PipelineError
-from pipeline.utils import one_line, setup_logging
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import one_line, setup_logging
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 PROG = "vit-pipeline export"
 ONNX_FILE = "model.onnx"
@@ -54,7 +54,7 @@ def parity_data(name: str, args, data_overrides: dict):
 
     import yaml
 
-    from pipeline.config.arguments import RECIPE_FILE, DataArguments
+    from vit_pipeline.config.arguments import RECIPE_FILE, DataArguments
 
     fields = {f.name for f in dataclasses.fields(DataArguments)}
     values = {k: v for k, v in data_overrides.items() if v is not None}
@@ -140,7 +140,7 @@ def parity(model, sessions: dict, dataset, image_processor, labels, batch_size: 
     """
     import torch
 
-    from pipeline.evaluation.inference import batches
+    from vit_pipeline.evaluation.inference import batches
 
     model = model.to("cpu").eval()
     reference, outputs = [], {name: [] for name in sessions}
@@ -161,7 +161,7 @@ def parity(model, sessions: dict, dataset, image_processor, labels, batch_size: 
 
 def main(argv: list[str]) -> dict:
     """`vit-pipeline export`: load, export (and quantize), check on real images, write export_report.json."""
-    from pipeline.config.commands import CommandParser, ExportArguments
+    from vit_pipeline.config.commands import CommandParser, ExportArguments
 
     parser = CommandParser((ExportArguments,), PROG, "MODEL --output_dir E")
     if any(a in ("-h", "--help") for a in argv):
@@ -178,8 +178,8 @@ def main(argv: list[str]) -> dict:
     # Model, then the parity images: both fail before anything is written.
     from huggingface_hub import get_token
 
-    from pipeline.data.load import load_splits
-    from pipeline.evaluation.inference import load_trained, match_labels
+    from vit_pipeline.data.load import load_splits
+    from vit_pipeline.evaluation.inference import load_trained, match_labels
 
     token = get_token()
     model, image_processor = load_trained(name, token=token, revision=args.model_revision)
@@ -219,7 +219,7 @@ def main(argv: list[str]) -> dict:
 def _export(name: str, model, image_processor, args) -> tuple[Path, tuple[int, int], str]:
     """Write model.onnx (optimum for a local folder when it can, else torch.onnx), the config and the image
     processor, and the quantized model when asked. Returns the folder, the input size and the exporter used."""
-    from pipeline.data.transforms import image_spec
+    from vit_pipeline.data.transforms import image_spec
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

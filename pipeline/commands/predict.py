@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import PipelineError
-from pipeline.utils import first_line, setup_logging
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import first_line, setup_logging
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 PROG = "vit-pipeline predict"
 
@@ -32,7 +32,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     Raises:
         PipelineError: an input that matches nothing, or no image at all.
     """
-    from pipeline.data.sources import IMAGE_EXTENSIONS
+    from vit_pipeline.data.sources import IMAGE_EXTENSIONS
 
     found: list[str] = []
     for item in inputs:
@@ -73,7 +73,7 @@ def readable(paths: list[str], policy: str) -> tuple[list[str], list[tuple[str, 
 def prediction_table(paths: list[str], logits: np.ndarray, names: list[str], top_k: int, threshold: float
                      ) -> list[dict]:
     """Rows of path, label, score, labels, scores (softmax, best first; below `threshold` left out)."""
-    from pipeline.evaluation.inference import softmax
+    from vit_pipeline.evaluation.inference import softmax
 
     probs = softmax(logits)
     k = min(top_k, probs.shape[1])
@@ -114,7 +114,7 @@ def write_table(rows: list[dict], output: str | Path) -> Path:
 
 def main(argv: list[str]) -> list[dict]:
     """`vit-pipeline predict`: expand the inputs, check them, predict in batches, write the table. Returns the rows."""
-    from pipeline.config.commands import CommandParser, PredictArguments
+    from vit_pipeline.config.commands import CommandParser, PredictArguments
 
     parser = CommandParser((PredictArguments,), PROG, "MODEL INPUT... --output F")
     if any(a in ("-h", "--help") for a in argv):
@@ -134,17 +134,17 @@ def main(argv: list[str]) -> list[dict]:
 
     from huggingface_hub import get_token
 
-    from pipeline.evaluation.inference import load_trained, model_labels, predict_logits
+    from vit_pipeline.evaluation.inference import load_trained, model_labels, predict_logits
 
     model, image_processor = load_trained(name, token=get_token(), revision=args.model_revision)
     import datasets
 
     dataset = datasets.Dataset.from_dict({"image": paths}, features=datasets.Features({"image": datasets.Image()}))
     logits, _ = predict_logits(model, dataset, image_processor, batch_size=args.batch_size, progress=True)
-    from pipeline.model.inspect import is_multi_label
+    from vit_pipeline.model.inspect import is_multi_label
 
     if is_multi_label(model):
-        from pipeline.evaluation.multilabel import multilabel_prediction_table, saved_thresholds
+        from vit_pipeline.evaluation.multilabel import multilabel_prediction_table, saved_thresholds
 
         # Every label at or above its threshold: --threshold, else the ones tuned at training, else 0.5.
         names = model_labels(model)

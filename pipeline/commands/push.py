@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline import PipelineError
-from pipeline.publish.push import (
+from vit_pipeline import PipelineError
+from vit_pipeline.publish.push import (
     STRATEGIES,
     PushResult,
     files_to_push,
     push_later_command,
     push_or_explain,
 )
-from pipeline.utils import CommandParser, parse_bool, setup_logging
+from vit_pipeline.utils import CommandParser, parse_bool, setup_logging
 
 
 def push_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def _check_not_training(output_dir: str) -> None:
     """Refuse a folder a training run is still writing (its lock holds a live pid): it would push a half-run."""
     import socket
 
-    from pipeline.utils import LOCK_FILE, lock_holder, pid_alive
+    from vit_pipeline.utils import LOCK_FILE, lock_holder, pid_alive
 
     holder = lock_holder(output_dir)
     if holder and holder[0] == socket.gethostname() and pid_alive(holder[1]):

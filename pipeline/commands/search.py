@@ -21,11 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import PipelineError
-from pipeline.commands.compare import split_argv
-from pipeline.utils import one_line, plain, setup_logging
+from vit_pipeline import PipelineError
+from vit_pipeline.commands.compare import split_argv
+from vit_pipeline.utils import one_line, plain, setup_logging
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 USAGE = """usage: vit-pipeline search RECIPE.yaml --n_trials N --output_dir S [--space SPACE.yaml] [--field value ...]
 
@@ -49,7 +49,7 @@ CNN_SPACE = {
 
 def default_space(model_type: str) -> dict:
     """The search space used without --space: CNN or transformer ranges, by the checkpoint's model type."""
-    from pipeline.model.inspect import CONVOLUTIONAL
+    from vit_pipeline.model.inspect import CONVOLUTIONAL
 
     return CNN_SPACE if model_type in CONVOLUTIONAL else TRANSFORMER_SPACE
 
@@ -171,7 +171,7 @@ def write_trials(study, space: dict, path: Path) -> Path:
 
 def write_history(study, metric: str, path: Path, maximize: bool) -> Path:
     """Each trial's metric (pruned ones at their last report) and the best so far."""
-    from pipeline.evaluation.plots import pyplot, save_figure
+    from vit_pipeline.evaluation.plots import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -196,7 +196,7 @@ def write_history(study, metric: str, path: Path, maximize: bool) -> Path:
 
 def write_best_recipe(study, output: Path, metric: str, push_to_hub: bool = False) -> Path | None:
     """The best trial's resolved recipe, with output_dir `S/best`: `vit-pipeline train S/best_recipe.yaml` reruns it."""
-    from pipeline.config.arguments import RECIPE_FILE
+    from vit_pipeline.config.arguments import RECIPE_FILE
 
     try:
         best = study.best_trial
@@ -275,8 +275,8 @@ def _parse_search_options(argv: list[str]) -> tuple[int, Path, str | None, list[
 def _check_recipe_and_space(shared: list[str], space_file: str | None, output: Path) -> tuple[object, str, bool, dict]:
     """Parse the recipe once, read the space, and parse the recipe at both ends of every range (bad values stop the
     search before any trial). Returns the training arguments, the metric, whether it is maximized, and the space."""
-    from pipeline.config import RecipeParser
-    from pipeline.model.load import load_config
+    from vit_pipeline.config import RecipeParser
+    from vit_pipeline.model.load import load_config
 
     parser = RecipeParser(prog="vit-pipeline search")
     model_args, _, training_args, _ = parser.parse([*shared, "--output_dir", str(output / "trial-check")])
@@ -312,7 +312,7 @@ def _open_study(optuna, output: Path, space: dict, shared: list[str], *, seed: i
 
 def _objective(space: dict, shared: list[str], output: Path, metric: str):
     """The trial function: train with the trial's values in output/trial-NNN, return its eval metric."""
-    from pipeline.commands.train import main as train
+    from vit_pipeline.commands.train import main as train
 
     def objective(trial):
         values = suggest(trial, space)

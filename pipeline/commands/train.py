@@ -6,11 +6,11 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from pipeline import PipelineError
-from pipeline.config.output_dir import releases_locks
-from pipeline.utils import checkpoints, last_checkpoint, merge_json, setup_logging
+from vit_pipeline import PipelineError
+from vit_pipeline.config.output_dir import releases_locks
+from vit_pipeline.utils import checkpoints, last_checkpoint, merge_json, setup_logging
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 
 def _claim_output_dir(training_args, recipe: dict) -> str | None:
@@ -22,7 +22,7 @@ def _claim_output_dir(training_args, recipe: dict) -> str | None:
     Raises:
         PipelineError: another live run holds the folder, or its checkpoint is another run's (other model or data).
     """
-    from pipeline.config.output_dir import check_same_run, lock_output_dir
+    from vit_pipeline.config.output_dir import check_same_run, lock_output_dir
 
     # One run per output folder at a time (the lock holds the pid; it goes when the run ends or its process exits).
     lock_output_dir(training_args)
@@ -57,7 +57,7 @@ def _hub_setup(training_args) -> tuple[str | None, bool, list]:
     training_args.hub_token, training_args.push_to_hub = None, False
     if not push_requested:
         return token, False, []
-    from pipeline.publish.checkpoints import prepare_push
+    from vit_pipeline.publish.checkpoints import prepare_push
 
     # Repo id, token, offline mode and hub_strategy are checked now, not after hours of training.
     token, callbacks = prepare_push(training_args, token)
@@ -77,8 +77,8 @@ def _multi_label_defaults(training_args, recipe: dict) -> None:
 def _load_data(data_args, training_args, token: str | None, cache_decision=None):
     """The splits: map-style (downloaded, checked, prepared), or a training stream read as training consumes it."""
     if data_args.streaming:
-        from pipeline.config.machine import stream_schedule
-        from pipeline.data.stream import stream_splits
+        from vit_pipeline.config.machine import stream_schedule
+        from vit_pipeline.data.stream import stream_splits
 
         splits = stream_splits(data_args, seed=training_args.seed, rank=training_args.process_index,
                                world_size=training_args.world_size, token=token)
@@ -89,7 +89,7 @@ def _load_data(data_args, training_args, token: str | None, cache_decision=None)
                     training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
                     * training_args.world_size)
         return splits
-    from pipeline.data.load import load_splits
+    from vit_pipeline.data.load import load_splits
 
     with training_args.main_process_first(desc="loading the dataset"):
         splits = load_splits(data_args, seed=training_args.seed, cache_dir=None, token=token,
@@ -102,13 +102,13 @@ def _load_data(data_args, training_args, token: str | None, cache_decision=None)
 def _load_model(model_args, training_args, splits, image_processor, token: str | None):
     """The model to train: resolution, frozen backbone, LoRA (the processor follows a new resolution), with the
     layer-decay check on the model itself."""
-    from pipeline.model.load import load_model
-    from pipeline.model.prepare import prepare_model
+    from vit_pipeline.model.load import load_model
+    from vit_pipeline.model.prepare import prepare_model
 
     model = prepare_model(load_model(model_args, splits.labels, token=token, multi_label=splits.multi_label),
                           image_processor, model_args)
     if training_args.layer_decay is not None:
-        from pipeline.model.inspect import check_layer_decay
+        from vit_pipeline.model.inspect import check_layer_decay
 
         check_layer_decay(model)
     return model
@@ -117,10 +117,10 @@ def _load_model(model_args, training_args, splits, image_processor, token: str |
 def _prepare_data(splits, image_processor, data_args, training_args):
     """Train and eval rows. Fast path (default): uint8 rows from the loader workers; the backend normalizes whole
     batches on the device."""
-    from pipeline.data.prepare import prepare_dataset, prepare_datasets
+    from vit_pipeline.data.prepare import prepare_dataset, prepare_datasets
 
     if data_args.streaming:
-        from pipeline.data.stream import prepare_stream
+        from vit_pipeline.data.stream import prepare_stream
 
         return (prepare_stream(splits.train, image_processor, data_args),
                 prepare_dataset(splits.eval, image_processor, data_args, train=False))
@@ -136,12 +136,12 @@ def cache_decision(model_args, training_args, image_processor):
     import copy
     import functools
 
-    from pipeline.config.machine import planned_epochs
-    from pipeline.data.cache import CacheDecision
-    from pipeline.data.transforms import image_spec
+    from vit_pipeline.config.machine import planned_epochs
+    from vit_pipeline.data.cache import CacheDecision
+    from vit_pipeline.data.transforms import image_spec
 
     if model_args.image_size is not None:
-        from pipeline.model.resolution import set_processor_size
+        from vit_pipeline.model.resolution import set_processor_size
 
         image_processor = copy.deepcopy(image_processor)
         set_processor_size(image_processor, model_args.image_size)
@@ -152,10 +152,10 @@ def _train(model, image_processor, datasets: tuple, compute_metrics, training_ar
            resume_from: str | None, hub_callbacks: list, extra_callbacks: list):
     """Train and evaluate with the chosen backend, with the run's callbacks, the trackers' recipe and the fault
     handlers (signals, full disk) on both."""
-    from pipeline.training.faults import fault_callbacks
-    from pipeline.training.shared import backend
-    from pipeline.training.streaming import CloseStreamWorkers
-    from pipeline.training.tracking import RecipeToTrackers
+    from vit_pipeline.training.faults import fault_callbacks
+    from vit_pipeline.training.shared import backend
+    from vit_pipeline.training.streaming import CloseStreamWorkers
+    from vit_pipeline.training.tracking import RecipeToTrackers
 
     # The trackers of report_to get the whole resolved recipe once, beside the training arguments they log.
     stream_workers = CloseStreamWorkers()
@@ -173,7 +173,7 @@ def _train(model, image_processor, datasets: tuple, compute_metrics, training_ar
 def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: str | None):
     """What the loaded data decides: an unset pixel_cache (recorded in the resolved recipe), multi-label defaults,
     and that a resumed checkpoint has these labels. Returns the data arguments the run prepares its rows with."""
-    from pipeline.config.output_dir import check_same_labels
+    from vit_pipeline.config.output_dir import check_same_labels
 
     if not data_args.streaming:
         data_args = dataclasses.replace(data_args, pixel_cache=splits.pixel_cache)
@@ -187,8 +187,8 @@ def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: st
 
 def _write_recipe(recipe: dict, training_args) -> None:
     """The resolved recipe in the output folder (after clearing a previous run there with overwrite_output_dir)."""
-    from pipeline.config import save_recipe
-    from pipeline.config.output_dir import clear_previous_run
+    from vit_pipeline.config import save_recipe
+    from vit_pipeline.config.output_dir import clear_previous_run
 
     if training_args.overwrite_output_dir:
         clear_previous_run(training_args.output_dir)
@@ -204,9 +204,9 @@ def _log_done(scores: dict, multi_label: bool, output_dir: str) -> None:
 def _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics):
     """After training, on the main process: peak memory, the saved (merged) model, multi-label thresholds, the
     evaluation report and training curves. Returns the model to describe and what the card shows of them."""
-    from pipeline.evaluation.run_report import report_training_run
-    from pipeline.model.prepare import finalize_model
-    from pipeline.training.throughput import peak_memory_mib
+    from vit_pipeline.evaluation.run_report import report_training_run
+    from vit_pipeline.model.prepare import finalize_model
+    from vit_pipeline.training.throughput import peak_memory_mib
 
     # This process's peak while training (CUDA max_memory_allocated, or peak RSS on CPU): what benchmarks compare.
     merge_json(Path(training_args.output_dir) / "all_results.json",
@@ -215,7 +215,7 @@ def _report_saved_model(model, model_args, data_args, training_args, splits, res
     model = finalize_model(model, training_args.output_dir, model_args)
     per_class, thresholds = [], None
     if splits.multi_label:
-        from pipeline.evaluation.multilabel import tune_and_save_thresholds
+        from vit_pipeline.evaluation.multilabel import tune_and_save_thresholds
 
         # The final evaluation scored the saved model: thresholds.json and the card's per-class table from it.
         per_class, thresholds = tune_and_save_thresholds(compute_metrics, splits.labels, splits.eval_split_name,
@@ -240,7 +240,7 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     `callbacks` are extra `TrainerCallback`s for either backend (what `search` adds in-process: the trial's pruning
     report).
     """
-    from pipeline.config import RecipeParser, resolved_recipe, speed_summary
+    from vit_pipeline.config import RecipeParser, resolved_recipe, speed_summary
 
     # Configuration: every check runs here, before data or weights are loaded.
     model_args, data_args, training_args, _ = RecipeParser().parse(argv)
@@ -251,8 +251,8 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     setup_logging(is_main)
     from transformers import set_seed
 
-    from pipeline.model.inspect import check_model_options
-    from pipeline.model.load import load_config
+    from vit_pipeline.model.inspect import check_model_options
+    from vit_pipeline.model.load import load_config
 
     set_seed(training_args.seed)
     recipe = {**resolved_recipe(model_args, data_args, training_args), "push_to_hub": push_requested}
@@ -260,7 +260,7 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     check_model_options(load_config(model_args, token), model_args, training_args)
 
     # Image processor, data and model.
-    from pipeline.model.load import load_image_processor
+    from vit_pipeline.model.load import load_image_processor
 
     image_processor = load_image_processor(model_args, token=token)
     splits = _load_data(data_args, training_args, token, cache_decision(model_args, training_args, image_processor))
@@ -273,7 +273,7 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
         _write_recipe(recipe, training_args)
 
     # Train and evaluate (either backend: same arguments, callbacks and output files).
-    from pipeline.evaluation.metrics import metrics_for
+    from vit_pipeline.evaluation.metrics import metrics_for
 
     compute_metrics = metrics_for(len(splits.labels), multi_label=splits.multi_label)
     result = _train(model, image_processor, (train_dataset, eval_dataset), compute_metrics, training_args, recipe,
@@ -283,15 +283,15 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     model, shown = _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics)
 
     # Model card, push.
-    from pipeline.publish.card import write_card
-    from pipeline.publish.card_inputs import card_inputs
+    from vit_pipeline.publish.card import write_card
+    from vit_pipeline.publish.card_inputs import card_inputs
 
     write_card(card_inputs(model_args, data_args, training_args, splits=splits, result=result, recipe=recipe,
                            architecture=type(model).__name__, image_processor=image_processor,
                            push_requested=push_requested, **shown), training_args.output_dir)
     _log_done(result.scores, splits.multi_label, training_args.output_dir)
     if push_requested:
-        from pipeline.publish.push import push_or_explain
+        from vit_pipeline.publish.push import push_or_explain
 
         push_or_explain(training_args.output_dir, training_args.hub_model_id, token=token,
                         private=training_args.hub_private_repo, revision=training_args.hub_revision)

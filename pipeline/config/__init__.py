@@ -1,10 +1,10 @@
 """Typed configuration: the argument dataclasses, the strict recipe parser and the resolved recipe."""
 
-from pipeline.config.arguments import DATACLASSES, RECIPE_FILE, DataArguments, ModelArguments
-from pipeline.config.machine import speed_summary
-from pipeline.config.parser import RecipeParser, check_combination
-from pipeline.config.recipe import resolved_recipe, save_recipe
-from pipeline.config.training_args import PipelineTrainingArguments
+from vit_pipeline.config.arguments import DATACLASSES, RECIPE_FILE, DataArguments, ModelArguments
+from vit_pipeline.config.machine import speed_summary
+from vit_pipeline.config.parser import RecipeParser, check_combination
+from vit_pipeline.config.recipe import resolved_recipe, save_recipe
+from vit_pipeline.config.training_args import PipelineTrainingArguments
 
 __all__ = [
     "DATACLASSES",

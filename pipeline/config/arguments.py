@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline import PipelineError
-from pipeline.config.checks import check_range
-from pipeline.config.training_args import PipelineTrainingArguments
+from vit_pipeline import PipelineError
+from vit_pipeline.config.checks import check_range
+from vit_pipeline.config.training_args import PipelineTrainingArguments
 
 RECIPE_FILE = "recipe.yaml"
 SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"

@@ -7,8 +7,8 @@ import math
 import os
 from pathlib import Path
 
-from pipeline import PipelineError
-from pipeline.utils import plain
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import plain
 
 
 def check_range(args, name: str, low: float, high: float = math.inf, *, low_open: bool = False,

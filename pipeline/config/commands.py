@@ -12,8 +12,8 @@ from typing import Literal
 
 from transformers import HfArgumentParser
 
-from pipeline import PipelineError
-from pipeline.utils import OneLineErrors
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import OneLineErrors
 
 PREDICTION_FORMATS = (".csv", ".jsonl", ".parquet")
 

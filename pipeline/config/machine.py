@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from pipeline import PipelineError
-from pipeline.utils import cpu_count, plain
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import cpu_count, plain
 
 
 def _default_workers() -> int:

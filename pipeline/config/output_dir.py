@@ -19,11 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import PipelineError
-from pipeline.config.arguments import RECIPE_FILE
-from pipeline.utils import LOCK_FILE, WEIGHT_FILES, checkpoints, lock_holder, pid_alive
+from vit_pipeline import PipelineError
+from vit_pipeline.config.arguments import RECIPE_FILE
+from vit_pipeline.utils import LOCK_FILE, WEIGHT_FILES, checkpoints, lock_holder, pid_alive
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 _HELD: list[OutputDirLock] = []
 # Recipe keys that make a checkpoint another run's: what is trained, on what. Hyperparameters may change on resume.

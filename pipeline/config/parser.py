@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-from pipeline import PipelineError
-from pipeline.config.arguments import DATACLASSES, DataArguments, ModelArguments
-from pipeline.config.training_args import PipelineTrainingArguments
-from pipeline.utils import OneLineErrors, one_line
+from vit_pipeline import PipelineError
+from vit_pipeline.config.arguments import DATACLASSES, DataArguments, ModelArguments
+from vit_pipeline.config.training_args import PipelineTrainingArguments
+from vit_pipeline.utils import OneLineErrors, one_line
 
 
 class RecipeParser(OneLineErrors, HfArgumentParser):

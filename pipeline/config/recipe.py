@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.config.arguments import RECIPE_FILE
-from pipeline.config.training_args import PipelineTrainingArguments
-from pipeline.utils import plain
+from vit_pipeline.config.arguments import RECIPE_FILE
+from vit_pipeline.config.training_args import PipelineTrainingArguments
+from vit_pipeline.utils import plain
 
 # Never written to disk, logs or cards.
 SECRET_FIELDS = {"hub_token"}

@@ -14,15 +14,15 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from pipeline import PipelineError
-from pipeline.config.checks import (
+from vit_pipeline import PipelineError
+from vit_pipeline.config.checks import (
     check_accelerate_options,
     check_output_dir,
     check_range,
     check_trainer_trackers,
 )
-from pipeline.config.machine import _auto_precision, _default_workers, _has_accelerator
-from pipeline.utils import plain
+from vit_pipeline.config.machine import _auto_precision, _default_workers, _has_accelerator
+from vit_pipeline.utils import plain
 
 
 @dataclass
@@ -176,7 +176,7 @@ class PipelineTrainingArguments(TrainingArguments):
                 self.ddp_backend = "gloo"
                 self._machine_fields.add("ddp_backend")
             if any(os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" for name in ("FSDP", "DEEPSPEED")):
-                logging.getLogger("pipeline").warning(
+                logging.getLogger("vit_pipeline").warning(
                     "no GPU: FSDP and DeepSpeed need GPUs; the processes run plain data parallel on the CPU")
         if self.bf16 and not self.use_cpu and not _has_accelerator():
             # A GPU recipe run where there is none: bf16 autocast works on CPU, which the Trainer only allows with

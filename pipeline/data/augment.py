@@ -13,8 +13,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 if TYPE_CHECKING:
-    from pipeline.config.arguments import DataArguments
-    from pipeline.config.training_args import PipelineTrainingArguments
+    from vit_pipeline.config.arguments import DataArguments
+    from vit_pipeline.config.training_args import PipelineTrainingArguments
 
 
 def image_steps(data_args: DataArguments, interpolation: InterpolationMode = InterpolationMode.BILINEAR) -> list:
@@ -65,7 +65,7 @@ class MixingCollator:
         # With both, each batch gets one of them, with even odds (timm's switch probability 0.5).
         self.mix = mixers[0] if len(mixers) == 1 else T.RandomChoice(mixers)
         if base_collate is None:
-            from pipeline.data.transforms import collate as base_collate
+            from vit_pipeline.data.transforms import collate as base_collate
         self.base_collate = base_collate
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -83,9 +83,9 @@ class MixingCollator:
 
 def build_train_collator(args: PipelineTrainingArguments, num_labels: int, base_collate=None):
     """The collator for training batches: MixUp / CutMix when the training arguments ask for it, else `base_collate`
-    (default: `pipeline.data.transforms.collate`). Evaluation batches always use the plain collator."""
+    (default: `vit_pipeline.data.transforms.collate`). Evaluation batches always use the plain collator."""
     if args.mixup_alpha > 0 or args.cutmix_alpha > 0:
         return MixingCollator(num_labels, args.mixup_alpha, args.cutmix_alpha, base_collate=base_collate)
     if base_collate is None:
-        from pipeline.data.transforms import collate as base_collate
+        from vit_pipeline.data.transforms import collate as base_collate
     return base_collate

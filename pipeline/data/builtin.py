@@ -61,7 +61,7 @@ def resolve_builtin(name: str) -> Path:
     """Turn `builtin:digits` into the local folder holding it, writing it on first use."""
     key = name[len(BUILTIN_PREFIX) :]
     if key not in BUILTIN_DATASETS:
-        from pipeline import PipelineError
+        from vit_pipeline import PipelineError
 
         raise PipelineError(f"unknown built-in dataset '{name}': use one of " + ", ".join(
             BUILTIN_PREFIX + n for n in BUILTIN_DATASETS))

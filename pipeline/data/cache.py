@@ -19,8 +19,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from pipeline.data.decode import decode_rgb
-from pipeline.data.transforms import ImageSpec
+from vit_pipeline.data.decode import decode_rgb
+from vit_pipeline.data.transforms import ImageSpec
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def drop_unreadable(cached, split: str, policy: str, skipped: dict[str, int] | N
     Raises:
         PipelineError: with policy "error", naming the split, row and error of the first unreadable image.
     """
-    from pipeline import PipelineError
+    from vit_pipeline import PipelineError
 
     bad = np.flatnonzero(np.asarray(cached["height"][:]) == 0) if len(cached) else np.array([], dtype=int)
     if not len(bad):

@@ -12,8 +12,8 @@ import numpy as np
 from datasets import Dataset
 from PIL import Image
 
-from pipeline import PipelineError
-from pipeline.utils import cpu_count, first_line
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import cpu_count, first_line
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_image
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

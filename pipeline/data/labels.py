@@ -1,7 +1,7 @@
 """Which columns hold the image and the label, and single-label classes as one ClassLabel shared by both splits.
 
 The usual column names (Hub datasets, imagefolder, WebDataset shards), WebDataset labels inside a `.json` member,
-and `encode_labels`. Multi-label columns are `pipeline.data.multilabel`'s.
+and `encode_labels`. Multi-label columns are `vit_pipeline.data.multilabel`'s.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import datasets
 from datasets import ClassLabel, Dataset
 
-from pipeline import PipelineError
-from pipeline.data.multilabel import is_list_feature
+from vit_pipeline import PipelineError
+from vit_pipeline.data.multilabel import is_list_feature
 
 IMAGE_COLUMNS = ("image", "img")
 LABEL_COLUMNS = ("label", "labels")

@@ -1,7 +1,8 @@
 """Load a labelled image dataset into a train and an eval split, with one image column and one label column.
 
-Everything goes through `datasets` (`pipeline.data.sources` says what a dataset name means). Column and label
-handling is `pipeline.data.labels` (multi-label: `pipeline.data.multilabel`), the image check `pipeline.data.check`.
+Everything goes through `datasets` (`vit_pipeline.data.sources` says what a dataset name means). Column and label
+handling is `vit_pipeline.data.labels` (multi-label: `vit_pipeline.data.multilabel`), the image check
+`vit_pipeline.data.check`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import TYPE_CHECKING
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from pipeline import PipelineError
-from pipeline.config.arguments import MULTI_LABEL, SINGLE_LABEL
-from pipeline.data.check import check_images
-from pipeline.data.labels import (
+from vit_pipeline import PipelineError
+from vit_pipeline.config.arguments import MULTI_LABEL, SINGLE_LABEL
+from vit_pipeline.data.check import check_images
+from vit_pipeline.data.labels import (
     IMAGE_COLUMNS,
     LABEL_COLUMNS,
     WEBDATASET_IMAGE_COLUMNS,
@@ -28,7 +29,7 @@ from pipeline.data.labels import (
     label_values,
     needs_json_label,
 )
-from pipeline.data.multilabel import (
+from vit_pipeline.data.multilabel import (
     columns_to_multi_hot,
     encode_label_lists,
     flag_vectors_to_multi_hot,
@@ -38,12 +39,12 @@ from pipeline.data.multilabel import (
     no_positive_count,
     with_multi_hot,
 )
-from pipeline.data.sources import load_raw
-from pipeline.data.splits import EVAL_SPLITS, Splits
-from pipeline.utils import is_hub_id
+from vit_pipeline.data.sources import load_raw
+from vit_pipeline.data.splits import EVAL_SPLITS, Splits
+from vit_pipeline.utils import is_hub_id
 
 if TYPE_CHECKING:
-    from pipeline.data.cache import CacheDecision
+    from vit_pipeline.data.cache import CacheDecision
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
     train, evals, labels, eval_name = _train_and_eval(raw, columns, data_args, seed)
     train, evals = _subsample(train, evals, data_args, seed)
     if cache_decision is not None:
-        from pipeline.data.cache import decide_pixel_cache
+        from vit_pipeline.data.cache import decide_pixel_cache
 
         data_args = decide_pixel_cache(data_args, train, evals, cache_decision)
     train, evals, skipped = _check_splits(train, evals, eval_name, data_args)

@@ -17,7 +17,7 @@ import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
 logger = logging.getLogger(__name__)
 

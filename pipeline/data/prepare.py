@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.config.arguments import DataArguments, default_data_args
-from pipeline.data.cache import CachedTransform, Shrink, cache_pixels, cache_size, drop_unreadable
-from pipeline.data.decode import decode_rgb, to_rgb
-from pipeline.data.transforms import build_fast_transforms, build_transforms, image_spec
-from pipeline.utils import cpu_count
+from vit_pipeline.config.arguments import DataArguments, default_data_args
+from vit_pipeline.data.cache import CachedTransform, Shrink, cache_pixels, cache_size, drop_unreadable
+from vit_pipeline.data.decode import decode_rgb, to_rgb
+from vit_pipeline.data.transforms import build_fast_transforms, build_transforms, image_spec
+from vit_pipeline.utils import cpu_count
 
 
 class BatchTransform:

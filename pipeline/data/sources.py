@@ -13,9 +13,9 @@ from pathlib import Path
 import datasets
 from datasets import DatasetDict
 
-from pipeline import PipelineError
-from pipeline.data.builtin import BUILTIN_PREFIX, resolve_builtin
-from pipeline.utils import first_line, one_line
+from vit_pipeline import PipelineError
+from vit_pipeline.data.builtin import BUILTIN_PREFIX, resolve_builtin
+from vit_pipeline.utils import first_line, one_line
 
 # File endings read as images in plain folders (what `imagefolder` and `vit-pipeline predict` pick up).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")

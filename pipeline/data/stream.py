@@ -25,8 +25,8 @@ from pathlib import Path
 import datasets
 from datasets import ClassLabel, Dataset, IterableDataset
 
-from pipeline import PipelineError
-from pipeline.data.labels import (
+from vit_pipeline import PipelineError
+from vit_pipeline.data.labels import (
     IMAGE_COLUMNS,
     LABEL_COLUMNS,
     WEBDATASET_IMAGE_COLUMNS,
@@ -35,9 +35,9 @@ from pipeline.data.labels import (
     find_column,
     needs_json_label,
 )
-from pipeline.data.sources import open_stream
-from pipeline.data.splits import EVAL_SPLITS, StreamSplits
-from pipeline.utils import first_line, is_hub_id
+from vit_pipeline.data.sources import open_stream
+from vit_pipeline.data.splits import EVAL_SPLITS, StreamSplits
+from vit_pipeline.utils import first_line, is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class StreamTransform:
         self.skipped = 0
 
     def __call__(self, batch: dict) -> dict:
-        from pipeline.data.decode import decode_rgb
+        from vit_pipeline.data.decode import decode_rgb
 
         pixels, labels = [], []
         for cell, label in zip(batch["image"], batch["label"], strict=True):
@@ -291,7 +291,7 @@ class StreamTransform:
 
 def prepare_stream(train: IterableDataset, image_processor, data_args) -> IterableDataset:
     """The training stream as `collate` takes it: decoded and augmented (uint8) row by row in the loader workers."""
-    from pipeline.data.transforms import build_fast_transforms
+    from vit_pipeline.data.transforms import build_fast_transforms
 
     transform = build_fast_transforms(image_processor, data_args)[0]
     return train.map(StreamTransform(transform, data_args.bad_images), batched=True, batch_size=16,

@@ -3,7 +3,7 @@
 Size, mean, std and resampling come from the image processor saved with the checkpoint, so training sees what
 `pipeline("image-classification")` will see. Transforms are torchvision v2 on uint8 tensors until the last
 step (cheaper than float), applied lazily per row by `Dataset.with_transform` inside the DataLoader workers
-(`pipeline.data.prepare`). On the fast path, images stay uint8 up to the device, where `PixelNormalizer` runs the
+(`vit_pipeline.data.prepare`). On the fast path, images stay uint8 up to the device, where `PixelNormalizer` runs the
 float finish once per batch.
 """
 
@@ -18,7 +18,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
-from pipeline.config.arguments import DataArguments, default_data_args
+from vit_pipeline.config.arguments import DataArguments, default_data_args
 
 # PIL resample codes (what image processors store) -> torchvision modes.
 _INTERPOLATION = {
@@ -92,7 +92,7 @@ def image_spec(image_processor) -> ImageSpec:
         _warned.add(name)
         import logging
 
-        logging.getLogger("pipeline").warning(
+        logging.getLogger("vit_pipeline").warning(
             "%s: training and evaluation preprocessing is rebuilt from its size, crop, mean and std only (steps of "
             "its own are not reproduced, with or without fast_transforms)", name)
     resize = _size_of(getattr(image_processor, "size", None))
@@ -228,7 +228,7 @@ def build_transforms(image_processor, data_args: DataArguments | None = None) ->
     if data_args.horizontal_flip:
         train_steps.append(T.RandomHorizontalFlip())
     # Extra augmentation asked for in data_args (RandAugment / TrivialAugment on uint8, random erasing at the end).
-    from pipeline.data.augment import image_steps, tensor_steps
+    from vit_pipeline.data.augment import image_steps, tensor_steps
 
     train_steps += image_steps(data_args, spec.interpolation)
     train_transform = T.Compose(train_steps + _finish(spec) + tensor_steps(data_args))
@@ -253,7 +253,7 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
 # input size as uint8 (the augmentation steps of `build_transforms`, on a small uint8 image); the collator stacks uint8;
 # rescale and normalize, the float part, run on whole batches on the model's device (`PixelNormalizer`), the way the
 # image processor ends. Per image that is a quarter of the bytes to move between processes and to the GPU, and no
-# float work in the workers. Decoding is `pipeline.data.decode`, the datasets `pipeline.data.prepare`.
+# float work in the workers. Decoding is `vit_pipeline.data.decode`, the datasets `vit_pipeline.data.prepare`.
 
 
 def _uint8_steps(transform: T.Compose) -> T.Compose:

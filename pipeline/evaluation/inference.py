@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import PipelineError
-from pipeline.utils import is_hub_id
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ def load_trained(name: str, token: str | None = None, revision: str = "main", at
     Raises:
         PipelineError: no such folder or id, a folder without a trained model, or a checkpoint that cannot load.
     """
-    from pipeline.config.arguments import ModelArguments
-    from pipeline.model.load import WEIGHT_FILES, load_classifier, load_image_processor
+    from vit_pipeline.config.arguments import ModelArguments
+    from vit_pipeline.model.load import WEIGHT_FILES, load_classifier, load_image_processor
 
     local = Path(name)
     if not local.exists() and not is_hub_id(name):
@@ -100,8 +100,8 @@ def batches(dataset, image_processor, batch_size: int = 32, device=None, progres
     """
     from torch.utils.data import DataLoader
 
-    from pipeline.data.prepare import prepare_dataset
-    from pipeline.data.transforms import PixelNormalizer, collate, image_spec
+    from vit_pipeline.data.prepare import prepare_dataset
+    from vit_pipeline.data.transforms import PixelNormalizer, collate, image_spec
 
     if "label" not in dataset.column_names:
         dataset = dataset.add_column("label", [-1] * len(dataset))

@@ -70,7 +70,7 @@ def metrics_for(num_labels: int, multi_label: bool = False):
     """The `compute_metrics` of a run: `ClassificationMetrics`, or for multi-label data
     `evaluation.multilabel.MultiLabelMetrics` (map, F1s, subset accuracy, Hamming loss)."""
     if multi_label:
-        from pipeline.evaluation.multilabel import MultiLabelMetrics
+        from vit_pipeline.evaluation.multilabel import MultiLabelMetrics
 
         return MultiLabelMetrics(num_labels)
     return ClassificationMetrics(num_labels)

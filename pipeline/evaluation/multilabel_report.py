@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluation.multilabel import (
+from vit_pipeline.evaluation.multilabel import (
     DEFAULT_THRESHOLD,
     compute_multilabel_metrics,
     per_class_report,
@@ -17,7 +17,7 @@ from pipeline.evaluation.multilabel import (
     threshold_summary,
     write_thresholds,
 )
-from pipeline.evaluation.report import PREDICTIONS_CSV, REPORT_JSON, REPORT_MD
+from vit_pipeline.evaluation.report import PREDICTIONS_CSV, REPORT_JSON, REPORT_MD
 
 PR_CURVES_PNG = "pr_curves.png"
 # Beyond this many classes the PR figure shows the most frequent ones (the JSON has them all).
@@ -63,7 +63,7 @@ def plot_pr_curves(scores: np.ndarray, labels: np.ndarray, names: list[str], pat
     """Precision-recall curves, one per class with a positive (the `max_curves` most frequent), AP in the legend."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    from pipeline.evaluation.plots import pyplot, save_figure
+    from vit_pipeline.evaluation.plots import pyplot, save_figure
 
     plt = pyplot()
     y = np.asarray(labels) > 0.5

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.evaluation.inference import softmax
+from vit_pipeline.evaluation.inference import softmax
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path, predictions: list[
     Returns:
         The files written.
     """
-    from pipeline.evaluation import plots
+    from vit_pipeline.evaluation import plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
 HEAD_FUSIONS = ("mean", "max", "min")
 
@@ -153,8 +153,8 @@ def overlay(image: Image.Image, mask, alpha: float = 0.5, colormap: str = "jet")
 
 def model_view(image, image_processor):
     """(the uint8 picture the model sees, as PIL, and its normalised [1, 3, H, W] pixel_values)."""
-    from pipeline.data.decode import decode_rgb
-    from pipeline.data.transforms import PixelNormalizer, build_fast_transforms, image_spec
+    from vit_pipeline.data.decode import decode_rgb
+    from vit_pipeline.data.transforms import PixelNormalizer, build_fast_transforms, image_spec
 
     pixels = build_fast_transforms(image_processor)[1](decode_rgb(image)).contiguous()
     normalized = PixelNormalizer(image_spec(image_processor))(pixels.unsqueeze(0))

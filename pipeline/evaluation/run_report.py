@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def picture(item):
     """Any image cell (PIL image, encoded bytes, `{"bytes", "path"}`, file path, array) as an RGB PIL image."""
     from PIL import Image
 
-    from pipeline.data.decode import decode_rgb
+    from vit_pipeline.data.decode import decode_rgb
 
     return Image.fromarray(decode_rgb(item).permute(1, 2, 0).numpy())
 
@@ -44,16 +44,16 @@ def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str],
     """
     import numpy as np
 
-    from pipeline.evaluation.inference import image_ids, match_labels, model_labels, predict_logits
-    from pipeline.evaluation.report import build_report, prediction_rows, write_report
-    from pipeline.model.inspect import is_multi_label
+    from vit_pipeline.evaluation.inference import image_ids, match_labels, model_labels, predict_logits
+    from vit_pipeline.evaluation.report import build_report, prediction_rows, write_report
+    from vit_pipeline.model.inspect import is_multi_label
 
     to_model = np.asarray(match_labels(dataset_labels, model))
     logits, labels = predict_logits(model, dataset, image_processor, batch_size=batch_size, progress=progress)
     names = model_labels(model)
     if is_multi_label(model):
-        from pipeline.evaluation.multilabel import saved_thresholds, sigmoid
-        from pipeline.evaluation.multilabel_report import build_multilabel_report, write_multilabel_report
+        from vit_pipeline.evaluation.multilabel import saved_thresholds, sigmoid
+        from vit_pipeline.evaluation.multilabel_report import build_multilabel_report, write_multilabel_report
 
         # Dataset classes in the model's order (a single-label set counts one positive per image).
         multi_hot = np.zeros((len(labels), len(names)), dtype=np.int64)
@@ -118,11 +118,11 @@ def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: li
         a multi-label card has its own per-class table), and the file names of the figures that were written
         (`confusion_matrix`, `pr_curves`, `training_curves`, `rollout`; None when not).
     """
-    from pipeline.evaluation.inference import load_trained
-    from pipeline.evaluation.multilabel_report import PR_CURVES_PNG
-    from pipeline.evaluation.plots import plot_rollouts, plot_training_curves
-    from pipeline.evaluation.report import CONFUSION_PNG, class_table
-    from pipeline.evaluation.rollout import has_attentions, rollout_images
+    from vit_pipeline.evaluation.inference import load_trained
+    from vit_pipeline.evaluation.multilabel_report import PR_CURVES_PNG
+    from vit_pipeline.evaluation.plots import plot_rollouts, plot_training_curves
+    from vit_pipeline.evaluation.report import CONFUSION_PNG, class_table
+    from vit_pipeline.evaluation.rollout import has_attentions, rollout_images
 
     out = Path(output_dir)
     curves = plot_training_curves(log_history, metric, out / CURVES_PNG)

@@ -12,7 +12,7 @@ import re
 
 from torch import nn
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
 # Depth units, most specific first: CNN stages (`encoder.stages.2.layers.0.`: the stage, not the layer inside it),
 # EfficientNet's MBConv blocks (`encoder.blocks.7.`), Swin's stages and transformer blocks (`encoder.layers.1.`,

@@ -8,8 +8,8 @@ from pathlib import Path
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
-from pipeline import PipelineError
-from pipeline.utils import WEIGHT_FILES
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import WEIGHT_FILES
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def apply_lora(model: nn.Module, model_args) -> nn.Module:
         from peft import LoraConfig, get_peft_model
     except ImportError as err:
         raise PipelineError("use_peft needs the peft package: pip install 'vit-pipeline[lora]'") from err
-    from pipeline.model.inspect import lora_targets
+    from vit_pipeline.model.inspect import lora_targets
 
     targets = lora_targets(model.config.model_type, model_args.lora_target_modules)
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}

@@ -19,18 +19,18 @@ def prepare_model(model, image_processor, model_args):
     `image_processor` is updated in place when `image_size` changes the resolution.
     """
     if model_args.image_size is not None:
-        from pipeline.model.resolution import resize_position_embeddings, set_processor_size
+        from vit_pipeline.model.resolution import resize_position_embeddings, set_processor_size
 
         if resize_position_embeddings(model, model_args.image_size):
             logger.info("Position embeddings interpolated to %d x %d pixels", model_args.image_size,
                         model_args.image_size)
         set_processor_size(image_processor, model_args.image_size)
     if model_args.freeze_backbone:
-        from pipeline.model.inspect import freeze_backbone
+        from vit_pipeline.model.inspect import freeze_backbone
 
         logger.info("Backbone frozen: %d parameters will not change", freeze_backbone(model))
     if model_args.use_peft:
-        from pipeline.model.lora import apply_lora
+        from vit_pipeline.model.lora import apply_lora
 
         model = apply_lora(model, model_args)
     return model
@@ -39,7 +39,7 @@ def prepare_model(model, image_processor, model_args):
 def finalize_model(model, output_dir, model_args):
     """Turn the trained model into the plain checkpoint in `output_dir`: with use_peft, merge the adapters and save
     the merged model (keeping the adapter in `output_dir/adapter` when asked). Returns the model to describe."""
-    from pipeline.model.lora import is_peft_model, save_merged
+    from vit_pipeline.model.lora import is_peft_model, save_merged
 
     if not is_peft_model(model):
         return model

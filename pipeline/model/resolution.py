@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
 
 def _pair(value) -> tuple[int, int]:
@@ -27,7 +27,7 @@ def resize_position_embeddings(model: nn.Module, image_size: int) -> bool:
     Raises:
         PipelineError: the size is not a multiple of the patch size, or the model has no ViT-style embeddings.
     """
-    from pipeline.model.inspect import CONVOLUTIONAL, backbone, base_model
+    from vit_pipeline.model.inspect import CONVOLUTIONAL, backbone, base_model
 
     config = base_model(model).config
     if config.model_type in CONVOLUTIONAL or config.model_type in ("swin", "swinv2"):

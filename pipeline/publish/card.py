@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from pipeline.publish.card_inputs import CardInputs
-from pipeline.utils import is_hub_id
+from vit_pipeline.publish.card_inputs import CardInputs
+from vit_pipeline.utils import is_hub_id
 
 TEMPLATE = "image_classification.md"
 CARD_FILE = "README.md"
@@ -28,7 +28,7 @@ def template_path(name: str = TEMPLATE) -> Path:
     repo_copy = Path(__file__).resolve().parents[2] / "model_cards" / name
     if repo_copy.exists():
         return repo_copy
-    with importlib.resources.as_file(importlib.resources.files("pipeline.model_cards") / name) as path:
+    with importlib.resources.as_file(importlib.resources.files("vit_pipeline.model_cards") / name) as path:
         return Path(path)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.utils import plain
+from vit_pipeline.utils import plain
 
 # Training arguments the card always lists, then the fine-tuning techniques it lists only when they are used.
 TRAINING_HYPERPARAMETERS = ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
@@ -53,7 +53,7 @@ class CardInputs:
     no_positive: dict[str, int] = field(default_factory=dict)
     per_class: list[dict[str, Any]] = field(default_factory=list)
     thresholds: dict[str, Any] | None = None
-    # From `pipeline.evaluation.run_report.report_training_run`: the eval report (either kind), per-class rows
+    # From `vit_pipeline.evaluation.run_report.report_training_run`: the eval report (either kind), per-class rows
     # and the file names of the figures written into the output folder (None for those not drawn).
     evaluation: dict[str, Any] | None = None
 
@@ -84,8 +84,8 @@ def dataset_display(data_args, splits) -> str:
 
 
 def augmentation(data_args) -> str:
-    """The training augmentation in words: crop, flip, then the extra steps of `pipeline.data.augment`."""
-    from pipeline.data.augment import describe  # torchvision: imported only when a card is assembled
+    """The training augmentation in words: crop, flip, then the extra steps of `vit_pipeline.data.augment`."""
+    from vit_pipeline.data.augment import describe  # torchvision: imported only when a card is assembled
 
     steps = []
     if data_args.random_resized_crop:
@@ -103,7 +103,7 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
 
     Args:
         model_args, data_args, training_args: the run's parsed arguments.
-        splits: the `pipeline.data.splits.Splits` it trained and evaluated on.
+        splits: the `vit_pipeline.data.splits.Splits` it trained and evaluated on.
         result: the backend's `TrainResult`: its `scores` (the final evaluation) and `log_history` (the per-epoch
             table).
         recipe: the resolved recipe (shown in the card).
@@ -114,7 +114,7 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
             and the tuned thresholds (`evaluation.multilabel.threshold_summary`).
         evaluation: what `evaluation.run_report.report_training_run` wrote (report, figures; a multi-label one too).
     """
-    from pipeline.data.transforms import image_spec  # torch: imported only when a card is assembled
+    from vit_pipeline.data.transforms import image_spec  # torch: imported only when a card is assembled
 
     spec = image_spec(image_processor)
     return CardInputs(

@@ -10,7 +10,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.publish.push import (
+from vit_pipeline.publish.push import (
     ATTEMPTS_ENV,
     BACKOFF_ENV,
     DEFAULT_ATTEMPTS,
@@ -26,9 +26,9 @@ from pipeline.publish.push import (
     check_push_options,
     explain,
 )
-from pipeline.utils import plain
+from vit_pipeline.utils import plain
 
-logger = logging.getLogger("pipeline.publish.push")
+logger = logging.getLogger("vit_pipeline.publish.push")
 
 
 class CheckpointPusher:

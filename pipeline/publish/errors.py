@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
 
 def push_later_command(output_dir: str | os.PathLike, repo_id: str | None, private: bool = False,

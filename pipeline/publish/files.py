@@ -7,8 +7,8 @@ import os
 import re
 from pathlib import Path
 
-from pipeline import PipelineError
-from pipeline.utils import ADAPTER_WEIGHT_FILE, SAFE_WEIGHT_FILES, checkpoints
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import ADAPTER_WEIGHT_FILE, SAFE_WEIGHT_FILES, checkpoints
 
 # What a finished output folder publishes (see README "Publish to the Hub"). Sharded weights are found through
 # their index; adapter files are there for LoRA runs, which save an adapter next to (or instead of) the weights.

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import PipelineError
-from pipeline.publish.errors import (  # noqa: F401 - the push API, importable from here as before
+from vit_pipeline import PipelineError
+from vit_pipeline.publish.errors import (  # noqa: F401 - the push API, importable from here as before
     _describe,
     _NoToken,
     explain,
     is_transient,
     push_later_command,
 )
-from pipeline.publish.files import (  # noqa: F401
+from vit_pipeline.publish.files import (  # noqa: F401
     MODEL_FILES,
     NEVER_PUSHED,
     PUSHED_FILES,
@@ -41,7 +41,7 @@ from pipeline.publish.files import (  # noqa: F401
     files_to_push,
 )
 
-logger = logging.getLogger("pipeline.publish.push")
+logger = logging.getLogger("vit_pipeline.publish.push")
 
 STRATEGIES = ("end", "every_save", "checkpoint", "all_checkpoints")
 

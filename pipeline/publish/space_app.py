@@ -22,7 +22,7 @@ DISPLAY_SIZE = 320
 
 def _rollout_module():
     try:
-        from pipeline.evaluation import rollout
+        from vit_pipeline.evaluation import rollout
     except ImportError:  # inside a Space: rollout.py sits next to app.py
         import rollout
     return rollout
@@ -66,7 +66,7 @@ def metrics_markdown(metrics: list[tuple[str, float]], dataset: str | None) -> s
 def model_thresholds(model_id: str, token: str | None = None) -> dict[str, float]:
     """A multi-label model's per-class thresholds (`thresholds.json` of its folder or Hub repo); {} without one.
 
-    (The page cannot import the package in a Space, hence not `pipeline.evaluation.multilabel.load_thresholds`.)
+    (The page cannot import the package in a Space, hence not `vit_pipeline.evaluation.multilabel.load_thresholds`.)
     """
     import json
 

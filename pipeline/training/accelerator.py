@@ -11,10 +11,10 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from torch.utils.data import DataLoader
 
-from pipeline.data.transforms import collate
-from pipeline.training.optim import no_decay_names, param_groups_for, wants_param_groups
-from pipeline.training.streaming import stream_loader
-from pipeline.utils import plain
+from vit_pipeline.data.transforms import collate
+from vit_pipeline.training.optim import no_decay_names, param_groups_for, wants_param_groups
+from vit_pipeline.training.streaming import stream_loader
+from vit_pipeline.utils import plain
 
 
 def build_accelerator(args) -> tuple[Accelerator, list[str]]:

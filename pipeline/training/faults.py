@@ -20,10 +20,10 @@ from collections.abc import Iterator
 import torch
 from transformers import TrainerCallback
 
-from pipeline import PipelineError
-from pipeline.utils import last_checkpoint
+from vit_pipeline import PipelineError
+from vit_pipeline.utils import last_checkpoint
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 SIGNAL_EXIT = {signal.SIGTERM: 143, signal.SIGINT: 130}
 

@@ -38,14 +38,14 @@ from transformers import (
 from transformers.trainer_callback import CallbackHandler, ExportableState
 from transformers.trainer_utils import SaveStrategy
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
 logger = logging.getLogger(__name__)
 
 
 def technique_callbacks(args, ema=None) -> list[TrainerCallback]:
     """The callbacks the fine-tuning options of `args` need, on either backend: the EMA's and early stopping."""
-    from pipeline.training.ema import EMACallback
+    from vit_pipeline.training.ema import EMACallback
 
     callbacks: list[TrainerCallback] = []
     if ema is not None:

@@ -41,10 +41,10 @@ from transformers.trainer_utils import (
     speed_metrics,
 )
 
-from pipeline import PipelineError
-from pipeline.data.transforms import PixelNormalizer, image_spec
-from pipeline.model.inspect import base_model, is_multi_label
-from pipeline.training.accelerator import (
+from vit_pipeline import PipelineError
+from vit_pipeline.data.transforms import PixelNormalizer, image_spec
+from vit_pipeline.model.inspect import base_model, is_multi_label
+from vit_pipeline.training.accelerator import (
     build_accelerator,
     build_loader,
     build_optimizer,
@@ -53,19 +53,19 @@ from pipeline.training.accelerator import (
     is_sharded,
     set_epoch,
 )
-from pipeline.training.faults import NonFiniteLossCallback
-from pipeline.training.flow import (
+from vit_pipeline.training.faults import NonFiniteLossCallback
+from vit_pipeline.training.flow import (
     callback_handler,
     is_new_best,
     new_state,
     technique_callbacks,
 )
-from pipeline.training.loop_checkpoints import CheckpointsMixin
-from pipeline.training.loss import plain_loss
-from pipeline.training.progress import ReadableProgress
-from pipeline.training.shared import TrainResult, training_extras
-from pipeline.training.streaming import is_stream
-from pipeline.utils import writing
+from vit_pipeline.training.loop_checkpoints import CheckpointsMixin
+from vit_pipeline.training.loss import plain_loss
+from vit_pipeline.training.progress import ReadableProgress
+from vit_pipeline.training.shared import TrainResult, training_extras
+from vit_pipeline.training.streaming import is_stream
+from vit_pipeline.utils import writing
 
 logger = logging.getLogger(__name__)
 
@@ -431,7 +431,7 @@ def train_with_accelerate(model, image_processor, train_dataset, eval_dataset, c
     MixUp / CutMix, EMA, per-part learning rates, early stopping), and only the main process writes files.
 
     `callbacks` are extra `TrainerCallback`s, called where the Trainer calls them (the Hub checkpoint pushes of
-    `pipeline.publish.checkpoints`, or any other; see `training.flow`).
+    `vit_pipeline.publish.checkpoints`, or any other; see `training.flow`).
 
     Raises:
         PipelineError: `resume_from_checkpoint` is not a checkpoint of this backend.

@@ -17,13 +17,13 @@ from accelerate.utils import DistributedType
 from transformers import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints, sort_checkpoints
 
-from pipeline.training.ema import EMA_FILE
-from pipeline.training.flow import export_callback_states, restore_callback_states
-from pipeline.training.shared import TrainResult, check_checkpoint
-from pipeline.training.streaming import load_stream_state, save_stream_state
-from pipeline.utils import TRAINER_STATE, save_metrics
+from vit_pipeline.training.ema import EMA_FILE
+from vit_pipeline.training.flow import export_callback_states, restore_callback_states
+from vit_pipeline.training.shared import TrainResult, check_checkpoint
+from vit_pipeline.training.streaming import load_stream_state, save_stream_state
+from vit_pipeline.utils import TRAINER_STATE, save_metrics
 
-logger = logging.getLogger("pipeline.training.loop")
+logger = logging.getLogger("vit_pipeline.training.loop")
 
 WEIGHTS_FILE = "model.safetensors"
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from pipeline.config.training_args import PipelineTrainingArguments
+    from vit_pipeline.config.training_args import PipelineTrainingArguments
 
 
 def label_counts(dataset, num_labels: int) -> np.ndarray:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from pipeline.model.inspect import backbone, check_layer_decay, depth_pattern, layer_id, num_layers
+from vit_pipeline.model.inspect import backbone, check_layer_decay, depth_pattern, layer_id, num_layers
 
 if TYPE_CHECKING:
-    from pipeline.config.training_args import PipelineTrainingArguments
+    from vit_pipeline.config.training_args import PipelineTrainingArguments
 
 # The Trainer's own rule for parameters without weight decay (Trainer.get_decay_parameter_names), so the groups
 # built here decay exactly what the default optimizer would.

@@ -15,7 +15,7 @@ import time
 
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 # Metrics shown first, in this order; the rest follow alphabetically. Timing values are left to the logs.
 FIRST = ("accuracy", "f1", "precision", "recall", "top5_accuracy", "loss")

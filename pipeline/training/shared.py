@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline import PipelineError
-from pipeline.data.augment import build_train_collator
-from pipeline.training.ema import ModelEMA
-from pipeline.training.loss import build_loss
-from pipeline.utils import TRAINER_STATE
+from vit_pipeline import PipelineError
+from vit_pipeline.data.augment import build_train_collator
+from vit_pipeline.training.ema import ModelEMA
+from vit_pipeline.training.loss import build_loss
+from vit_pipeline.utils import TRAINER_STATE
 
 if TYPE_CHECKING:
-    from pipeline.config.training_args import PipelineTrainingArguments
+    from vit_pipeline.config.training_args import PipelineTrainingArguments
 
 # The optimizer state file each backend writes into its checkpoints (`accelerator.save_state` / the Trainer).
 OPTIMIZER_FILES = {"accelerate": "optimizer.bin", "trainer": "optimizer.pt"}
@@ -67,10 +67,10 @@ def backend(name: str):
     `(model, image_processor, train_dataset, eval_dataset, compute_metrics, args, resume_from_checkpoint=None,
     callbacks=None)` and return a `TrainResult`."""
     if name == "accelerate":
-        from pipeline.training.loop import train_with_accelerate
+        from vit_pipeline.training.loop import train_with_accelerate
 
         return train_with_accelerate
-    from pipeline.training.trainer import train_with_trainer
+    from vit_pipeline.training.trainer import train_with_trainer
 
     return train_with_trainer
 

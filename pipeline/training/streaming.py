@@ -1,6 +1,6 @@
 """What both backends need to train from a stream: a resumable loader, and its state saved with every checkpoint.
 
-The training stream (`pipeline.data.stream`) is already this process's share of the shards, so the loader is not
+The training stream (`vit_pipeline.data.stream`) is already this process's share of the shards, so the loader is not
 sharded again by accelerate: it is a torchdata `StatefulDataLoader`, whose `state_dict` gathers the position of every
 loader worker in its shards (datasets' `IterableDataset.state_dict`). Each process writes its own state into the
 checkpoint (`stream_state-<rank>.pt`), and a resumed run continues with the next unseen rows instead of reading the
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import PipelineError
+from vit_pipeline import PipelineError
 
-logger = logging.getLogger("pipeline")
+logger = logging.getLogger("vit_pipeline")
 
 # The reference configuration of `vit-pipeline benchmark` (transformers' example script as users run it): package
 # data, so an installed package finds it too.
@@ -45,7 +45,7 @@ class ExampleScriptTransform:
     def __init__(self, image_processor):
         from torchvision.transforms import Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop, ToTensor
 
-        from pipeline.data.transforms import image_spec
+        from vit_pipeline.data.transforms import image_spec
 
         spec = image_spec(image_processor)
         self.transform = Compose([RandomResizedCrop(spec.output_size), RandomHorizontalFlip(), ToTensor(),
@@ -231,7 +231,7 @@ class _SameBatch:
 def _make_trainer(model, args, dataset, collator, image_processor, callbacks=()):
     from transformers.trainer_callback import PrinterCallback
 
-    from pipeline.training.trainer import PipelineTrainer
+    from vit_pipeline.training.trainer import PipelineTrainer
 
     trainer = PipelineTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                               processing_class=image_processor, callbacks=list(callbacks))
@@ -242,7 +242,7 @@ def _make_trainer(model, args, dataset, collator, image_processor, callbacks=())
 
 def first_batch_seconds(model, args, dataset, image_processor) -> float:
     """Seconds from building the training loader to its first batch (loader workers start, first rows decode)."""
-    from pipeline.data.transforms import collate
+    from vit_pipeline.data.transforms import collate
 
     trainer = _make_trainer(copy.deepcopy(model), args, dataset, collate, image_processor)
     start = time.perf_counter()
@@ -255,7 +255,7 @@ def first_batch_seconds(model, args, dataset, image_processor) -> float:
 
 def measure_data(model, args, dataset, image_processor, warmup: int, steps: int) -> float:
     """Images/s of the Trainer's training DataLoader alone, up to finished `pixel_values` on the model's device."""
-    from pipeline.data.transforms import collate
+    from vit_pipeline.data.transforms import collate
 
     trainer = _make_trainer(copy.deepcopy(model), args, dataset, collate, image_processor)
     device = args.device
@@ -299,7 +299,7 @@ def measure_model(model, args, image_size, num_labels: int, image_processor, war
 
 def measure_end_to_end(model, args, dataset, image_processor, warmup: int, steps: int) -> tuple[float, float]:
     """Images/s of Trainer steps on the real data, and the peak memory (MiB) while training."""
-    from pipeline.data.transforms import collate
+    from vit_pipeline.data.transforms import collate
 
     device = args.device
     timer = _step_timer(device, warmup, steps)

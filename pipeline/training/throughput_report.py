@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from pipeline.training.throughput import si_prefix
+from vit_pipeline.training.throughput import si_prefix
 
 
 @dataclass

@@ -8,14 +8,14 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, Trainer
 
-from pipeline import PipelineError
-from pipeline.data.transforms import PixelNormalizer, collate, image_spec
-from pipeline.model.inspect import base_model, is_multi_label
-from pipeline.training.faults import NonFiniteLossCallback
-from pipeline.training.progress import use_readable_progress
-from pipeline.training.shared import TrainResult, check_checkpoint
-from pipeline.training.tracking import untrack
-from pipeline.utils import CHECKPOINT_PREFIX, writing
+from vit_pipeline import PipelineError
+from vit_pipeline.data.transforms import PixelNormalizer, collate, image_spec
+from vit_pipeline.model.inspect import base_model, is_multi_label
+from vit_pipeline.training.faults import NonFiniteLossCallback
+from vit_pipeline.training.progress import use_readable_progress
+from vit_pipeline.training.shared import TrainResult, check_checkpoint
+from vit_pipeline.training.tracking import untrack
+from vit_pipeline.utils import CHECKPOINT_PREFIX, writing
 
 
 class PipelineTrainer(Trainer):
@@ -84,7 +84,7 @@ class PipelineTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         """Per-part learning rates (layer_decay, backbone_learning_rate) when asked; else the Trainer's optimizer."""
-        from pipeline.training.optim import param_groups_for, wants_param_groups
+        from vit_pipeline.training.optim import param_groups_for, wants_param_groups
 
         if self.optimizer is not None or not wants_param_groups(self.args):
             return super().create_optimizer(model)
@@ -97,7 +97,7 @@ class PipelineTrainer(Trainer):
     stream_loader = None
 
     def get_train_dataloader(self):
-        from pipeline.training.streaming import is_stream, stream_loader
+        from vit_pipeline.training.streaming import is_stream, stream_loader
 
         if is_stream(self.train_dataset):
             # This process's shards already: no accelerate sharding or dispatching on top (see training.streaming).
@@ -120,14 +120,14 @@ class PipelineTrainer(Trainer):
         # Called on every process for every checkpoint: the stream position is per process, like the RNG state.
         super()._save_rng_state(output_dir)
         if self.stream_loader is not None:
-            from pipeline.training.streaming import save_stream_state
+            from vit_pipeline.training.streaming import save_stream_state
 
             save_stream_state(self.stream_loader, output_dir, self.args.process_index)
 
     def _load_rng_state(self, checkpoint):
         super()._load_rng_state(checkpoint)
         if self.stream_loader is not None and checkpoint:
-            from pipeline.training.streaming import load_stream_state
+            from vit_pipeline.training.streaming import load_stream_state
 
             load_stream_state(self.stream_loader, checkpoint, self.args.process_index)
 
@@ -155,14 +155,15 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
 
     Evaluates and checkpoints as `args` says (every epoch by default), keeps the best model by
     `args.metric_for_best_model`, and resumes from `resume_from_checkpoint` when given. `callbacks` are extra
-    `TrainerCallback`s (the Hub checkpoint pushes of `pipeline.publish.checkpoints`; the Accelerate backend calls the
-    same ones, see `training.flow`). Honours the fine-tuning options of `args` (see `training.shared.training_extras`
-    and `training.flow.technique_callbacks`): loss, MixUp / CutMix, EMA, per-part learning rates, early stopping.
+    `TrainerCallback`s (the Hub checkpoint pushes of `vit_pipeline.publish.checkpoints`; the Accelerate backend calls
+    the same ones, see `training.flow`). Honours the fine-tuning options of `args` (see
+    `training.shared.training_extras` and `training.flow.technique_callbacks`): loss, MixUp / CutMix, EMA, per-part
+    learning rates, early stopping.
     """
     if resume_from_checkpoint:
         check_checkpoint(resume_from_checkpoint, "trainer")
-    from pipeline.training.flow import technique_callbacks
-    from pipeline.training.shared import training_extras
+    from vit_pipeline.training.flow import technique_callbacks
+    from vit_pipeline.training.shared import training_extras
 
     extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels),
                              multi_label=is_multi_label(model))

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import PipelineError
-from pipeline.commands.benchmark import (
+from tests.conftest import REPO, run_cli
+from vit_pipeline import PipelineError
+from vit_pipeline.commands.benchmark import (
     REFERENCE_FILE,
     ExampleScriptTransform,
     counted_flops_per_image,
@@ -20,8 +21,7 @@ from pipeline.commands.benchmark import (
     read_reference,
     vit_macs_per_image,
 )
-from pipeline.config import RecipeParser
-from tests.conftest import REPO, run_cli
+from vit_pipeline.config import RecipeParser
 
 BENCHMARKS = REPO / "benchmarks"
 ROWS = ("data only (images/s)", "model only (images/s)", "end to end (images/s)", "peak memory (MiB)",
@@ -139,8 +139,8 @@ def test_benchmark_recipes_parse(recipe, tmp_path):
 
 
 def test_photo_dataset_is_real_jpegs(tmp_path):
-    from pipeline.config import DataArguments
-    from pipeline.data.load import load_splits
+    from vit_pipeline.config import DataArguments
+    from vit_pipeline.data.load import load_splits
 
     spec = importlib.util.spec_from_file_location("photos", BENCHMARKS / "photos.py")
     photos_module = importlib.util.module_from_spec(spec)

@@ -9,10 +9,10 @@ import json
 import pytest
 import yaml
 
-from pipeline import PipelineError
-from pipeline.commands.compare import main as compare
-from pipeline.commands.compare import parse_model_spec, run_folder_name
 from tests.conftest import FAST, photos, run_cli, save_tiny_model
+from vit_pipeline import PipelineError
+from vit_pipeline.commands.compare import main as compare
+from vit_pipeline.commands.compare import parse_model_spec, run_folder_name
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +92,9 @@ def test_bad_invocations_fail_in_one_line(recipe, tmp_path):
 
 
 def test_the_shipped_vit_vs_cnn_command_parses_for_every_model():
-    from pipeline.commands.compare import split_argv
-    from pipeline.config import RecipeParser
     from tests.conftest import REPO
+    from vit_pipeline.commands.compare import split_argv
+    from vit_pipeline.config import RecipeParser
 
     path = REPO / "recipes" / "cifar10" / "vit-vs-cnn.yaml"
     header = [line[1:].strip().rstrip("\\").strip() for line in path.read_text().splitlines()[2:4]]
@@ -110,7 +110,7 @@ def test_the_shipped_vit_vs_cnn_command_parses_for_every_model():
 
 
 def test_multi_label_runs_report_map_and_the_table_shows_it(tmp_path):
-    from pipeline.commands.compare import read_metrics, write_csv, write_markdown
+    from vit_pipeline.commands.compare import read_metrics, write_csv, write_markdown
 
     run = tmp_path / "run"
     run.mkdir()

@@ -1,6 +1,6 @@
 """`vit-pipeline demo`: the Gradio page driven in a real headless Chromium, the Space it writes, and its errors.
 
-The model is a tiny random ViT with the photo classes, saved with a real model card (pipeline.publish.card), so the
+The model is a tiny random ViT with the photo classes, saved with a real model card (vit_pipeline.publish.card), so the
 page has labels, scores, an attention map and metrics to show.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline import PipelineError
 from tests.conftest import REPO, TINY_VIT
+from vit_pipeline import PipelineError
 
 LABELS = ["astronaut", "chelsea", "coffee"]
 CARD_METRICS = {"accuracy": 0.8125, "f1": 0.75}
@@ -39,8 +39,8 @@ def save_demo_model(path: Path, vit: bool = True) -> Path:
         ViTImageProcessor,
     )
 
-    from pipeline.publish.card import write_card
-    from pipeline.publish.card_inputs import CardInputs
+    from vit_pipeline.publish.card import write_card
+    from vit_pipeline.publish.card_inputs import CardInputs
 
     torch.manual_seed(0)
     labels = {"id2label": dict(enumerate(LABELS)), "label2id": {name: i for i, name in enumerate(LABELS)}}
@@ -108,7 +108,7 @@ def test_page_in_headless_chromium_predicts_what_pipeline_predicts(demo_model, c
 
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "demo", str(demo_model), "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "vit_pipeline", "demo", str(demo_model), "--port", str(port),
                                 "--top_k", "2"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
@@ -150,7 +150,7 @@ def test_page_in_headless_chromium_predicts_what_pipeline_predicts(demo_model, c
 def test_classifier_scores_as_pipeline_and_maps_attention_for_a_vit_only(demo_model, cat_photo, tmp_path):
     from transformers import pipeline
 
-    from pipeline.publish.space_app import Classifier, card_metrics, metrics_markdown
+    from vit_pipeline.publish.space_app import Classifier, card_metrics, metrics_markdown
 
     image = Image.open(cat_photo)
     classifier = Classifier(str(demo_model), top_k=10)
@@ -175,7 +175,7 @@ def test_multilabel_classifier_shows_every_sigmoid_score_and_marks_the_labels_ab
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, pipeline
 
-    from pipeline.publish.space_app import Classifier
+    from vit_pipeline.publish.space_app import Classifier
 
     torch.manual_seed(0)
     names = [f"tag{i}" for i in range(7)]  # more than the default top_k of 5
@@ -210,7 +210,7 @@ def test_multilabel_classifier_shows_every_sigmoid_score_and_marks_the_labels_ab
 def test_write_space_serves_the_hub_model_without_the_package(demo_model, cat_photo, tmp_path, hub_server):
     from huggingface_hub import HfApi, metadata_load
 
-    from pipeline.commands.demo import main
+    from vit_pipeline.commands.demo import main
 
     # The model is on the Hub (the stand-in): the Space loads it by its id, card included.
     api = HfApi()
@@ -227,7 +227,7 @@ def test_write_space_serves_the_hub_model_without_the_package(demo_model, cat_ph
     assert any(r.startswith("transformers") for r in requirements) and "torch" in requirements
     # The Space's own files run from its folder, with vit-pipeline unimportable (the venv may hold it: a None
     # sys.modules entry blocks it, as its absence does in a Space): the Hub model's scores, map and card metrics.
-    script = ("import sys; sys.modules['pipeline'] = None; import os, app; from PIL import Image; "
+    script = ("import sys; sys.modules['vit_pipeline'] = None; import os, app; from PIL import Image; "
               "c = app.Classifier(app.MODEL_ID, top_k=app.TOP_K); image = Image.open(sys.argv[1]); "
               "assert os.path.dirname(os.path.abspath(app._rollout_module().__file__)) == os.getcwd(); "
               "print(repr((c.predict(image), c.has_rollout, c.rollout(image).size, app.card_metrics(app.MODEL_ID))))")
@@ -254,7 +254,7 @@ def test_write_space_serves_the_hub_model_without_the_package(demo_model, cat_ph
 ])
 @pytest.mark.slow
 def test_demo_errors_are_one_line(argv, message, tmp_path, monkeypatch):
-    from pipeline.commands.demo import main
+    from vit_pipeline.commands.demo import main
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match=message):
@@ -262,7 +262,7 @@ def test_demo_errors_are_one_line(argv, message, tmp_path, monkeypatch):
 
 
 def test_demo_without_gradio_names_the_demo_extra(demo_model, monkeypatch):
-    from pipeline.commands.demo import main
+    from vit_pipeline.commands.demo import main
 
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if not installed
     with pytest.raises(PipelineError, match=r"needs the demo extra: pip install 'vit-pipeline\[demo\]'"):

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.cli import main
 from tests.conftest import digits, write_imagefolder
+from vit_pipeline.cli import main
 
 FILES = ("eval_report.json", "eval_report.md", "predictions.csv", "confusion_matrix.png", "reliability_diagram.png")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from pipeline.cli import main
 from tests.conftest import photos
+from vit_pipeline.cli import main
 
 
 def run(*args: str) -> int:

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.cli import main
 from tests.conftest import PHOTO_NAMES, photos, run_cli, save_tiny_classifier
+from vit_pipeline.cli import main
 
 # fp32 ONNX Runtime vs fp32 PyTorch on the same pixels: kernels differ in summation order only.
 ATOL = 1e-4
@@ -68,7 +68,7 @@ def test_onnx_matches_pytorch_on_real_photos(photo_classifier, photos_parquet, t
 def test_higher_resolution_model_exports(photo_classifier, photos_parquet, tmp_path):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from pipeline.model.resolution import resize_position_embeddings, set_processor_size
+    from vit_pipeline.model.resolution import resize_position_embeddings, set_processor_size
 
     model = AutoModelForImageClassification.from_pretrained(photo_classifier)
     processor = AutoImageProcessor.from_pretrained(photo_classifier)

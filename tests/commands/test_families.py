@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from pipeline.cli import main
 from tests.conftest import FAMILIES, FAST, photos, save_tiny_model
+from vit_pipeline.cli import main
 
 
 def train(*args: str) -> None:

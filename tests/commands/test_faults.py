@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.config.output_dir import LOCK_FILE
 from tests.conftest import FAST, REPO, digits, run_cli_here, write_imagefolder
+from vit_pipeline.cli import main
+from vit_pipeline.config.output_dir import LOCK_FILE
 
 # 16 images of 2 classes, batch 8: 2 steps an epoch, a checkpoint every epoch, each run a few seconds.
 SMALL = (*FAST, "--per_device_train_batch_size", "8", "--train_val_split", "0.2", "--save_total_limit", "5")
@@ -181,7 +181,7 @@ def _interrupted_run(args: list[str], signum: int, after_losses: int = 1) -> sub
     stdout and stderr come back together (as `stderr`): the Trainer prints its losses, the Accelerate loop logs them.
     """
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "vit_pipeline", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     seen, head = 0, []
     for line in proc.stdout:

@@ -81,7 +81,7 @@ def check_multilabel_report(out: Path, results: dict) -> dict:
 @pytest.mark.slow
 def test_a_training_run_writes_the_multilabel_report_and_the_card_shows_it(tiny_vit, tagged_digits_parquet,
                                                                            tmp_path):
-    from pipeline.publish.files import PUSHED_FILES
+    from vit_pipeline.publish.files import PUSHED_FILES
 
     out = tmp_path / "out"
     train("--model_name_or_path", str(tiny_vit), "--dataset_name", str(tagged_digits_parquet), "--output_dir",
@@ -123,7 +123,7 @@ def test_fine_tuning_techniques_on_both_backends(backend, techniques, tiny_vit, 
 def test_malformed_label_column_is_one_line_from_the_command(tiny_vit, tmp_path, capsys):
     import datasets
 
-    from pipeline.cli import main
+    from vit_pipeline.cli import main
 
     rows = digits(n_per_class=2)
     loop = [int("loop" in digit_tags(d)) for _, d in rows]
@@ -169,7 +169,7 @@ def pipeline_scores(model: Path, paths: list[str]) -> list[dict[str, float]]:
 
 @pytest.mark.slow
 def test_predict_writes_every_label_above_its_threshold(tag_classifier, tmp_path):
-    from pipeline.cli import main
+    from vit_pipeline.cli import main
 
     paths = []
     for i, (image, _) in enumerate(digits(n_per_class=1)):
@@ -196,8 +196,8 @@ def test_predict_writes_every_label_above_its_threshold(tag_classifier, tmp_path
 
 @pytest.mark.slow
 def test_evaluate_writes_the_multilabel_report(tag_classifier, tagged_digits_parquet, tmp_path):
-    from pipeline.cli import main
-    from pipeline.evaluation.multilabel import compute_multilabel_metrics
+    from vit_pipeline.cli import main
+    from vit_pipeline.evaluation.multilabel import compute_multilabel_metrics
 
     out = tmp_path / "report"
     with pytest.raises(SystemExit) as exit_info:
@@ -231,9 +231,9 @@ def test_the_training_report_hook_writes_the_multilabel_report_and_keeps_the_run
         tag_classifier, tagged_digits_parquet, tmp_path):
     import shutil
 
-    from pipeline.config.arguments import DataArguments
-    from pipeline.data.load import load_splits
-    from pipeline.evaluation.run_report import report_training_run
+    from vit_pipeline.config.arguments import DataArguments
+    from vit_pipeline.data.load import load_splits
+    from vit_pipeline.evaluation.run_report import report_training_run
 
     out = shutil.copytree(tag_classifier, tmp_path / "run")
     saved = (out / "thresholds.json").read_text()
@@ -254,7 +254,7 @@ def test_the_training_report_hook_writes_the_multilabel_report_and_keeps_the_run
 def test_rollout_scores_are_the_pipelines_sigmoid_scores(tag_classifier, tmp_path):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from pipeline.evaluation.rollout import rollout_images
+    from vit_pipeline.evaluation.rollout import rollout_images
 
     path = tmp_path / "digit.png"
     digits(n_per_class=1)[0][0].save(path)

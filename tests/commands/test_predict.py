@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from pipeline.cli import main
 from tests.conftest import digits, photos
+from vit_pipeline.cli import main
 
 
 def run(*args: str) -> int:

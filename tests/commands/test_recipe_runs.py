@@ -120,7 +120,7 @@ def test_recipe_fails_when_the_dataset_schema_drifts(change, tiny_backbone, tmp_
         data = standins.build(standin, tmp_path / "data")
         expected = "no 'validation' split"
     with pytest.raises(SystemExit) as exit_info:
-        from pipeline.cli import main
+        from vit_pipeline.cli import main
 
         main(["train", str(RECIPES / "beans/vit-base.yaml"), "--model_name_or_path", str(tiny_backbone),
               "--dataset_name", str(data), "--output_dir", str(tmp_path / "out")])

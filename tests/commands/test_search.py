@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from pipeline import PipelineError
-from pipeline.commands.search import main as search
-from pipeline.commands.search import pruning_callback, read_space
 from tests.conftest import FAST, run_cli, save_tiny_model
+from vit_pipeline import PipelineError
+from vit_pipeline.commands.search import main as search
+from vit_pipeline.commands.search import pruning_callback, read_space
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def rows(path):
 
 @pytest.mark.slow
 def test_three_trials_then_a_resumed_search_adds_trials_and_the_best_recipe_trains(setup, tmp_path):
-    from pipeline.commands.train import main as train
+    from vit_pipeline.commands.train import main as train
 
     recipe, space = setup
     out = tmp_path / "s"
@@ -96,7 +96,7 @@ def test_the_pruning_callback_reports_each_evaluation_and_prunes():
     ("learning_rate: {low: 0.0, high: 1.0, log: true}", "a log range needs low > 0"),
 ])
 def test_bad_spaces_are_refused_in_one_line(text, message, tmp_path):
-    from pipeline.config import RecipeParser
+    from vit_pipeline.config import RecipeParser
 
     path = tmp_path / "space.yaml"
     path.write_text(text)

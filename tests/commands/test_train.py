@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import main
 from tests.conftest import FAST, digits, photos, run_cli, run_cli_here, to_dataset, write_imagefolder
+from vit_pipeline.cli import main
 
 OUTPUT_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "recipe.yaml", "train_results.json",
                 "eval_results.json", "all_results.json", "README.md",

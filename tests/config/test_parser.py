@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipeline import PipelineError
-from pipeline.config import RecipeParser, resolved_recipe, save_recipe
 from tests.conftest import run_cli
+from vit_pipeline import PipelineError
+from vit_pipeline.config import RecipeParser, resolved_recipe, save_recipe
 
 
 def write(tmp_path, recipe: dict, name: str = "r.yaml"):
@@ -124,4 +124,4 @@ def test_console_script_entry_point_is_declared():
     import tomllib
 
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["vit-pipeline"] == "pipeline.cli:main"
+    assert project["scripts"]["vit-pipeline"] == "vit_pipeline.cli:main"

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import PipelineError
-from pipeline.config import RecipeParser
+from vit_pipeline import PipelineError
+from vit_pipeline.config import RecipeParser
 
 FIELDS = sorted(RecipeParser().known_fields())
 # Fields whose values matter most (numbers the config range-checks, choices, paths), drawn more often.

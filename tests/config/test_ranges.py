@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import PipelineError
-from pipeline.cli import main
-from pipeline.config import RecipeParser
+from vit_pipeline import PipelineError
+from vit_pipeline.cli import main
+from vit_pipeline.config import RecipeParser
 
 BASE = ["--model_name_or_path", "some/model", "--dataset_name", "some/data"]
 

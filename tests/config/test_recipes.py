@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import RecipeParser, resolved_recipe
+from vit_pipeline.config import RecipeParser, resolved_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 # recipes/accelerate/ holds `accelerate launch` config files, not training recipes.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.config import PipelineTrainingArguments, RecipeParser
-from pipeline.config.machine import _auto_precision, _default_workers
 from tests.conftest import REPO
+from vit_pipeline.config import PipelineTrainingArguments, RecipeParser
+from vit_pipeline.config.machine import _auto_precision, _default_workers
 
 QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
 
@@ -68,7 +68,7 @@ def test_fused_adamw_steps_on_cpu(tmp_path, tiny_vit):
     """transformers 5 defaults to adamw_torch_fused; torch's fused AdamW runs on CPU too (no silent fallback needed)."""
     from transformers import ViTForImageClassification
 
-    from pipeline.training.trainer import PipelineTrainer
+    from vit_pipeline.training.trainer import PipelineTrainer
 
     model = ViTForImageClassification.from_pretrained(tiny_vit)
     args = PipelineTrainingArguments(output_dir=str(tmp_path), report_to="none", eval_strategy="no",

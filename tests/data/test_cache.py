@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.data.cache import cache_size
-from pipeline.data.prepare import prepare_dataset
-from pipeline.data.transforms import image_spec
+from vit_pipeline.data.cache import cache_size
+from vit_pipeline.data.prepare import prepare_dataset
+from vit_pipeline.data.transforms import image_spec
 
 
 def test_pixel_cache_keeps_training_images_a_little_larger_than_the_model_input(photo_files):
     from transformers import ViTImageProcessor
 
-    from pipeline.config import DataArguments
+    from vit_pipeline.config import DataArguments
 
     processor = ViTImageProcessor()
     _, ds = photo_files
@@ -31,8 +31,8 @@ def test_pixel_cache_keeps_training_images_a_little_larger_than_the_model_input(
 
 
 def test_pixel_cache_needs_the_fast_transforms():
-    from pipeline import PipelineError
-    from pipeline.config import DataArguments
+    from vit_pipeline import PipelineError
+    from vit_pipeline.config import DataArguments
 
     with pytest.raises(PipelineError, match="pixel_cache needs fast_transforms"):
         DataArguments(dataset_name="x", pixel_cache=True, fast_transforms=False)
@@ -82,8 +82,8 @@ def _split(rows: int):
 def test_pixel_cache_unset_is_decided_by_the_epochs(set_to, epochs, expected):
     from transformers import ViTImageProcessor
 
-    from pipeline.config import DataArguments
-    from pipeline.data.cache import CacheDecision, choose_pixel_cache, decide_pixel_cache
+    from vit_pipeline.config import DataArguments
+    from vit_pipeline.data.cache import CacheDecision, choose_pixel_cache, decide_pixel_cache
 
     data_args = DataArguments(dataset_name="x", pixel_cache=set_to)
     spec = image_spec(ViTImageProcessor())
@@ -99,8 +99,8 @@ def test_pixel_cache_unset_is_decided_by_the_epochs(set_to, epochs, expected):
 def test_pixel_cache_unset_stays_off_when_the_cache_would_be_too_big():
     from transformers import ViTImageProcessor
 
-    from pipeline.config import DataArguments
-    from pipeline.data.cache import AUTO_CACHE_MAX_BYTES, cache_bytes, choose_pixel_cache
+    from vit_pipeline.config import DataArguments
+    from vit_pipeline.data.cache import AUTO_CACHE_MAX_BYTES, cache_bytes, choose_pixel_cache
 
     # 4,096 px inputs: about 90 MB of pixels per training image, so 200 images are over the 10 GiB bound.
     spec = image_spec(ViTImageProcessor(size={"height": 4096, "width": 4096}))

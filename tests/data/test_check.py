@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import re
 
-from pipeline.data import check
 from tests.conftest import digits, to_dataset
+from vit_pipeline.data import check
 
 
 def test_image_check_says_how_long_it_will_take(monkeypatch, caplog):
     monkeypatch.setattr(check, "ESTIMATE_ABOVE", 10)  # the real threshold is 2,000 images
     images = to_dataset(digits(n_per_class=7))
-    with caplog.at_level(logging.INFO, logger="pipeline"):
+    with caplog.at_level(logging.INFO, logger="vit_pipeline"):
         assert check.find_bad_images(images, "train") == []
     estimate = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Checking 70 train"))
     assert re.fullmatch(r"Checking 70 train images \(each decoded once\): about \d+ s at \d+ images/s", estimate)

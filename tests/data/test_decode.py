@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.decode import _torchvision_decodable, decode_rgb, to_rgb
+from vit_pipeline.data.decode import _torchvision_decodable, decode_rgb, to_rgb
 
 
 def odd_images() -> dict[str, bytes]:

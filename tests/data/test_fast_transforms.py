@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.prepare import BatchTransform, fast_dataset, prepare_dataset
-from pipeline.data.transforms import PixelNormalizer, build_fast_transforms, build_transforms, collate, image_spec
+from vit_pipeline.data.prepare import BatchTransform, fast_dataset, prepare_dataset
+from vit_pipeline.data.transforms import PixelNormalizer, build_fast_transforms, build_transforms, collate, image_spec
 
 # Eval output vs the image processor: the same uint8 pixels go through the same fused float ops, so the results are
 # equal; the tolerance only leaves room for float rounding on other platforms. One gray level is 1/255/std = 0.0078.
@@ -36,7 +36,7 @@ def processors():
 def test_eval_batches_equal_the_image_processor_on_real_photos(photo_files, name, pixel_cache):
     from transformers.image_utils import load_image
 
-    from pipeline.config import DataArguments
+    from vit_pipeline.config import DataArguments
 
     processor = processors()[name]
     paths, ds = photo_files
@@ -72,7 +72,7 @@ def test_pixels_stay_uint8_until_the_normalizer(photo_files):
     from transformers import ViTImageProcessor
     from transformers.image_utils import load_image
 
-    from pipeline.config import DataArguments
+    from vit_pipeline.config import DataArguments
 
     processor = ViTImageProcessor()
     paths, ds = photo_files
@@ -99,7 +99,7 @@ def test_fast_transforms_use_the_augmentation_switches():
     from torchvision.transforms import v2 as T
     from transformers import ViTImageProcessor
 
-    from pipeline.config import DataArguments
+    from vit_pipeline.config import DataArguments
 
     processor = ViTImageProcessor()
     plain = DataArguments(dataset_name="x", random_resized_crop=False, horizontal_flip=False)

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline import PipelineError
-from pipeline.config import DataArguments
-from pipeline.data.load import load_splits
 from tests.conftest import FAST, digits, save_tiny_vit, write_imagefolder
+from vit_pipeline import PipelineError
+from vit_pipeline.config import DataArguments
+from vit_pipeline.data.load import load_splits
 
 
 def _photo(seed: int, size: int = 24) -> Image.Image:
@@ -98,7 +98,7 @@ def test_each_hostile_kind_is_what_the_properties_assume():
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(odd=kinds)
 def test_damaged_images_are_skipped_or_named_and_valid_ones_decode(odd):
-    from pipeline.data.prepare import prepare_dataset
+    from vit_pipeline.data.prepare import prepare_dataset
 
     broken = sum(kind in BROKEN for kind, _ in odd)
     with tempfile.TemporaryDirectory() as folder:
@@ -135,7 +135,7 @@ def _processor():
 
 @pytest.mark.slow
 def test_unusual_valid_images_train_and_damaged_ones_are_skipped(tmp_path):
-    from pipeline.cli import main
+    from vit_pipeline.cli import main
 
     odd = [(kind, 5) for kind in VALID] * 2 + [(kind, 9) for kind in BROKEN]
     train_dir = _folder(tmp_path / "data", odd)
@@ -163,7 +163,7 @@ def _huge_jpeg(width: int, height: int) -> bytes:
 
 
 def test_the_fast_decoder_refuses_a_decompression_bomb_before_allocating_it():
-    from pipeline.data.decode import _header_size, decode_rgb
+    from vit_pipeline.data.decode import _header_size, decode_rgb
 
     # Header sizes agree with PIL's on ordinary files (the check must never misread a normal image).
     for data in (_encode(_photo(2), "JPEG"), _encode(_photo(3), "PNG"), _exif_rotated(4),

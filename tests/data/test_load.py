@@ -7,10 +7,10 @@ from collections import Counter
 import datasets
 import pytest
 
-from pipeline import PipelineError
-from pipeline.config import DataArguments
-from pipeline.data.load import load_splits
 from tests.conftest import digits, photos, to_dataset, write_imagefolder, write_parquet_repo
+from vit_pipeline import PipelineError
+from vit_pipeline.config import DataArguments
+from vit_pipeline.data.load import load_splits
 
 
 def load(**kwargs):
@@ -151,7 +151,7 @@ def test_corrupt_image_found_by_the_pixel_cache_pass(tmp_path):
     """With pixel_cache, building the cache is the image check: one decode pass, the same errors and counts."""
     from transformers import ViTImageProcessor
 
-    from pipeline.data.prepare import prepare_datasets
+    from vit_pipeline.data.prepare import prepare_datasets
 
     rows = photos(n_per_class=4)
     write_imagefolder(tmp_path, {"train": rows})
@@ -175,7 +175,7 @@ def test_corrupt_image_found_by_the_pixel_cache_pass(tmp_path):
 def test_split_folders_are_one_pattern_each(tmp_path, digits_folder):
     from pathlib import Path
 
-    from pipeline.data.sources import image_split_folders
+    from vit_pipeline.data.sources import image_split_folders
 
     assert image_split_folders(Path(digits_folder)) == {"train": f"{digits_folder}/train/**",
                                                         "validation": f"{digits_folder}/validation/**"}

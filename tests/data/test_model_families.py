@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.prepare import BatchTransform, prepare_dataset
-from pipeline.data.transforms import PixelNormalizer, build_transforms, collate, image_spec
 from tests.conftest import FAMILIES, tiny_family
+from vit_pipeline.data.prepare import BatchTransform, prepare_dataset
+from vit_pipeline.data.transforms import PixelNormalizer, build_transforms, collate, image_spec
 
 # rocket (427x640) gives odd resize and crop margins; camera is grayscale.
 PHOTOS = ("astronaut", "rocket", "camera", "chelsea")
@@ -58,7 +58,7 @@ def test_eval_batches_equal_each_family_processor_on_real_photos(photo_files, na
     from transformers import AutoImageProcessor
     from transformers.image_utils import load_image
 
-    from pipeline.config import DataArguments
+    from vit_pipeline.config import DataArguments
 
     # Through save_pretrained / AutoImageProcessor, as the pipeline loads a checkpoint's processor.
     variants()[name].save_pretrained(tmp_path)
@@ -79,7 +79,7 @@ def test_eval_batches_equal_each_family_processor_on_real_photos(photo_files, na
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_train_batches_have_the_model_input_size(photo_files, family):
-    from pipeline.config import DataArguments
+    from vit_pipeline.config import DataArguments
 
     _, processor = tiny_family(family)
     _, ds = photo_files

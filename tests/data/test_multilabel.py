@@ -7,11 +7,11 @@ import datasets
 import numpy as np
 import pytest
 
-from pipeline import PipelineError
-from pipeline.config import DataArguments
-from pipeline.data.load import load_splits
-from pipeline.data.multilabel import iterative_split, label_matrix
 from tests.conftest import DIGIT_TAGS, digit_tags, digits, write_parquet_repo
+from vit_pipeline import PipelineError
+from vit_pipeline.config import DataArguments
+from vit_pipeline.data.load import load_splits
+from vit_pipeline.data.multilabel import iterative_split, label_matrix
 
 
 def load(**kwargs):
@@ -155,7 +155,7 @@ def test_malformed_labels_are_one_clear_line(case, message, tmp_path):
 def test_option_checks(tagged_digits_parquet):
     with pytest.raises(PipelineError, match="streaming is single-label only"):
         DataArguments(dataset_name="x", label_columns=["a", "b"], streaming=True)
-    from pipeline.data.stream import stream_splits
+    from vit_pipeline.data.stream import stream_splits
 
     with pytest.raises(PipelineError, match="label column 'tags' holds lists of labels .*streaming is single-label"):
         stream_splits(DataArguments(dataset_name=str(tagged_digits_parquet), label_column_name="tags", streaming=True),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from pipeline.data.splits import DataSplits, Splits, StreamSplits
+from vit_pipeline.data.splits import DataSplits, Splits, StreamSplits
 
 
 def test_both_kinds_of_splits_share_the_base_fields():

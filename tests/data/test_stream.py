@@ -58,7 +58,7 @@ STREAM = ("--streaming", "true", "--max_steps", "6", "--horizontal_flip", "false
 
 
 def _train(model, data, out, *extra):
-    # In this process (its loader workers are processes of their own): a `python -m pipeline` start costs more here
+    # In this process (its loader workers are processes of their own): a `python -m vit_pipeline` start costs more here
     # than these 6 steps.
     return run_cli_here("train", "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir",
                         str(out), *FAST, *STREAM, *extra)
@@ -97,8 +97,8 @@ def test_stream_webdataset_accelerate_backend(model16, digits_rows, tmp_path, la
 
 def test_webdataset_map_style(digits_rows, tmp_path):
     """The same .tar shards without streaming: datasets' webdataset builder, labels from json."""
-    from pipeline.config import DataArguments
-    from pipeline.data.load import load_splits
+    from vit_pipeline.config import DataArguments
+    from vit_pipeline.data.load import load_splits
 
     data = write_webdataset(tmp_path / "wds", digits_rows, label="json")
     splits = load_splits(DataArguments(dataset_name=str(data), train_val_split=0.25), seed=0)
@@ -137,8 +137,8 @@ def test_stream_without_length_needs_max_steps(model16, digits_rows, tmp_path):
 
 
 def test_stream_option_checks():
-    from pipeline import PipelineError
-    from pipeline.config import DataArguments
+    from vit_pipeline import PipelineError
+    from vit_pipeline.config import DataArguments
 
     with pytest.raises(PipelineError, match="pixel_cache"):
         DataArguments(dataset_name="x", streaming=True, pixel_cache=True)
@@ -151,8 +151,8 @@ def test_stream_option_checks():
 def _stream(data, shuffle_buffer_size: int, seed: int = 0):
     from transformers import ViTImageProcessor
 
-    from pipeline.config import DataArguments
-    from pipeline.data.stream import prepare_stream, stream_splits
+    from vit_pipeline.config import DataArguments
+    from vit_pipeline.data.stream import prepare_stream, stream_splits
 
     data_args = DataArguments(dataset_name=str(data), streaming=True, shuffle_buffer_size=shuffle_buffer_size,
                               random_resized_crop=False, horizontal_flip=False)
@@ -167,8 +167,8 @@ def _keys(batch) -> list[bytes]:
 
 @pytest.mark.parametrize("shuffle_buffer_size", [0, 16])
 def test_resumed_stream_continues_with_the_next_unseen_rows(digits_rows, tmp_path, shuffle_buffer_size):
-    from pipeline.data.transforms import collate
-    from pipeline.training.streaming import load_stream_state, save_stream_state, stream_loader
+    from vit_pipeline.data.transforms import collate
+    from vit_pipeline.training.streaming import load_stream_state, save_stream_state, stream_loader
 
     data = write_webdataset(tmp_path / "wds", digits_rows)
     full = [k for b in stream_loader(_stream(data, shuffle_buffer_size), 4, collate, num_workers=2) for k in _keys(b)]

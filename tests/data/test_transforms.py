@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import DataArguments
-from pipeline.data.decode import to_rgb
-from pipeline.data.prepare import BatchTransform
-from pipeline.data.transforms import build_transforms, collate, image_spec
 from tests.conftest import photos
+from vit_pipeline.config import DataArguments
+from vit_pipeline.data.decode import to_rgb
+from vit_pipeline.data.prepare import BatchTransform
+from vit_pipeline.data.transforms import build_transforms, collate, image_spec
 
 
 def processor(size=32, **kwargs):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import PipelineError
-from pipeline.evaluation.inference import load_trained, match_labels, predict_logits, softmax
 from tests.conftest import digits, photos, to_dataset
+from vit_pipeline import PipelineError
+from vit_pipeline.evaluation.inference import load_trained, match_labels, predict_logits, softmax
 
 
 def test_logits_equal_pipeline(digits_classifier):

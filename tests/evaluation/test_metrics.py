@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, top_k_accuracy_score
 from transformers import EvalPrediction
 
-from pipeline.evaluation.metrics import ClassificationMetrics, compute_metrics
+from vit_pipeline.evaluation.metrics import ClassificationMetrics, compute_metrics
 
 
 @pytest.mark.parametrize("num_labels", [2, 5, 12])

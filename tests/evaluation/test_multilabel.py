@@ -17,8 +17,8 @@ from sklearn.metrics import (
 )
 from transformers import EvalPrediction
 
-from pipeline.evaluation.metrics import metrics_for
-from pipeline.evaluation.multilabel import (
+from vit_pipeline.evaluation.metrics import metrics_for
+from vit_pipeline.evaluation.multilabel import (
     load_thresholds,
     per_class_report,
     sigmoid,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
-from pipeline.evaluation.report import (
+from vit_pipeline.evaluation.report import (
     build_report,
     calibration_bins,
     expected_calibration_error,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import PipelineError
-from pipeline.evaluation.rollout import attention_rollout, overlay
 from tests.conftest import photos
+from vit_pipeline import PipelineError
+from vit_pipeline.evaluation.rollout import attention_rollout, overlay
 
 
 def tiny_vit(**overrides):
@@ -63,8 +63,8 @@ def test_overlay_keeps_size():
 
 
 def test_rollout_images_one_pass_matches_the_two_functions(digits_classifier):
-    from pipeline.evaluation.inference import load_trained
-    from pipeline.evaluation.rollout import model_view, rollout_images
+    from vit_pipeline.evaluation.inference import load_trained
+    from vit_pipeline.evaluation.rollout import model_view, rollout_images
 
     model, processor = load_trained(str(digits_classifier))
     image = photos(n_per_class=1, size=48)[0][0]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import PipelineError
-from pipeline.config import ModelArguments
-from pipeline.model.inspect import check_model_options, depth_pattern, layer_id, num_layers
-from pipeline.model.load import load_model
 from tests.conftest import FAMILIES, save_tiny_model, tiny_family
+from vit_pipeline import PipelineError
+from vit_pipeline.config import ModelArguments
+from vit_pipeline.model.inspect import check_model_options, depth_pattern, layer_id, num_layers
+from vit_pipeline.model.load import load_model
 
 LABELS = ["a", "b", "c", "d"]
 # Depth units of each tiny family: 2 transformer blocks, or 2 stages (Swin, ConvNeXt, ResNet), or MBConv blocks.
@@ -34,7 +34,7 @@ def test_every_family_loads_with_a_fresh_head_and_runs(checkpoints, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_layer_decay_numbers_blocks_or_stages(checkpoints, family):
-    from pipeline.training.optim import param_groups
+    from vit_pipeline.training.optim import param_groups
 
     model = load_model(ModelArguments(model_name_or_path=str(checkpoints[family])), LABELS)
     layers = num_layers(model)
@@ -80,7 +80,7 @@ def test_options_that_work_per_architecture_pass(family, flags):
 
 
 def test_lora_on_convnext_targets_its_pointwise_layers(checkpoints):
-    from pipeline.model.lora import apply_lora
+    from vit_pipeline.model.lora import apply_lora
 
     model = load_model(ModelArguments(model_name_or_path=str(checkpoints["convnext"])), LABELS)
     wrapped = apply_lora(model, ModelArguments(model_name_or_path="x", use_peft=True, lora_r=2))
@@ -90,9 +90,9 @@ def test_lora_on_convnext_targets_its_pointwise_layers(checkpoints):
 
 
 def test_image_size_on_a_cnn_changes_only_the_processor(checkpoints):
-    from pipeline.data.transforms import image_spec
-    from pipeline.model.load import load_image_processor
-    from pipeline.model.prepare import prepare_model
+    from vit_pipeline.data.transforms import image_spec
+    from vit_pipeline.model.load import load_image_processor
+    from vit_pipeline.model.prepare import prepare_model
 
     args = ModelArguments(model_name_or_path=str(checkpoints["resnet"]), image_size=48)
     model = load_model(args, LABELS)
@@ -105,7 +105,7 @@ def test_image_size_on_a_cnn_changes_only_the_processor(checkpoints):
 
 
 def test_a_frozen_resnet_backbone_keeps_its_batch_norm_statistics(checkpoints):
-    from pipeline.model.inspect import backbone, freeze_backbone
+    from vit_pipeline.model.inspect import backbone, freeze_backbone
 
     model = load_model(ModelArguments(model_name_or_path=str(checkpoints["resnet"])), LABELS)
     freeze_backbone(model)
@@ -124,9 +124,9 @@ def test_a_frozen_resnet_backbone_keeps_its_batch_norm_statistics(checkpoints):
 
 @pytest.mark.parametrize("family", ["deit", "dinov2", "swin"])
 def test_image_size_works_for_other_transformer_families(checkpoints, family):
-    from pipeline.data.transforms import image_spec
-    from pipeline.model.load import load_image_processor
-    from pipeline.model.prepare import prepare_model
+    from vit_pipeline.data.transforms import image_spec
+    from vit_pipeline.model.load import load_image_processor
+    from vit_pipeline.model.prepare import prepare_model
 
     args = ModelArguments(model_name_or_path=str(checkpoints[family]), image_size=48)
     model = load_model(args, LABELS)

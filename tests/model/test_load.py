@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from pipeline import PipelineError
-from pipeline.config import ModelArguments
-from pipeline.model.load import load_image_processor, load_model
+from vit_pipeline import PipelineError
+from vit_pipeline.config import ModelArguments
+from vit_pipeline.model.load import load_image_processor, load_model
 
 LABELS = ["cat", "dog", "bird", "fish", "frog"]
 

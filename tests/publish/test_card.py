@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from huggingface_hub import ModelCard, metadata_load
 
-from pipeline.publish.card import project_url, write_card
-from pipeline.publish.card_inputs import CardInputs, epoch_results
-from pipeline.utils import is_hub_id
+from vit_pipeline.publish.card import project_url, write_card
+from vit_pipeline.publish.card_inputs import CardInputs, epoch_results
+from vit_pipeline.utils import is_hub_id
 
 
 def inputs(**overrides) -> CardInputs:

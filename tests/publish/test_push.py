@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.publish import push as hub
 from tests.conftest import FAST, digits, run_cli, save_tiny_vit, to_dataset, write_parquet_repo
 from tests.conftest_hub import _NoSleepTime, hub_fast_retries, hub_server, point_hub_client_at  # noqa: F401
 from tests.hub_server import HubServer
+from vit_pipeline.cli import main
+from vit_pipeline.publish import push as hub
 
 # alice (member of "org", write) under a token no file or log line could contain by chance: the leak test greps it.
 TOKEN = "hf_vitPipelineLeakCanary7Qx93kT"
@@ -233,8 +233,8 @@ def test_push_command_publishes_a_finished_folder(run, hub_server, capsys):
 
 
 def test_pushed_card_is_the_card_rendered_for_the_repo_id():
-    from pipeline.publish.card import render_card
-    from pipeline.publish.card_inputs import CardInputs
+    from vit_pipeline.publish.card import render_card
+    from vit_pipeline.publish.card_inputs import CardInputs
 
     inputs = dict(model_source="google/vit-base-patch16-224-in21k", from_scratch=False, architecture="ViT",
                   labels=["cat", "dog"], eval_metrics={"accuracy": 0.9, "f1": 0.8}, eval_split="validation",

@@ -39,7 +39,7 @@ def launch(launcher: str, args: list[str]) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                    str(ACCELERATE_CONFIGS / "multi_gpu_ddp.yaml"), "--main_process_port", port]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*command, "-m", "pipeline", *args], cwd=REPO, env=env, capture_output=True, text=True,
+    return subprocess.run([*command, "-m", "vit_pipeline", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -47,10 +47,10 @@ def evaluate_saved_model(out: Path, data_args) -> dict[str, float]:
     """Evaluate the saved model in this (single) process on the run's eval split, as the pipeline evaluates."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from pipeline.data.decode import to_rgb
-    from pipeline.data.load import load_splits
-    from pipeline.data.transforms import build_transforms
-    from pipeline.evaluation.metrics import compute_metrics
+    from vit_pipeline.data.decode import to_rgb
+    from vit_pipeline.data.load import load_splits
+    from vit_pipeline.data.transforms import build_transforms
+    from vit_pipeline.evaluation.metrics import compute_metrics
 
     splits = load_splits(data_args, seed=42)
     assert len(splits.eval) == EVAL_ROWS and EVAL_ROWS % (2 * EVAL_BATCH)
@@ -69,7 +69,7 @@ def evaluate_saved_model(out: Path, data_args) -> dict[str, float]:
                                                ("trainer", "accelerate launch")])
 @pytest.mark.slow
 def test_two_processes_train_and_evaluate_exactly(backend, launcher, tiny_vit, digits_folder, tmp_path):
-    from pipeline.config import DataArguments
+    from vit_pipeline.config import DataArguments
 
     out = tmp_path / "out"
     result = launch(launcher, [
@@ -122,12 +122,12 @@ def test_accelerate_config_loads_and_launches(config, monkeypatch):
 
     # It opens with the command that uses it.
     header = config.read_text().split("\ncompute_environment")[0]
-    assert f"accelerate launch --config_file recipes/accelerate/{config.name} -m pipeline train" in header
+    assert f"accelerate launch --config_file recipes/accelerate/{config.name} -m vit_pipeline train" in header
     loaded = load_config_from_file(str(config))
     assert isinstance(loaded, ClusterConfig)
     assert loaded.mixed_precision == "no", "precision belongs to the recipe (bf16: true), not the launcher"
 
-    args = launch_command_parser().parse_args(["--config_file", str(config), "-m", "pipeline", "train",
+    args = launch_command_parser().parse_args(["--config_file", str(config), "-m", "vit_pipeline", "train",
                                                "recipes/quickstart.yaml"])
     args, defaults, _ = _validate_launch_command(args)
     assert args.num_processes == loaded.num_processes and args.num_machines == loaded.num_machines
@@ -172,12 +172,12 @@ def test_two_processes_give_the_multilabel_metrics_of_one(backend, tiny_vit, tag
     batch padded, are those of the saved model scored in one process; thresholds.json is written once, from them."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from pipeline.config import DataArguments
-    from pipeline.data.decode import to_rgb
-    from pipeline.data.load import load_splits
-    from pipeline.data.multilabel import label_matrix
-    from pipeline.data.transforms import build_transforms
-    from pipeline.evaluation.multilabel import compute_multilabel_metrics, threshold_summary
+    from vit_pipeline.config import DataArguments
+    from vit_pipeline.data.decode import to_rgb
+    from vit_pipeline.data.load import load_splits
+    from vit_pipeline.data.multilabel import label_matrix
+    from vit_pipeline.data.transforms import build_transforms
+    from vit_pipeline.evaluation.multilabel import compute_multilabel_metrics, threshold_summary
 
     out = tmp_path / "out"
     result = launch("torchrun", [

@@ -13,10 +13,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from pipeline import PipelineError
-from pipeline.config import RecipeParser
 from tests.commands.test_train import check_output, train
 from tests.conftest import digits, photos, save_tiny_vit, to_dataset, write_parquet_repo
+from vit_pipeline import PipelineError
+from vit_pipeline.config import RecipeParser
 
 QUICK = ("--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "32", "--dataloader_num_workers", "0",
          "--disable_tqdm", "true", "--report_to", "none", "--horizontal_flip", "false")
@@ -67,7 +67,7 @@ def checkpoint_state(folder: Path) -> dict[str, torch.Tensor]:
 # Layer-wise learning-rate decay, backbone vs head rates, frozen backbone.
 
 def test_layer_decay_gives_the_stated_rate_to_each_layer_group():
-    from pipeline.training.optim import param_groups
+    from vit_pipeline.training.optim import param_groups
 
     model = tiny_model()  # 2 blocks: embeddings id 0, blocks 1-2, final norm 3
     groups = param_groups(model, learning_rate=1e-3, weight_decay=0.05, layer_decay=0.5)
@@ -90,8 +90,8 @@ def test_layer_decay_gives_the_stated_rate_to_each_layer_group():
 
 
 def test_backbone_rate_with_layer_decay_and_through_the_trainer(tmp_path):
-    from pipeline.config import PipelineTrainingArguments
-    from pipeline.training.trainer import PipelineTrainer
+    from vit_pipeline.config import PipelineTrainingArguments
+    from vit_pipeline.training.trainer import PipelineTrainer
 
     args = PipelineTrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, backbone_learning_rate=1e-4,
                                      layer_decay=0.5, weight_decay=0.0, report_to="none", use_cpu=True,
@@ -125,7 +125,7 @@ def test_augmentation_steps_are_torchvision_v2_in_the_train_transform_only():
     from torchvision.transforms import v2 as T
     from transformers import ViTImageProcessor
 
-    from pipeline.data.transforms import Finish, build_transforms
+    from vit_pipeline.data.transforms import Finish, build_transforms
 
     data_args = SimpleNamespace(random_resized_crop=True, crop_scale_min=0.5, horizontal_flip=True,
                                 auto_augment="randaugment", rand_augment_num_ops=2, rand_augment_magnitude=9,
@@ -145,8 +145,8 @@ def test_augmentation_steps_are_torchvision_v2_in_the_train_transform_only():
 
 
 def test_mixup_and_cutmix_give_soft_targets_and_the_loss_takes_them():
-    from pipeline.data.augment import MixingCollator
-    from pipeline.training.loss import ClassificationLoss
+    from vit_pipeline.data.augment import MixingCollator
+    from vit_pipeline.training.loss import ClassificationLoss
 
     torch.manual_seed(0)
     rows = [{"pixel_values": torch.randn(3, 16, 16), "label": i % 4} for i in range(8)]
@@ -173,11 +173,11 @@ def test_mixup_and_cutmix_give_soft_targets_and_the_loss_takes_them():
 def test_trainer_mixes_training_batches_only(tmp_path):
     from transformers import ViTImageProcessor
 
-    from pipeline.config import PipelineTrainingArguments
-    from pipeline.data.prepare import BatchTransform
-    from pipeline.data.transforms import build_transforms, collate
-    from pipeline.training.shared import training_extras
-    from pipeline.training.trainer import PipelineTrainer
+    from vit_pipeline.config import PipelineTrainingArguments
+    from vit_pipeline.data.prepare import BatchTransform
+    from vit_pipeline.data.transforms import build_transforms, collate
+    from vit_pipeline.training.shared import training_extras
+    from vit_pipeline.training.trainer import PipelineTrainer
 
     args = PipelineTrainingArguments(output_dir=str(tmp_path), mixup_alpha=0.8, cutmix_alpha=1.0, report_to="none",
                                      use_cpu=True, per_device_train_batch_size=8, per_device_eval_batch_size=8,
@@ -197,7 +197,7 @@ def test_trainer_mixes_training_batches_only(tmp_path):
 
 
 def test_label_smoothing_and_class_weights_change_the_loss():
-    from pipeline.training.loss import ClassificationLoss, balanced_class_weights, label_counts
+    from vit_pipeline.training.loss import ClassificationLoss, balanced_class_weights, label_counts
 
     weights = balanced_class_weights([6, 2])
     assert weights.tolist() == pytest.approx([8 / 12, 8 / 4])
@@ -258,7 +258,7 @@ def test_ema_weights_are_evaluated_saved_and_differ_from_the_raw_weights(backend
 
 @pytest.mark.slow
 def test_ema_resumes_from_its_checkpoint(tiny3, photos_repo, tmp_path):
-    from pipeline.training.ema import ModelEMA
+    from vit_pipeline.training.ema import ModelEMA
 
     model = tiny_model()
     ema = ModelEMA(0.9)
@@ -301,7 +301,7 @@ def test_early_stopping_stops_before_the_last_epoch(backend, tiny3, photos_repo,
 def test_resized_position_embeddings_match_on_the_fly_interpolation():
     from transformers import ViTImageProcessor
 
-    from pipeline.model.resolution import resize_position_embeddings, set_processor_size
+    from vit_pipeline.model.resolution import resize_position_embeddings, set_processor_size
 
     original, resized = tiny_model(), tiny_model()
     assert resize_position_embeddings(resized, 48)
@@ -340,7 +340,7 @@ def test_lora_trains_adapters_and_head_only_and_merges_into_a_plain_model(backen
     from peft import PeftModel
     from transformers import AutoModelForImageClassification, ViTImageProcessor
 
-    from pipeline.model.lora import apply_lora
+    from vit_pipeline.model.lora import apply_lora
 
     base_dir = save_tiny_vit(tmp_path / "base", head=False)
     args = SimpleNamespace(lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"])

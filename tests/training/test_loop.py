@@ -18,14 +18,14 @@ from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from pipeline import PipelineError
-from pipeline.cli import train_main
-from pipeline.config import RecipeParser
-from pipeline.publish.card_inputs import epoch_results
-from pipeline.training.shared import check_checkpoint
 from tests.commands.test_train import check_output
 from tests.conftest import FAST, REPO, photos, run_cli_here, to_dataset
 from tests.training.test_finetune import PHOTO_LABELS, tiny_model
+from vit_pipeline import PipelineError
+from vit_pipeline.cli import train_main
+from vit_pipeline.config import RecipeParser
+from vit_pipeline.publish.card_inputs import epoch_results
+from vit_pipeline.training.shared import check_checkpoint
 
 # One torch thread per run: on 2 shared cores two OpenMP threads per process spin against each other (measured: 25x
 # slower per step under load), and identical thread counts make the resumed and uninterrupted runs comparable.
@@ -179,11 +179,11 @@ def loop_recipe(output_dir: Path, rows, **options):
     """An `AccelerateRecipe` set up on a tiny ViT and photo crops (`rows` to train and to evaluate), with `options`."""
     from transformers import ViTImageProcessor
 
-    from pipeline.config import PipelineTrainingArguments
-    from pipeline.data.prepare import BatchTransform
-    from pipeline.data.transforms import build_transforms
-    from pipeline.evaluation.metrics import ClassificationMetrics
-    from pipeline.training.loop import AccelerateRecipe
+    from vit_pipeline.config import PipelineTrainingArguments
+    from vit_pipeline.data.prepare import BatchTransform
+    from vit_pipeline.data.transforms import build_transforms
+    from vit_pipeline.evaluation.metrics import ClassificationMetrics
+    from vit_pipeline.training.loop import AccelerateRecipe
 
     args = PipelineTrainingArguments(**{
         "output_dir": str(output_dir), "backend": "accelerate", "report_to": "none", "use_cpu": True,
@@ -199,8 +199,8 @@ def loop_recipe(output_dir: Path, rows, **options):
 
 
 def test_loop_optimizer_gives_each_layer_group_the_trainer_backends_rate(tmp_path, one_thread):
-    from pipeline.config import PipelineTrainingArguments
-    from pipeline.training.trainer import PipelineTrainer
+    from vit_pipeline.config import PipelineTrainingArguments
+    from vit_pipeline.training.trainer import PipelineTrainer
 
     # Cosine down to a tenth: at the end every group runs at a tenth of its own rate.
     options = {"learning_rate": 1e-3, "backbone_learning_rate": 1e-4, "layer_decay": 0.5, "weight_decay": 0.05,
@@ -227,7 +227,7 @@ def test_loop_optimizer_gives_each_layer_group_the_trainer_backends_rate(tmp_pat
 
 
 def test_loop_mixes_training_batches_only(tmp_path, one_thread):
-    from pipeline.training.loss import ClassificationLoss
+    from vit_pipeline.training.loss import ClassificationLoss
 
     recipe = loop_recipe(tmp_path, photos(n_per_class=4), mixup_alpha=0.8, cutmix_alpha=1.0, max_steps=3,
                          logging_strategy="steps", logging_steps=1)
@@ -250,7 +250,7 @@ def test_loop_trains_with_activation_checkpointing(tmp_path, one_thread):
     assert recipe.train()["train_loss"] > 0
 
 def test_class_weights_change_the_loops_loss(tmp_path, one_thread):
-    from pipeline.training.loss import balanced_class_weights
+    from vit_pipeline.training.loss import balanced_class_weights
 
     # Imbalanced: 12 astronaut, 4 chelsea, 4 coffee images.
     rows = [r for r in photos(n_per_class=12) if r[1] == "astronaut"] + \
@@ -305,11 +305,11 @@ def test_both_backends_call_trainer_callbacks_the_same_way(tmp_path, one_thread)
     """One flow policy: the same TrainerCallback hears the same events at the same steps from either backend."""
     from transformers import ViTImageProcessor
 
-    from pipeline.config import PipelineTrainingArguments
-    from pipeline.data.prepare import BatchTransform
-    from pipeline.data.transforms import build_transforms
-    from pipeline.evaluation.metrics import ClassificationMetrics
-    from pipeline.training.shared import backend
+    from vit_pipeline.config import PipelineTrainingArguments
+    from vit_pipeline.data.prepare import BatchTransform
+    from vit_pipeline.data.transforms import build_transforms
+    from vit_pipeline.evaluation.metrics import ClassificationMetrics
+    from vit_pipeline.training.shared import backend
 
     processor = ViTImageProcessor(size={"height": 32, "width": 32})
     train_transform, eval_transform = build_transforms(processor)
@@ -360,7 +360,7 @@ def start_and_kill(args: list[str], out: Path, log: Path) -> int:
     """Start the command, SIGKILL it once a checkpoint past step SAVE_STEPS is complete; return that step."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **ONE_THREAD}
     with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=env, stdout=sink,
+        proc = subprocess.Popen([sys.executable, "-m", "vit_pipeline", *args], cwd=REPO, env=env, stdout=sink,
                                 stderr=subprocess.STDOUT)
         deadline = time.time() + 300
         while proc.poll() is None and time.time() < deadline:

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.augment import MixingCollator
-from pipeline.training.loss import MultiLabelLoss, build_loss, plain_loss, positive_counts, positive_weights
+from vit_pipeline.data.augment import MixingCollator
+from vit_pipeline.training.loss import MultiLabelLoss, build_loss, plain_loss, positive_counts, positive_weights
 
 
 class Args:

@@ -7,9 +7,9 @@ import re
 import pytest
 from transformers import TrainerState
 
-from pipeline.config.training_args import PipelineTrainingArguments
-from pipeline.training.progress import best_so_far, evaluation_line
 from tests.conftest import run_cli
+from vit_pipeline.config.training_args import PipelineTrainingArguments
+from vit_pipeline.training.progress import best_so_far, evaluation_line
 
 HISTORY = [
     {"loss": 2.0, "learning_rate": 1e-4, "epoch": 1.0, "step": 4},

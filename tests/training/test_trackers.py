@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import PipelineError
 from tests.conftest import run_cli
+from vit_pipeline import PipelineError
 
 LEARNING_RATE = 3e-4
 PROJECT = "vitpipeline-test"
@@ -138,7 +138,7 @@ def test_tensorboard_and_trackio_hold_what_the_run_logged(backend, tiny_vit, dig
 @pytest.mark.parametrize("backend", ["trainer", "accelerate"])
 @pytest.mark.parametrize("tracker", ["tensorboard", "trackio"])
 def test_missing_tracker_names_the_track_extra(backend, tracker, monkeypatch, tmp_path):
-    from pipeline.config import RecipeParser
+    from vit_pipeline.config import RecipeParser
 
     # As if the package were not installed: importlib finds no module whose sys.modules entry is None.
     for module in ("tensorboard", "tensorboardX", "trackio"):
@@ -150,7 +150,7 @@ def test_missing_tracker_names_the_track_extra(backend, tracker, monkeypatch, tm
 
 
 def test_report_to_takes_a_comma_list_and_refuses_unknown_names(tmp_path):
-    from pipeline.config import RecipeParser
+    from vit_pipeline.config import RecipeParser
 
     base = ["--model_name_or_path", "x", "--dataset_name", "y", "--output_dir", str(tmp_path)]
     _, _, args, _ = RecipeParser().parse([*base, "--report_to", "tensorboard,trackio"])

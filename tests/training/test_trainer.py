@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import TrainingArguments, ViTForImageClassification
 
-from pipeline.training.trainer import PipelineTrainer
+from vit_pipeline.training.trainer import PipelineTrainer
 
 
 def test_checkpoint_reload_restores_every_weight(tiny_vit, tmp_path):
