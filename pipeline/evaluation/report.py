@@ -27,7 +27,6 @@ CONFUSION_PNG = "confusion_matrix.png"
 RELIABILITY_PNG = "reliability_diagram.png"
 MISCLASSIFIED_PNG = "misclassified.png"
 ECE_BINS = 15
-BOOTSTRAP_RESAMPLES = 1000
 TOP_K = 5
 
 
@@ -104,16 +103,17 @@ def calibration_section(logits: np.ndarray, labels: np.ndarray) -> dict[str, flo
     return {"ece": expected_calibration_error(probs.max(axis=1), probs.argmax(axis=1) == labels)}
 
 
-def bootstrap_accuracy_ci(correct: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
-                          level: float = 0.95) -> list[float]:
-    """Percentile bootstrap interval of the accuracy: resample the images with replacement, seeded."""
-    if len(correct) == 0:
-        return [0.0, 0.0]
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(correct), size=(resamples, len(correct)))
-    accuracies = correct[draws].mean(axis=1)
-    tail = (1.0 - level) / 2 * 100
-    return [float(np.percentile(accuracies, tail)), float(np.percentile(accuracies, 100 - tail))]
+def interval_section(predictions: np.ndarray, labels: np.ndarray, label_names: list[str], per_class: dict,
+                     seed: int = 0) -> dict[str, list[float]]:
+    """95% percentile bootstrap intervals (`evaluation.uncertainty`, 1,000 resamples, seeded) of accuracy and macro
+    F1, returned as `accuracy_ci95` / `f1_ci95`; each class's `recall_ci95` is added to its `per_class` row (None for
+    a class with no image). One resampling serves them all."""
+    from vit_pipeline.evaluation.uncertainty import bootstrap_intervals
+
+    intervals = bootstrap_intervals(predictions, labels, len(label_names), seed=seed)
+    for name, interval in zip(label_names, intervals["recall"], strict=True):
+        per_class[name]["recall_ci95"] = interval
+    return {"accuracy_ci95": intervals["accuracy"], "f1_ci95": intervals["f1"]}
 
 
 def build_report(logits: np.ndarray, labels: np.ndarray, label_names: list[str], *, model: str, dataset: str,
@@ -125,12 +125,12 @@ def build_report(logits: np.ndarray, labels: np.ndarray, label_names: list[str],
         labels: [n] true label ids (in the order of `label_names`).
         label_names: class names, in label-id order (the model's `id2label`).
         model, dataset, split: what was evaluated (written into the report as given).
-        seed: seeds the bootstrap of `accuracy_ci95`.
+        seed: seeds the bootstrap of the intervals (`accuracy_ci95`, `f1_ci95`, per-class `recall_ci95`).
 
     Returns:
         accuracy; precision, recall, f1 (macro) and their `_weighted` forms; top5_accuracy when there are more than
-        5 classes; per_class; labels; confusion_matrix (rows: true, columns: predicted); ece (15 bins);
-        accuracy_ci95 (bootstrap, seeded); num_samples; model; dataset; split.
+        5 classes; per_class (with recall_ci95); labels; confusion_matrix (rows: true, columns: predicted); ece (15
+        bins); accuracy_ci95 and f1_ci95 (bootstrap, seeded); num_samples; model; dataset; split.
     """
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     predictions = logits.argmax(axis=1)
@@ -139,7 +139,7 @@ def build_report(logits: np.ndarray, labels: np.ndarray, label_names: list[str],
     report.update(top_k_section(logits, labels))
     report.update(per_class_section(predictions, labels, label_names))
     report.update(calibration_section(logits, labels))
-    report["accuracy_ci95"] = bootstrap_accuracy_ci(predictions == labels, seed=seed)
+    report.update(interval_section(predictions, labels, label_names, report["per_class"], seed=seed))
     report.update({"num_samples": int(len(labels)), "model": model, "dataset": dataset, "split": split})
     return report
 
@@ -183,22 +183,26 @@ def class_table(report: dict[str, Any], limit: int = 20) -> tuple[list[tuple[str
 # ----------------------------------------------------------------------------------------------- writing
 
 
+def _interval(interval: list[float] | None, opening: str = " (") -> str:
+    """` (low-high)` after a figure, or nothing when it has no interval."""
+    return f"{opening}{interval[0]:.4f}-{interval[1]:.4f})" if interval else ""
+
+
 def _markdown(report: dict[str, Any], figures: list[str]) -> str:
     lines = [f"# Evaluation of {report['model']}", "",
              f"{report['dataset']}, split {report['split']}: {report['num_samples']} images.", "",
              "| Metric | Value |", "|---|---|"]
-    low, high = report["accuracy_ci95"]
     for name in ("accuracy", "precision", "recall", "f1", "precision_weighted", "recall_weighted", "f1_weighted",
                  "top5_accuracy", "ece"):
         if name in report:
-            value = f"{report[name]:.4f}" + (f" (95% CI {low:.4f}-{high:.4f})" if name == "accuracy" else "")
-            lines.append(f"| {name} | {value} |")
+            lines.append(f"| {name} | {report[name]:.4f}{_interval(report.get(f'{name}_ci95'), ' (95% CI ')} |")
     top, bottom = class_table(report)
     lines += ["", "## Per class" + (" (best and worst by f1)" if bottom else ""), "",
-              "| Class | Precision | Recall | F1 | Support |", "|---|---|---|---|---|"]
+              "| Class | Precision | Recall (95% CI) | F1 | Support |", "|---|---|---|---|---|"]
     for name, row in top + ([("...", None)] if bottom else []) + bottom:
         lines.append("| ... | | | | |" if row is None else
-                     f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |")
+                     f"| {name} | {row['precision']:.4f} | {row['recall']:.4f}{_interval(row.get('recall_ci95'))} | "
+                     f"{row['f1']:.4f} | {row['support']} |")
     pairs = most_confused(report["confusion_matrix"], report["labels"])
     if pairs:
         lines += ["", "## Most confused", "", "| True | Predicted | Count | Share of true class |", "|---|---|---|---|"]

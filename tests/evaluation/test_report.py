@@ -18,7 +18,8 @@ from vit_pipeline.evaluation.report import (
 )
 
 KEYS = {"accuracy", "precision", "recall", "f1", "precision_weighted", "recall_weighted", "f1_weighted",
-        "per_class", "labels", "confusion_matrix", "ece", "accuracy_ci95", "num_samples", "model", "dataset", "split"}
+        "per_class", "labels", "confusion_matrix", "ece", "accuracy_ci95", "f1_ci95", "num_samples", "model", "dataset",
+        "split"}
 
 
 def predictions(n: int = 300, classes: int = 8, seed: int = 0):
@@ -53,6 +54,10 @@ def test_report_equals_sklearn():
     assert report["labels"] == names
     low, high = report["accuracy_ci95"]
     assert low < report["accuracy"] < high and high - low < 0.2
+    # One bootstrap for every interval: macro F1's and each class's recall hold their figures too.
+    assert report["f1_ci95"][0] < report["f1"] < report["f1_ci95"][1]
+    for row in report["per_class"].values():
+        assert row["recall_ci95"][0] <= row["recall"] <= row["recall_ci95"][1]
     # Seeded: the same interval again.
     assert build_report(logits, labels, names, model="m", dataset="d", split="v", seed=3)["accuracy_ci95"] == [low,
                                                                                                           high]
