@@ -7,6 +7,9 @@ per model: eval accuracy and macro F1 (mAP when the run reports one), parameters
 by torch's FlopCounterMode), training images/s, peak memory, inference latency at batch 1 and 32. Written to
 `C/comparison.md`, `C/comparison.csv` and `C/comparison.png`. Run the same command again after an interruption:
 finished models are skipped, an unfinished one resumes from its last checkpoint.
+
+Uncertainty (`evaluation.significance`): each accuracy's 95% bootstrap interval, and for every pair of models the
+difference in accuracy with McNemar's exact test on the same eval images, in comparison.md and `C/comparison_pairs.csv`.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ USAGE = """usage: vit-pipeline compare RECIPE.yaml --models M1 M2[:key=value,...
 
 Trains every model of --models with the recipe and the shared flags (each with its own overrides after ':'), one
 output folder each under C, then writes C/comparison.md, C/comparison.csv and C/comparison.png. Running it again
-skips finished models and resumes unfinished ones."""
+skips finished models and resumes unfinished ones. C/comparison_pairs.csv: every pair's difference in accuracy and
+McNemar's exact p-value."""
 
 ROW_FILE = "comparison_row.json"
-COLUMNS = ("model", "overrides", "accuracy", "macro_f1", "mAP", "parameters", "gflops_per_image",
+COLUMNS = ("model", "overrides", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "macro_f1", "mAP",
+           "parameters", "gflops_per_image",
            "train_images_per_second", "peak_memory_mib", "latency_batch1_ms", "latency_batch32_ms", "folder")
 LATENCY_BATCHES = (1, 32)
 
@@ -180,9 +185,12 @@ def write_csv(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def write_markdown(rows: list[dict], path: Path, command: str, device: str) -> Path:
+def write_markdown(rows: list[dict], path: Path, command: str, device: str, pairs: list[dict] | None = None
+                   ) -> Path:
+    from vit_pipeline.evaluation.significance import interval_cell, pairs_markdown
+
     has_map = any(r.get("mAP") is not None for r in rows)
-    header = ["model", "overrides", "accuracy", "macro F1"] + (["mAP"] if has_map else []) + [
+    header = ["model", "overrides", "accuracy", "accuracy 95% CI", "macro F1"] + (["mAP"] if has_map else []) + [
         "parameters (M)", "GFLOPs / image", "train images/s", "peak memory (MiB)", "latency b1 (ms)",
         "latency b32 (ms)", "folder"]
     lines = ["# Model comparison", "",
@@ -190,7 +198,7 @@ def write_markdown(rows: list[dict], path: Path, command: str, device: str) -> P
              "shown differ):", "", f"    {command}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [f"`{r['model']}`", r["overrides"] or "-", _fmt(r["accuracy"]), _fmt(r["macro_f1"])]
+        cells = [f"`{r['model']}`", r["overrides"] or "-", _fmt(r["accuracy"]), interval_cell(r), _fmt(r["macro_f1"])]
         cells += [_fmt(r.get("mAP"))] if has_map else []
         cells += [f"{r['parameters'] / 1e6:.2f}", _fmt(r["gflops_per_image"], 3), _fmt(r["train_images_per_second"], 1),
                   _fmt(r["peak_memory_mib"], 0), _fmt(r["latency_batch1_ms"], 2), _fmt(r["latency_batch32_ms"], 1),
@@ -200,6 +208,7 @@ def write_markdown(rows: list[dict], path: Path, command: str, device: str) -> P
     if scored:
         best = max(scored, key=lambda r: r["accuracy"])
         lines += ["", f"Best eval accuracy: `{best['model']}` ({best['accuracy']:.4f})."]
+    lines += pairs_markdown(pairs or [])
     lines += ["", f"Measured on {device}. Accuracy and macro F1: the run's final evaluation (eval_results.json) on its "
               "eval split (multi-label runs: subset accuracy, macro F1 and mAP over the classes). GFLOPs: one forward "
               "pass of one image at the model's input size, counted by torch.utils.flop_counter. Train images/s: the "
@@ -256,6 +265,7 @@ def main(argv: list[str]) -> list[dict]:
     import torch
 
     from vit_pipeline.evaluation.inference import default_device
+    from vit_pipeline.evaluation.significance import PAIRS_CSV, compare_on_same_images, write_pairs_csv
 
     device = default_device()
     output.mkdir(parents=True, exist_ok=True)
@@ -264,8 +274,10 @@ def main(argv: list[str]) -> list[dict]:
     command = "vit-pipeline compare " + " ".join(argv)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} "\
                                                                                    "threads)"
+    pairs = compare_on_same_images(rows, output)  # accuracy intervals into the rows, McNemar's test per pair
     write_csv(rows, output / "comparison.csv")
-    write_markdown(rows, output / "comparison.md", command, device_name)
+    write_pairs_csv(pairs, output / PAIRS_CSV)
+    write_markdown(rows, output / "comparison.md", command, device_name, pairs)
     write_plot(rows, output / "comparison.png")
     logger.info("Comparison of %d models written to %s (comparison.md, comparison.csv, comparison.png)", len(rows),
                 output)

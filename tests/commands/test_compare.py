@@ -35,6 +35,7 @@ def test_model_specs_and_folder_names():
 
 @pytest.mark.slow
 def test_compare_two_families_writes_the_comparison_and_resumes(recipe, tmp_path):
+    from statsmodels.stats.contingency_tables import mcnemar
     from transformers import pipeline
 
     path, vit, resnet = recipe
@@ -61,6 +62,24 @@ def test_compare_two_families_writes_the_comparison_and_resumes(recipe, tmp_path
     assert yaml.safe_load((out / table[1]["folder"] / "recipe.yaml").read_text())["learning_rate"] == 3e-3
     markdown = (out / "comparison.md").read_text()
     assert "learning_rate=3e-3" in markdown and "| mAP |" not in markdown and "| macro F1 |" in markdown
+    # Each accuracy with its interval; the pair tested with McNemar's exact test on the same eval images.
+    for row in table:
+        assert float(row["accuracy_ci95_low"]) <= float(row["accuracy"]) <= float(row["accuracy_ci95_high"])
+    with (out / "comparison_pairs.csv").open() as file:
+        (pair,) = list(csv.DictReader(file))
+    right = []
+    for row in table:
+        with (out / row["folder"] / "predictions.csv").open() as file:
+            right.append([r["true_label"] == r["predicted_label"] for r in csv.DictReader(file)])
+    a_only = sum(a and not b for a, b in zip(*right, strict=True))
+    b_only = sum(b and not a for a, b in zip(*right, strict=True))
+    assert (pair["model_a"], pair["model_b"]) == (table[0]["folder"], table[1]["folder"])
+    assert (int(pair["images"]), int(pair["a_only_right"]), int(pair["b_only_right"])) == (len(right[0]), a_only,
+                                                                                          b_only)
+    expected = mcnemar([[0, a_only], [b_only, 0]], exact=True).pvalue if a_only + b_only else 1.0
+    assert float(pair["p_value"]) == pytest.approx(expected)
+    assert "## Is one model better than another on this data?" in markdown
+    assert f"{float(pair['p_value']):.3g} |" in markdown
 
     # Interrupted after the ViT finished and while the ResNet trained: its row and final model are missing.
     vit_dir, resnet_dir = out / table[0]["folder"], out / table[1]["folder"]

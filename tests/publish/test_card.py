@@ -84,14 +84,16 @@ def test_the_card_links_vit_pipeline_only_to_a_declared_url(tmp_path):
 
 def test_evaluation_section_only_shows_what_was_measured(tmp_path):
     report = {"num_samples": 133, "accuracy": 0.97, "accuracy_ci95": [0.94, 0.99], "f1": 0.969, "ece": 0.021,
-              "labels": ["angular_leaf_spot", "bean_rust", "healthy"]}
-    rows = [(name, {"precision": 0.9, "recall": 0.95, "f1": 0.92, "support": 44}) for name in report["labels"]]
+              "f1_ci95": [0.93, 0.99], "labels": ["angular_leaf_spot", "bean_rust", "healthy"]}
+    rows = [(name, {"precision": 0.9, "recall": 0.95, "f1": 0.92, "support": 44, "recall_ci95": [0.88, 1.0]})
+            for name in report["labels"]]
     evaluation = {"report": report, "per_class_top": rows, "per_class_bottom": [],
                   "confusion_matrix": "confusion_matrix.png", "training_curves": "training_curves.png",
                   "rollout": None}
     text = write_card(inputs(evaluation=evaluation), tmp_path).read_text()
     assert "accuracy 0.9700\n(95% bootstrap interval 0.9400-0.9900)" in text
-    assert "| bean_rust | 0.9000 | 0.9500 | 0.9200 | 44 |" in text
+    assert "macro f1 0.9690 (0.9300-0.9900)" in text
+    assert "| bean_rust | 0.9000 | 0.9500 (0.8800-1.0000) | 0.9200 | 44 |" in text
     assert "](confusion_matrix.png)" in text and "](training_curves.png)" in text
     assert "rollout" not in text.lower()  # not drawn, not shown
     assert text.index("<details>") < text.index("| 2.00 | 20 |") < text.index("</details>")
