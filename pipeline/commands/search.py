@@ -152,15 +152,29 @@ def _close_interrupted(study) -> None:
         study.enqueue_trial(trial.params, skip_if_exists=False)
 
 
-def write_trials(study, space: dict, path: Path) -> Path:
-    """One row per trial: number, state, value, pruned, the searched values, last epoch reached, folder."""
-    columns = ["number", "state", "value", "pruned", *space, "last_report", "duration_s", "output_dir"]
+def finished_trials(study) -> list[tuple[int, float, str]]:
+    """(number, value, output folder) of every completed trial."""
+    return [(t.number, t.value, t.user_attrs.get("output_dir", "")) for t in study.trials if t.state.name == "COMPLETE"]
+
+
+def write_trials(study, space: dict, path: Path, metric: str = "accuracy", maximize: bool = True) -> Path:
+    """One row per trial: number, state, value and its 95% bootstrap interval (accuracy or f1), pruned, the searched
+    values, last epoch reached, folder; `best` marks the best trial, saying whether it is clearly better than the
+    next (`evaluation.significance.best_trial_mark`)."""
+    from vit_pipeline.evaluation.significance import best_trial_mark, metric_interval
+
+    mark = best_trial_mark(finished_trials(study), metric, maximize) or (None, "")
+    columns = ["number", "state", "value", "ci95_low", "ci95_high", "best", "pruned", *space, "last_report",
+               "duration_s", "output_dir"]
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         for t in study.trials:
+            interval = (metric_interval(t.user_attrs.get("output_dir", ""), metric) if t.state.name == "COMPLETE"
+                        else None) or ["", ""]
             writer.writerow({
                 "number": t.number, "state": t.state.name, "value": "" if t.value is None else t.value,
+                "ci95_low": interval[0], "ci95_high": interval[1], "best": mark[1] if t.number == mark[0] else "",
                 "pruned": t.state.name == "PRUNED", **{k: t.params.get(k, "") for k in space},
                 "last_report": max(t.intermediate_values) if t.intermediate_values else "",
                 "duration_s": round(t.duration.total_seconds(), 1) if t.duration else "",
@@ -194,8 +208,9 @@ def write_history(study, metric: str, path: Path, maximize: bool) -> Path:
     return save_figure(fig, path)
 
 
-def write_best_recipe(study, output: Path, metric: str, push_to_hub: bool = False) -> Path | None:
-    """The best trial's resolved recipe, with output_dir `S/best`: `vit-pipeline train S/best_recipe.yaml` reruns it."""
+def write_best_recipe(study, output: Path, metric: str, push_to_hub: bool = False, note: str = "") -> Path | None:
+    """The best trial's resolved recipe, with output_dir `S/best`: `vit-pipeline train S/best_recipe.yaml` reruns it.
+    `note` (whether it is clearly better than the next, `best_trial_mark`) goes into its header."""
     from vit_pipeline.config.arguments import RECIPE_FILE
 
     try:
@@ -212,7 +227,8 @@ def write_best_recipe(study, output: Path, metric: str, push_to_hub: bool = Fals
     values = ", ".join(f"{k}={v}" for k, v in best.params.items())
     path.write_text(f"# vit-pipeline train {path}\n"
                     f"# Best of {len(study.trials)} trials of `vit-pipeline search`: trial {best.number}, "
-                    f"eval {metric} {best.value:.4f} ({values}).\n" + yaml.safe_dump(recipe, sort_keys=False))
+                    f"eval {metric} {best.value:.4f} ({values}).\n"
+                    + (f"# Trial {best.number}: {note}.\n" if note else "") + yaml.safe_dump(recipe, sort_keys=False))
     return path
 
 
@@ -228,6 +244,7 @@ def main(argv: list[str]) -> dict:
         import optuna
     except ImportError as err:
         raise PipelineError("search needs the search extra: pip install 'vit-pipeline[search]'") from err
+    from vit_pipeline.evaluation.significance import best_trial_mark
     # The recipe and flags, checked once; the space's keys and both ends of each range are checked too.
     training_args, metric, maximize, space = _check_recipe_and_space(shared, space_file, output)
 
@@ -242,16 +259,18 @@ def main(argv: list[str]) -> dict:
         study.optimize(_objective(space, shared, output, metric), n_trials=n_trials, gc_after_trial=True)
     finally:
         # Written after every session, interrupted or not: what has finished so far.
-        write_trials(study, space, output / "trials.csv")
+        write_trials(study, space, output / "trials.csv", metric, maximize)
         if any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials):
             write_history(study, metric, output / "optimization_history.png", maximize)
-    best_recipe = write_best_recipe(study, output, metric, push_to_hub=training_args.push_to_hub)
+    mark = best_trial_mark(finished_trials(study), metric, maximize)
+    best_recipe = write_best_recipe(study, output, metric, push_to_hub=training_args.push_to_hub,
+                                    note=mark[1] if mark else "")
     if best_recipe is None:
         raise PipelineError(f"no trial of {output / 'study.db'} completed (all pruned or failed): see "
                             f"{output / 'trials.csv'}")
-    logger.info("search: best trial %d, eval %s %.4f (%s); rerun it with: vit-pipeline train %s",
+    logger.info("search: best trial %d, eval %s %.4f (%s), %s; rerun it with: vit-pipeline train %s",
                 study.best_trial.number, metric, study.best_value,
-                ", ".join(f"{k}={v}" for k, v in study.best_params.items()), best_recipe)
+                ", ".join(f"{k}={v}" for k, v in study.best_params.items()), mark[1], best_recipe)
     return {"best_value": study.best_value, "best_params": study.best_params, "n_trials": len(study.trials)}
 
 

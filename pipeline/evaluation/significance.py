@@ -140,11 +140,11 @@ def best_trial_mark(trials: list[tuple[int, float, str]], metric: str, maximize:
         maximize: whether higher is better.
 
     Returns:
-        (best trial number, a note: "clearly better than trial N", "within the 95% interval of trial N ..." or
-        "no interval ..."), or None with fewer than two finished trials.
+        (best trial number, a note: "clearly better than trial N ...", "within the 95% interval of trial N ...",
+        "no interval ..." or "the only finished trial"), or None when no trial finished.
     """
     if len(trials) < 2:
-        return None
+        return (trials[0][0], "the only finished trial") if trials else None
     ranked = sorted(trials, key=lambda t: -t[1] if maximize else t[1])
     (best, value, _), (runner_up, second, folder) = ranked[0], ranked[1]
     interval = metric_interval(folder, metric)

@@ -51,6 +51,17 @@ def test_three_trials_then_a_resumed_search_adds_trials_and_the_best_recipe_trai
         if t["state"] == "COMPLETE":
             assert 0.0 <= float(t["value"]) <= 1.0
     assert (out / "study.db").is_file() and (out / "optimization_history.png").stat().st_size > 0
+    # Every finished trial has its accuracy's 95% interval; the best one says whether it is clearly better than the
+    # next best (its accuracy outside that trial's interval), in trials.csv and in the best recipe's header.
+    done = sorted((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: -float(t["value"]))
+    for t in done:
+        assert float(t["ci95_low"]) <= float(t["value"]) <= float(t["ci95_high"])
+    assert [t["number"] for t in trials if t["best"]] == [done[0]["number"]]
+    if len(done) > 1:
+        within = float(done[1]["ci95_low"]) <= float(done[0]["value"]) <= float(done[1]["ci95_high"])
+        assert done[0]["best"].startswith("within the 95% interval" if within else "clearly better")
+        assert f"trial {done[1]['number']} (" in done[0]["best"]
+    assert f"# Trial {done[0]['number']}: {done[0]['best']}." in (out / "best_recipe.yaml").read_text()
     best = yaml.safe_load((out / "best_recipe.yaml").read_text())
     assert best["learning_rate"] == pytest.approx(result["best_params"]["learning_rate"])
     assert best["output_dir"] == str(out / "best")
