@@ -1,11 +1,12 @@
 """The image check (`verify_images`): decode every image once before training; stop on unreadable ones or drop them
-(`bad_images`)."""
+(`bad_images`). `count_serve_skew` counts the images `transformers.pipeline()` reads differently from training."""
 
 from __future__ import annotations
 
 import io
 import logging
 import time
+from collections import Counter
 
 import datasets
 import numpy as np
@@ -100,3 +101,83 @@ def check_images(named: dict[str, Dataset], policy: str, num_proc: int | None = 
     kept = {split: ds.select(sorted(set(range(len(ds))) - {r for r, *_ in bad[split]})) if bad[split] else ds
             for split, ds in named.items()}
     return kept, {split: len(rows) for split, rows in bad.items() if rows}
+
+
+# ----------------------------------------------------------------------------------------------- train/serve skew
+
+# The modes `to_rgb` converts otherwise than PIL's convert("RGB") does (a palette image too, when it has a
+# transparent colour), and what `serve_skew` calls them. Every other mode, CMYK included, both read the same way.
+SKEW_KINDS = {**dict.fromkeys(("I;16", "I;16B", "I;16L", "I;16N", "I", "F"), "16-bit"),
+              **dict.fromkeys(("RGBA", "LA", "PA"), "transparent")}
+
+
+def serve_skew(item: dict | None) -> str:
+    """How `transformers.pipeline("image-classification")` reads this raw image cell differently from training.
+
+    Training decodes with `data.decode.to_rgb` (16-bit scaled to 8 bits, alpha composited on white); the pipeline's
+    `load_image` calls PIL's `convert("RGB")` (16-bit clipped, alpha dropped). For the modes of `SKEW_KINDS` both
+    conversions are run and their pixels compared, so an opaque RGBA file or a 16-bit one whose values fit in 8 bits
+    is not counted. Other modes (RGB, gray, CMYK, palettes without transparency) are read the same way by both and
+    are not decoded: only their header is read.
+
+    Returns:
+        "16-bit" or "transparent" when the pixels differ; "" when they are the same, or when the file is unreadable
+        (the image check reports it).
+    """
+    from vit_pipeline.data.decode import to_rgb  # torch: imported only when a check runs
+
+    try:
+        source = io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]
+        with Image.open(source) as image:
+            kind = SKEW_KINDS.get(image.mode) or (
+                "transparent" if image.mode == "P" and "transparency" in image.info else "")
+            if not kind:
+                return ""
+            image.load()
+            return "" if np.array_equal(np.asarray(to_rgb(image)), np.asarray(image.convert("RGB"))) else kind
+    except Exception:  # unreadable: not this check's to report
+        return ""
+
+
+def _skew_batch(batch: dict) -> dict:
+    return {"skew": [serve_skew(item) for item in batch["image"]]}
+
+
+SERVE_FIX = ("predict with `vit-pipeline predict` (it decodes as training did), or convert each image with "
+             "vit_pipeline.data.decode.to_rgb before pipeline() (the model card shows the snippet)")
+
+
+def count_serve_skew(named: dict[str, Dataset], num_proc: int | None = None) -> dict[str, dict[str, int]]:
+    """Count, per split, the images `pipeline()` would read differently from training (`serve_skew`), and warn with
+    the fix.
+
+    Returns:
+        {split: {kind: count}} for the splits that have any (kinds: "16-bit", "transparent").
+    """
+    counts = {}
+    for split, ds in named.items():
+        raw = ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
+        kinds = raw.map(_skew_batch, batched=True, batch_size=256, remove_columns=["image"],
+                        num_proc=num_proc if num_proc is not None and len(ds) > 5000 else None,
+                        desc=f"Comparing {split} images with pipeline()'s decoding")["skew"][:]
+        rows = [i for i, kind in enumerate(kinds) if kind]
+        if not rows:
+            continue
+        counts[split] = dict(sorted(Counter(kinds[i] for i in rows).items(), key=lambda kv: (-kv[1], kv[0])))
+        first = raw[rows[0]]["image"] or {}
+        logger.warning("Train/serve skew: %d of %d %s images (%s) are read differently by transformers' "
+                       "pipeline(\"image-classification\") than by training (first: %s). Training scales 16-bit "
+                       "images to 8 bits and puts transparent ones on white; pipeline() clips the first (PIL's "
+                       "convert(\"RGB\")) and drops the alpha of the second. To get the scores training measured, %s.",
+                       len(rows), len(ds), split, ", ".join(f"{k}: {n}" for k, n in counts[split].items()),
+                       first.get("path") or f"row {rows[0]}", SERVE_FIX)
+    return counts
+
+
+def fix_snippet() -> str:
+    """The card's conversion to apply before `pipeline()`: `to_rgb`'s own source, so card and training cannot drift."""
+    import inspect
+
+    from vit_pipeline.data.decode import to_rgb
+
+    return "import numpy as np\nfrom PIL import Image\n\n\n" + inspect.getsource(to_rgb).strip()

@@ -17,7 +17,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 
 from vit_pipeline import PipelineError
 from vit_pipeline.config.arguments import MULTI_LABEL, SINGLE_LABEL
-from vit_pipeline.data.check import check_images
+from vit_pipeline.data.check import check_images, count_serve_skew
 from vit_pipeline.data.labels import (
     IMAGE_COLUMNS,
     LABEL_COLUMNS,
@@ -87,6 +87,9 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
 
         data_args = decide_pixel_cache(data_args, train, evals, cache_decision)
     train, evals, skipped = _check_splits(train, evals, eval_name, data_args)
+    # Images pipeline() reads otherwise than training (16-bit, transparent): counted, logged and shown in the card.
+    serve_skew = count_serve_skew({"train": train, "eval": evals}, data_args.preprocessing_num_workers
+                                  ) if data_args.verify_images else {}
     no_positive = _count_no_positive(train, evals, eval_name, labels) if columns.multi_label else {}
     name = data_args.dataset_name
     return Splits(
@@ -97,6 +100,7 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         hub_id=name if is_hub_id(name) else None,
         config_name=data_args.dataset_config_name,
         skipped_images=skipped,
+        serve_skew=serve_skew,
         multi_label=columns.multi_label,
         no_positive=no_positive,
         pixel_cache=data_args.pixel_cache,

@@ -29,6 +29,8 @@ class DataSplits:
     hub_id: str | None = None
     config_name: str | None = None
     skipped_images: dict[str, int] = field(default_factory=dict)
+    # Images `pipeline()` reads otherwise than training, per split and kind: {"train": {"16-bit": 12}} (`data.check`).
+    serve_skew: dict[str, dict[str, int]] = field(default_factory=dict)
     # Multi-label: `label` holds multi-hot rows (one 0/1 float per class) instead of a ClassLabel id.
     multi_label: bool = False
     # Multi-label: images with no positive label ("no finding") per split, e.g. {"train": 12, "validation": 3}.

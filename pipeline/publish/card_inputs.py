@@ -45,6 +45,10 @@ class CardInputs:
     augmentation: str = ""
     backend: str = "trainer"
     skipped_images: dict[str, int] = field(default_factory=dict)
+    # Train/serve skew: images pipeline() reads otherwise than training, per split and kind, and the conversion that
+    # fixes it (`vit_pipeline.data.check`).
+    serve_skew: dict[str, dict[str, int]] = field(default_factory=dict)
+    serve_fix: str | None = None
     hub_model_id: str | None = None
     tags: list[str] = field(default_factory=list)
     # Multi-label runs: images with no positive label per split, the per-class table (label, support, ap, f1,
@@ -142,6 +146,8 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         augmentation=augmentation(data_args),
         backend=training_args.backend,
         skipped_images=splits.skipped_images,
+        serve_skew=splits.serve_skew,
+        serve_fix=serve_fix(splits.serve_skew),
         hub_model_id=training_args.hub_model_id if push_requested else None,
         multi_label=splits.multi_label,
         no_positive=splits.no_positive,
@@ -149,6 +155,15 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         thresholds=thresholds,
         evaluation=evaluation,
     )
+
+
+def serve_fix(serve_skew: dict[str, dict[str, int]]) -> str | None:
+    """The conversion the card tells users to apply before `pipeline()` when some images read otherwise there."""
+    if not serve_skew:
+        return None
+    from vit_pipeline.data.check import fix_snippet  # torch: imported only when a card is assembled
+
+    return fix_snippet()
 
 
 def epoch_results(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -104,13 +104,39 @@ def test_save_to_disk_and_integer_labels(tiny_vit, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_dir_and_validation_dir(tiny_vit, tmp_path):
+def test_train_dir_and_validation_dir(tiny_vit, tmp_path, caplog):
+    from tests.data.test_check import skewed_rows
+
     rows = photos(n_per_class=6)
     write_imagefolder(tmp_path / "data", {"train": rows[::2] + rows[1::2][:3], "val": rows[1::2][3:]}, fmt="jpg")
+    # Two training images pipeline() reads otherwise than training (16-bit, transparent): the log and card say so.
+    odd = skewed_rows()
+    odd[0][0].save(tmp_path / "data" / "train" / "coffee" / "sixteen-bit.png")
+    odd[3][0].save(tmp_path / "data" / "train" / "chelsea" / "cut-out.png")
     out = tmp_path / "out"
     train("--model_name_or_path", str(tiny_vit), "--train_dir", str(tmp_path / "data" / "train"),
           "--validation_dir", str(tmp_path / "data" / "val"), "--output_dir", str(out), *FAST)
     check_output(out, ["astronaut", "chelsea", "coffee"])
+    assert any("Train/serve skew: 2 of 14 train images (16-bit: 1, transparent: 1)" in r.getMessage()
+               for r in caplog.records)
+    card = (out / "README.md").read_text()
+    assert "### Images that `pipeline()` reads differently from training" in card
+    assert "(train: 16-bit 1, transparent 1)" in card and "def to_rgb(image" in card
+    assert "vit-pipeline predict path/to/output_dir images/" in card
+    # The card's snippet, run as printed on the 16-bit image, gives the scores of the image as training decoded it.
+    from PIL import Image
+    from transformers import pipeline
+
+    from vit_pipeline.data.decode import decode_rgb
+
+    sixteen = tmp_path / "data" / "train" / "coffee" / "sixteen-bit.png"
+    snippet = card.split("### Images that `pipeline()`")[1].split("```python\n")[1].split("```")[0]
+    namespace = {}
+    exec(snippet.replace("path/to/output_dir", str(out)).replace("image.png", str(sixteen))
+         .replace("classifier(to_rgb", "result = classifier(to_rgb"), namespace)
+    as_trained = pipeline("image-classification", model=str(out))(
+        Image.fromarray(decode_rgb(str(sixteen)).permute(1, 2, 0).numpy()))
+    assert namespace["result"] == as_trained
 
 
 @pytest.mark.slow
