@@ -57,12 +57,18 @@ def _log_check_estimate(raw: Dataset, split: str, num_proc: int | None) -> None:
                 len(raw) / rate, rate)
 
 
+def check_workers(num_proc: int | None, rows: int) -> int | None:
+    """Processes for a pass over `rows` images: as set, else up to 8 cores above 5,000 images (worker processes pay
+    off only on larger sets; tiny ones check faster in-process)."""
+    if num_proc is None:
+        return min(cpu_count(), 8) if rows > 5000 else None
+    return num_proc
+
+
 def find_bad_images(ds: Dataset, split: str, num_proc: int | None = None) -> list[tuple[int, str, str]]:
     """Decode every image of `ds` once and return the unreadable ones as (row, file, error)."""
     raw = ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
-    if num_proc is None:
-        # Worker processes pay off only on larger sets; tiny ones check faster in-process.
-        num_proc = min(cpu_count(), 8) if len(ds) > 5000 else None
+    num_proc = check_workers(num_proc, len(ds))
     _log_check_estimate(raw, split, num_proc)
     started = time.time()
     flags = raw.map(_check_batch, batched=True, batch_size=256, remove_columns=["image"], num_proc=num_proc,
@@ -158,7 +164,7 @@ def count_serve_skew(named: dict[str, Dataset], num_proc: int | None = None) -> 
     for split, ds in named.items():
         raw = ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
         kinds = raw.map(_skew_batch, batched=True, batch_size=256, remove_columns=["image"],
-                        num_proc=num_proc if num_proc is not None and len(ds) > 5000 else None,
+                        num_proc=check_workers(num_proc, len(ds)),
                         desc=f"Comparing {split} images with pipeline()'s decoding")["skew"][:]
         rows = [i for i, kind in enumerate(kinds) if kind]
         if not rows:
