@@ -106,6 +106,7 @@ def test_save_to_disk_and_integer_labels(tiny_vit, tmp_path):
 @pytest.mark.slow
 def test_train_dir_and_validation_dir(tiny_vit, tmp_path, caplog):
     from tests.data.test_check import skewed_rows
+    from tests.docs_blocks import blocks
 
     rows = photos(n_per_class=6)
     write_imagefolder(tmp_path / "data", {"train": rows[::2] + rows[1::2][:3], "val": rows[1::2][3:]}, fmt="jpg")
@@ -136,6 +137,13 @@ def test_train_dir_and_validation_dir(tiny_vit, tmp_path, caplog):
          .replace("classifier(to_rgb", "result = classifier(to_rgb"), namespace)
     as_trained = pipeline("image-classification", model=str(out))(
         Image.fromarray(decode_rgb(str(sixteen)).permute(1, 2, 0).numpy()))
+    assert namespace["result"] == as_trained
+    # The docs page's fix does the same.
+    (block,) = [b for b in blocks("docs/uncertainty.md") if b.kind == "run" and b.what.endswith(
+        "::test_train_dir_and_validation_dir")]
+    namespace = {}
+    exec(block.body.replace("path/to/output_dir", str(out)).replace("image.png", str(sixteen))
+         .replace("classifier(to_rgb", "result = classifier(to_rgb"), namespace)
     assert namespace["result"] == as_trained
 
 
