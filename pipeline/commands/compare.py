@@ -207,7 +207,7 @@ def write_markdown(rows: list[dict], path: Path, command: str, device: str, pair
     scored = [r for r in rows if r["accuracy"] is not None]
     if scored:
         best = max(scored, key=lambda r: r["accuracy"])
-        lines += ["", f"Best eval accuracy: `{best['model']}` ({best['accuracy']:.4f})."]
+        lines += ["", f"Best eval accuracy: `{best['folder']}` ({best['accuracy']:.4f})."]
     lines += pairs_markdown(pairs or [])
     lines += ["", f"Measured on {device}. Accuracy and macro F1: the run's final evaluation (eval_results.json) on its "
               "eval split (multi-label runs: subset accuracy, macro F1 and mAP over the classes). GFLOPs: one forward "
