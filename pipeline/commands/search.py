@@ -152,18 +152,22 @@ def _close_interrupted(study) -> None:
         study.enqueue_trial(trial.params, skip_if_exists=False)
 
 
-def finished_trials(study) -> list[tuple[int, float, str]]:
-    """(number, value, output folder) of every completed trial."""
-    return [(t.number, t.value, t.user_attrs.get("output_dir", "")) for t in study.trials if t.state.name == "COMPLETE"]
+def best_mark(study, metric: str, maximize: bool) -> tuple[int | None, str]:
+    """(best trial number, whether it is clearly better than the next best, in words), from the completed trials'
+    eval reports (`evaluation.significance.best_trial_mark`); (None, "") when none completed."""
+    from vit_pipeline.evaluation.significance import best_trial_mark
+
+    done = [(t.number, t.value, t.user_attrs.get("output_dir", "")) for t in study.trials if t.state.name == "COMPLETE"]
+    return best_trial_mark(done, metric, maximize) or (None, "")
 
 
 def write_trials(study, space: dict, path: Path, metric: str = "accuracy", maximize: bool = True) -> Path:
     """One row per trial: number, state, value and its 95% bootstrap interval (accuracy or f1), pruned, the searched
     values, last epoch reached, folder; `best` marks the best trial, saying whether it is clearly better than the
-    next (`evaluation.significance.best_trial_mark`)."""
-    from vit_pipeline.evaluation.significance import best_trial_mark, metric_interval
+    next (`best_mark`)."""
+    from vit_pipeline.evaluation.significance import metric_interval
 
-    mark = best_trial_mark(finished_trials(study), metric, maximize) or (None, "")
+    mark = best_mark(study, metric, maximize)
     columns = ["number", "state", "value", "ci95_low", "ci95_high", "best", "pruned", *space, "last_report",
                "duration_s", "output_dir"]
     with path.open("w", newline="") as file:
@@ -244,7 +248,6 @@ def main(argv: list[str]) -> dict:
         import optuna
     except ImportError as err:
         raise PipelineError("search needs the search extra: pip install 'vit-pipeline[search]'") from err
-    from vit_pipeline.evaluation.significance import best_trial_mark
     # The recipe and flags, checked once; the space's keys and both ends of each range are checked too.
     training_args, metric, maximize, space = _check_recipe_and_space(shared, space_file, output)
 
@@ -262,15 +265,14 @@ def main(argv: list[str]) -> dict:
         write_trials(study, space, output / "trials.csv", metric, maximize)
         if any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials):
             write_history(study, metric, output / "optimization_history.png", maximize)
-    mark = best_trial_mark(finished_trials(study), metric, maximize)
-    best_recipe = write_best_recipe(study, output, metric, push_to_hub=training_args.push_to_hub,
-                                    note=mark[1] if mark else "")
+    _, note = best_mark(study, metric, maximize)  # is the best trial clearly better than the next?
+    best_recipe = write_best_recipe(study, output, metric, push_to_hub=training_args.push_to_hub, note=note)
     if best_recipe is None:
         raise PipelineError(f"no trial of {output / 'study.db'} completed (all pruned or failed): see "
                             f"{output / 'trials.csv'}")
     logger.info("search: best trial %d, eval %s %.4f (%s), %s; rerun it with: vit-pipeline train %s",
                 study.best_trial.number, metric, study.best_value,
-                ", ".join(f"{k}={v}" for k, v in study.best_params.items()), mark[1], best_recipe)
+                ", ".join(f"{k}={v}" for k, v in study.best_params.items()), note, best_recipe)
     return {"best_value": study.best_value, "best_params": study.best_params, "n_trials": len(study.trials)}
 
 
