@@ -7,6 +7,9 @@ per model: eval accuracy and macro F1 (mAP when the run reports one), parameters
 by torch's FlopCounterMode), training images/s, peak memory, inference latency at batch 1 and 32. Written to
 `C/comparison.md`, `C/comparison.csv` and `C/comparison.png`. Run the same command again after an interruption:
 finished models are skipped, an unfinished one resumes from its last checkpoint.
+
+`C/explanations.png`: the same eight eval images explained by each model, one column per model; comparison.md ends
+with the faithfulness of each model's maps (`evaluation.explain.write_compare_explanations`).
 """
 
 from __future__ import annotations
@@ -267,6 +270,9 @@ def main(argv: list[str]) -> list[dict]:
     write_csv(rows, output / "comparison.csv")
     write_markdown(rows, output / "comparison.md", command, device_name)
     write_plot(rows, output / "comparison.png")
+    from vit_pipeline.evaluation.explain import write_compare_explanations
+
+    write_compare_explanations(output, [r["folder"] for r in rows])
     logger.info("Comparison of %d models written to %s (comparison.md, comparison.csv, comparison.png)", len(rows),
                 output)
     return rows
