@@ -23,7 +23,7 @@ PROG = "vit-pipeline explain"
 DATA_FLAGS = ("--dataset_name", "--train_dir", "--validation_dir")
 
 
-def _parse(argv: list[str]):
+def parse_arguments(argv: list[str]):
     """(positionals, explain arguments, data arguments or None): the data options only when a dataset is named."""
     from vit_pipeline.commands.evaluate import data_arguments
     from vit_pipeline.config.arguments import DataArguments
@@ -62,7 +62,7 @@ def _images(positionals: list[str], data_args, args, token):
 
 def main(argv: list[str]) -> list[Path]:
     """`vit-pipeline explain`: load the model, explain each image (and score the maps), write one PNG each."""
-    positionals, args, data_args = _parse(argv)
+    positionals, args, data_args = parse_arguments(argv)
     setup_logging()
     from huggingface_hub import get_token
 

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import PHOTO_NAMES, photos, tiny_family
+from tests.docs_blocks import blocks
 from vit_pipeline import PipelineError
 from vit_pipeline.evaluation.cam import METHODS, check_method, default_method, explanation_maps, methods_for
 from vit_pipeline.evaluation.explain import explain_images, score_explanations
@@ -145,8 +146,13 @@ def test_without_grad_cam_a_cnn_gets_a_one_line_note_and_a_vit_its_rollout(monke
     monkeypatch.setitem(sys.modules, "pytorch_grad_cam.utils.model_targets", None)
     data = [{"image": image} for image, _ in photos(n_per_class=1, size=48)]
     model, processor = tiny("resnet")
-    with pytest.raises(PipelineError, match=r"needs pytorch-grad-cam, the explain extra: pip install "):
+    with pytest.raises(PipelineError, match=r"needs pytorch-grad-cam, the explain extra: pip install ") as info:
         explanation_maps(model, torch.zeros(1, 3, 32, 32), "gradcam", [0])
+    # The line docs/commands/explain.md shows.
+    page = "docs/commands/explain.md"
+    shown = [b.body.strip() for b in blocks(page) if b.what and b.what.endswith(
+        "::test_without_grad_cam_a_cnn_gets_a_one_line_note_and_a_vit_its_rollout")]
+    assert shown == [f"vit-pipeline: error: {info.value}"]
     shown = explain_run(model, processor, data, [0, 1], ["a", "b"], tmp_path, "cnn")
     assert shown["explanation"] is None and "needs the explain extra" in shown["explanation_note"]
     vit, processor = tiny("vit")
