@@ -175,7 +175,7 @@ def test_card_images_resolve_to_pushed_files(run, run_hub):
 
     text = Path(hf_hub_download("org/name", "README.md")).read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert {"confusion_matrix.png", "training_curves.png", "explanation_maps.png", "explain_report.json"} <= set(links)
+    assert {"confusion_matrix.png", "training_curves.png", "explanation_maps.png"} <= set(links)
     files = run.server.files("org/name")
     for link in links:
         assert not link.startswith(("/", "http")), link  # relative to the repo
