@@ -74,14 +74,13 @@ def main(argv: list[str]) -> list[Path]:
     model, image_processor = load_trained(positionals[0], token=token, revision=args.model_revision)
     method = args.method or default_method(model)
     check_method(model, method)
-    from vit_pipeline.evaluation.explain import REPORT_JSON, explain_images, score_explanations, target_index
-    from vit_pipeline.evaluation.explain import write_report as write_explain_report
+    from vit_pipeline.evaluation import explain as explanations
 
     images, stems = _images(positionals, data_args, args, token)
-    target = target_index(model, args.target)
-    items = explain_images(model, image_processor, images, method, target, head_fusion=args.head_fusion,
-                           discard_ratio=args.discard_ratio)
-    scores = score_explanations(model, items, seed=args.seed) if args.faithfulness else None
+    target = explanations.target_index(model, args.target)
+    items = explanations.explain_images(model, image_processor, images, method, target,
+                                        head_fusion=args.head_fusion, discard_ratio=args.discard_ratio)
+    scores = explanations.score_explanations(model, items, seed=args.seed) if args.faithfulness else None
 
     # One PNG per image (names made unique), and the report.
     from vit_pipeline.evaluation.plots import plot_rollouts
@@ -95,9 +94,9 @@ def main(argv: list[str]) -> list[Path]:
             name, counter = f"{stem}-{counter}.png", counter + 1
         used.add(name)
         written.append(plot_rollouts([(item.view, item.overlay, f"{name[:-4]}: {item.label} ({item.score:.2f})")],
-                                     out / name, map_title=method))
-    report = write_explain_report(out / REPORT_JSON, model=positionals[0], method=method,
-                                  names=[p.name for p in written], items=items, scores=scores)
+                                     out / name, map_title=explanations.method_name(method)))
+    report = explanations.write_report(out / explanations.REPORT_JSON, model=positionals[0], method=method,
+                                       names=[p.name for p in written], items=items, scores=scores)
     print(f"{len(written)} {method} map(s) written to {out}")
     if scores:
         from vit_pipeline.evaluation.faithfulness import summary_line

@@ -44,6 +44,10 @@ TARGET_LAYERS = {
 }
 
 
+class ExtraMissing(PipelineError):
+    """A CAM method asked for without pytorch-grad-cam installed (the explain extra)."""
+
+
 class LogitsOf(nn.Module):
     """The classifier as grad-cam calls it: pixel_values in, logits out (not a ModelOutput)."""
 
@@ -120,13 +124,14 @@ def cam_maps(model, pixel_values: torch.Tensor, method: str, targets: list[int])
     """The CAM maps [B, H, W] in [0, 1] at the input's size, of class `targets[i]` for image i.
 
     Raises:
-        PipelineError: pytorch-grad-cam is not installed (the explain extra), or the family has no target layer.
+        ExtraMissing: pytorch-grad-cam is not installed (the explain extra).
+        PipelineError: the family has no target layer.
     """
     try:
         import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     except ImportError as err:
-        raise PipelineError(f"--method {method} needs pytorch-grad-cam, the explain extra: {EXTRA}") from err
+        raise ExtraMissing(f"--method {method} needs pytorch-grad-cam, the explain extra: {EXTRA}") from err
     _, layer, layout = target_layer(model)
     cam_class = getattr(pytorch_grad_cam, CAM_METHODS[method])
     was_training = model.training

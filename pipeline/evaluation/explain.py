@@ -32,6 +32,11 @@ METHOD_TITLES = {"rollout": "Attention rollout (Abnar & Zuidema 2020)", "gradcam
                  "scorecam": "Score-CAM (Wang et al. 2020)"}
 
 
+def method_name(method: str) -> str:
+    """The method as a figure names it: "Attention rollout", "Grad-CAM", ... (its title without the citation)."""
+    return METHOD_TITLES.get(method, method).split(" (")[0]
+
+
 @dataclass
 class Explained:
     """One image explained: the model's view of it, the map laid over it, the class explained and its score."""
@@ -125,7 +130,7 @@ def explain_run(model, image_processor, dataset, rows: list[int], captions: list
         `explanation` (the figure's file name, or None), `explanation_method` (its title), `faithfulness` (the mean
         AUCs) and `explanation_note` (why there are no maps, or None).
     """
-    from vit_pipeline.evaluation.cam import EXTRA, default_method
+    from vit_pipeline.evaluation.cam import EXTRA, ExtraMissing, default_method
     from vit_pipeline.evaluation.plots import plot_rollouts
 
     method = default_method(model)
@@ -134,7 +139,7 @@ def explain_run(model, image_processor, dataset, rows: list[int], captions: list
         items = explain_images(model, image_processor, [dataset[i]["image"] for i in rows], method)
     except PipelineError as err:
         logger.info("No explanation maps for the card: %s", err)
-        if "explain extra" in str(err):  # a CNN without pytorch-grad-cam: said on the card
+        if isinstance(err, ExtraMissing):  # a CNN without pytorch-grad-cam: said on the card
             none["explanation_note"] = (f"No explanation maps: Grad-CAM for {type(model).__name__} needs the "
                                         f"explain extra ({EXTRA}).")
         return none
@@ -148,7 +153,7 @@ def explain_run(model, image_processor, dataset, rows: list[int], captions: list
     title = METHOD_TITLES.get(method, method)
     figure = plot_rollouts([(item.view, item.overlay, caption) for item, caption in
                             list(zip(items, captions, strict=True))[:CARD_IMAGES]], out_dir / CARD_PNG,
-                           map_title=method)
+                           map_title=method_name(method))
     return {"explanation": figure.name, "explanation_method": title, "faithfulness": report["faithfulness"],
             "explanation_note": None}
 
