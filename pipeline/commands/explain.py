@@ -30,11 +30,11 @@ def parse_arguments(argv: list[str]):
     from vit_pipeline.config.commands import CommandParser, ExplainArguments
 
     with_data = any(a.split("=", 1)[0] in DATA_FLAGS for a in argv)
-    types = (ExplainArguments, DataArguments) if with_data else (ExplainArguments,)
-    parser = CommandParser(types, PROG, "MODEL [IMAGE...] --output_dir X [--dataset_name D --max_samples N]")
-    if any(a in ("-h", "--help") for a in argv):
-        parser.print_help()
+    usage = "MODEL [IMAGE...] --output_dir X [--dataset_name D --max_samples N]"
+    if any(a in ("-h", "--help") for a in argv):  # both option groups
+        CommandParser((ExplainArguments, DataArguments), PROG, usage).print_help()
         sys.exit(0)
+    parser = CommandParser((ExplainArguments, DataArguments) if with_data else (ExplainArguments,), PROG, usage)
     positionals, parsed = parser.parse_command(data_arguments(argv) if with_data else argv)
     if not positionals or (len(positionals) < 2 and not with_data):
         raise PipelineError("explain takes a MODEL and at least one IMAGE (files, folders or globs), or a MODEL and "
