@@ -26,7 +26,7 @@ commands:
   evaluate MODEL --output_dir R [data]    evaluation report: metrics, per class, confusion matrix, calibration
   predict MODEL INPUT... --output F       predictions for image files, folders or globs (.csv/.jsonl/.parquet)
   export MODEL --output_dir E             ONNX export with a parity check on real images (--quantize dynamic)
-  explain MODEL IMAGE... --output_dir X   attention rollout maps (ViT-family models)
+  explain MODEL IMAGE... --output_dir X   where the model looks: rollout (ViTs), Grad-CAM (every family)
   demo MODEL [--port P] [--write_space DIR] try a model in the browser (Gradio), or write it as a Space
   compare RECIPE --models M1 M2 ... --output_dir C
                                           train several models on the same data; comparison.md/.csv/.png

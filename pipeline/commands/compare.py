@@ -10,6 +10,8 @@ finished models are skipped, an unfinished one resumes from its last checkpoint.
 
 Uncertainty (`evaluation.significance`): each accuracy's 95% bootstrap interval, and for every pair of models the
 difference in accuracy with McNemar's exact test on the same eval images, in comparison.md and `C/comparison_pairs.csv`.
+`C/explanations.png`: the same eight eval images explained by each model, one column per model; comparison.md ends
+with the faithfulness of each model's maps (`evaluation.explain.write_compare_explanations`).
 """
 
 from __future__ import annotations
@@ -279,6 +281,9 @@ def main(argv: list[str]) -> list[dict]:
     write_pairs_csv(pairs, output / PAIRS_CSV)
     write_markdown(rows, output / "comparison.md", command, device_name, pairs)
     write_plot(rows, output / "comparison.png")
+    from vit_pipeline.evaluation.explain import write_compare_explanations
+
+    write_compare_explanations(output, [r["folder"] for r in rows])
     logger.info("Comparison of %d models written to %s (comparison.md, comparison.csv, comparison.png)", len(rows),
                 output)
     return rows

@@ -1,7 +1,8 @@
 """`vit-pipeline demo MODEL`: a Gradio page to try a model in the browser; `--write_space DIR` writes it as a Space.
 
-The page (pipeline/publish/space_app.py): upload or drop an image, see the top-k labels with their scores, the
-attention rollout map beside it for a ViT-family model, and the evaluation results of the model card. A multi-label
+The page (pipeline/publish/space_app.py): upload or drop an image, see the top-k labels with their scores, where the
+model looks beside it (attention rollout for a ViT-family model, Grad-CAM for the rest), and the evaluation results of
+the model card. A multi-label
 model shows every label's sigmoid score and marks those at or above the thresholds saved with it (thresholds.json).
 """
 
@@ -18,7 +19,7 @@ from vit_pipeline.utils import CommandParser, first_line, is_hub_id, parse_bool,
 
 logger = logging.getLogger("vit_pipeline")
 
-SPACE_FILES = ("app.py", "rollout.py", "requirements.txt", "README.md")
+SPACE_FILES = ("app.py", "rollout.py", "cam.py", "requirements.txt", "README.md")
 
 
 def demo_parser() -> argparse.ArgumentParser:
@@ -76,18 +77,31 @@ def space_model_id(model: str) -> str:
     return model
 
 
-def write_space(model_id: str, folder: str | os.PathLike, top_k: int = 5) -> Path:
-    """Write a Hugging Face Space that serves `model_id` (a Hub id) to `folder`: app.py, rollout.py, requirements.txt
-    and README.md with the Space metadata (sdk gradio, app_file app.py). Returns the folder.
+def vendored(module) -> str:
+    """The source of `module` (evaluation/rollout.py or cam.py) with its one package import replaced, for a Space.
 
-    app.py is pipeline/publish/space_app.py with `MODEL_ID` and `TOP_K` set; rollout.py is
-    pipeline/evaluation/rollout.py with the package's one import replaced, so the Space needs no vit-pipeline.
+    Imports inside functions the page never calls may stay; none may run when the module loads.
+    """
+    source, n_import = re.subn(r"^from vit_pipeline import PipelineError$",
+                               "class PipelineError(ValueError):\n    \"\"\"A bad input, said in one line.\"\"\"",
+                               Path(module.__file__).read_text(), flags=re.M)
+    assert n_import == 1 and not re.search(r"^(from|import) (vit_)?pipeline", source, flags=re.M), \
+        f"{module.__name__} imports more of the package at module level"
+    return source
+
+
+def write_space(model_id: str, folder: str | os.PathLike, top_k: int = 5) -> Path:
+    """Write a Hugging Face Space that serves `model_id` (a Hub id) to `folder`: app.py, rollout.py, cam.py,
+    requirements.txt and README.md with the Space metadata (sdk gradio, app_file app.py). Returns the folder.
+
+    app.py is pipeline/publish/space_app.py with `MODEL_ID` and `TOP_K` set; rollout.py and cam.py are
+    pipeline/evaluation/'s with the package's one import replaced, so the Space needs no vit-pipeline.
     """
     import importlib.metadata
 
     from huggingface_hub import SpaceCard, SpaceCardData
 
-    from vit_pipeline.evaluation import rollout
+    from vit_pipeline.evaluation import cam, rollout
     from vit_pipeline.publish import space_app
 
     folder = Path(folder)
@@ -99,14 +113,8 @@ def write_space(model_id: str, folder: str | os.PathLike, top_k: int = 5) -> Pat
     app, n_top = re.subn(r"^TOP_K = \d+$", f"TOP_K = {int(top_k)}", app, flags=re.M)
     assert n_model == 1 and n_top == 1, "space_app.py lost its MODEL_ID / TOP_K lines"
     (folder / "app.py").write_text(app)
-    source = Path(rollout.__file__).read_text()
-    source, n_import = re.subn(r"^from vit_pipeline import PipelineError$",
-                               "class PipelineError(ValueError):\n    \"\"\"A bad input, said in one line.\"\"\"",
-                               source, flags=re.M)
-    # Imports inside functions the page never calls may stay; none may run when the module loads.
-    assert n_import == 1 and not re.search(r"^(from|import) pipeline", source, flags=re.M), \
-        "rollout.py imports more of the package at module level"
-    (folder / "rollout.py").write_text(source)
+    for module in (rollout, cam):
+        (folder / Path(module.__file__).name).write_text(vendored(module))
 
     def version(name: str) -> str:
         try:
@@ -115,7 +123,9 @@ def write_space(model_id: str, folder: str | os.PathLike, top_k: int = 5) -> Pat
             return ""
 
     pins = {"transformers": f">={version('transformers')}", "torch": "", "pillow": "", "numpy": "",
-            "matplotlib": "", "huggingface-hub": f">={version('huggingface-hub')}"}
+            "matplotlib": "", "huggingface-hub": f">={version('huggingface-hub')}",
+            # Grad-CAM, the map of a model that is not a ViT (cam.py).
+            "grad-cam": f">={version('grad-cam')}"}
     (folder / "requirements.txt").write_text("".join(f"{name}{pin if pin != '>=' else ''}\n"
                                                      for name, pin in pins.items()))
     data = SpaceCardData(title=model_id.split("/")[-1], sdk="gradio", sdk_version=version("gradio") or None,
@@ -124,7 +134,8 @@ def write_space(model_id: str, folder: str | os.PathLike, top_k: int = 5) -> Pat
     card = SpaceCard.from_template(
         data, template_str="---\n{{ card_data }}\n---\n\n# {{ title }}\n\n{{ body }}\n",
         title=model_id, body=f"Try [{model_id}](https://huggingface.co/{model_id}) in the browser: drop an image to "
-        "see the top labels with their scores and, for a ViT-family model, where it looks (attention rollout). "
+        "see the top labels with their scores and where the model looks (attention rollout for a ViT-family model, "
+        "Grad-CAM for the rest). "
         "Written by `vit-pipeline demo --write_space`.")
     card.save(folder / "README.md")
     return folder

@@ -102,16 +102,38 @@ class ExportArguments:
             raise PipelineError(f"batch_size must be at least 1 (got {self.batch_size})")
 
 
+# explain's methods (`evaluation.cam.METHODS`, which must not import the config: the Space copies it), checked
+# before the model loads.
+EXPLAIN_METHODS = ("rollout", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "eigengradcam",
+                   "scorecam")
+
+
 @dataclass
 class ExplainArguments:
-    """`vit-pipeline explain MODEL IMAGE... --output_dir X`."""
+    """`vit-pipeline explain MODEL [IMAGE...] --output_dir X [--method M] [--faithfulness true]`."""
 
-    output_dir: str = field(default=None, metadata={"help": "Folder for one rollout PNG per image."})
+    output_dir: str = field(default=None, metadata={"help": "Folder for one PNG per image and explain_report.json."})
+    method: str | None = field(
+        default=None, metadata={"help": "rollout, gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, "
+                                        "eigengradcam or scorecam (default: rollout for ViTs, gradcam for the rest; "
+                                        "all but rollout need the explain extra)."}
+    )
+    target: str | None = field(
+        default=None, metadata={"help": "Label whose map is drawn (default: each image's predicted label)."}
+    )
+    faithfulness: bool = field(
+        default=False, metadata={"help": "Score each map: deletion and insertion AUC, beside a random map's."}
+    )
+    max_samples: int = field(
+        default=16, metadata={"help": "Eval images explained when the images come from --dataset_name (or "
+                                      "--validation_dir)."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seeds the held-out split (as in training) and the random maps."})
     head_fusion: Literal["mean", "max", "min"] = field(
-        default="mean", metadata={"help": "How each layer's heads are combined."}
+        default="mean", metadata={"help": "rollout: how each layer's heads are combined."}
     )
     discard_ratio: float = field(
-        default=0.9, metadata={"help": "Share of the weakest attention links dropped per layer, in [0, 1)."}
+        default=0.9, metadata={"help": "rollout: share of the weakest attention links dropped per layer, in [0, 1)."}
     )
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
 
@@ -120,6 +142,10 @@ class ExplainArguments:
             raise PipelineError("explain needs --output_dir: the folder for the maps")
         if not 0.0 <= self.discard_ratio < 1.0:
             raise PipelineError(f"discard_ratio must be in [0, 1) (got {self.discard_ratio})")
+        if self.method is not None and self.method not in EXPLAIN_METHODS:
+            raise PipelineError(f"unknown --method {self.method}: use one of {', '.join(EXPLAIN_METHODS)}")
+        if self.max_samples < 1:
+            raise PipelineError(f"max_samples must be at least 1 (got {self.max_samples})")
 
 
 class CommandParser(OneLineErrors, HfArgumentParser):

@@ -163,13 +163,13 @@ def plot_training_curves(log_history: list[dict[str, Any]], metric: str | None, 
     return save_figure(fig, path)
 
 
-def plot_rollouts(items: list[tuple[Any, Any, str]], path: str | Path) -> Path:
-    """Attention rollout figures: for each (model's view of the image, rollout overlay, title), the two side by side;
-    several items are stacked in rows."""
+def plot_rollouts(items: list[tuple[Any, Any, str]], path: str | Path, map_title: str = "attention rollout") -> Path:
+    """Explanation figures: for each (model's view of the image, map overlay, title), the two side by side (the map
+    titled `map_title`: the method); several items are stacked in rows."""
     plt = pyplot()
     fig, axes = plt.subplots(len(items), 2, figsize=(6, 3.1 * len(items)), squeeze=False)
     for row, (view, heat, title) in zip(axes, items, strict=True):
-        for ax, picture, caption in zip(row, (view, heat), (title, "attention rollout"), strict=True):
+        for ax, picture, caption in zip(row, (view, heat), (title, map_title), strict=True):
             ax.imshow(picture)
             ax.set_title(caption, fontsize=9)
             ax.axis("off")

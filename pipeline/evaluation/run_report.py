@@ -1,5 +1,6 @@
 """What a finished training run adds to its output folder for the card: the evaluation report of the eval split (as
-`vit-pipeline evaluate` writes it), the training curves, and attention rollout maps of four eval images.
+`vit-pipeline evaluate` writes it), the training curves, and explanation maps of eight eval images (attention rollout
+for ViTs, Grad-CAM for the rest) with their faithfulness (`evaluation.explain.explain_run`).
 
 Everything is measured on the saved model (reloaded from the output folder: what `pipeline()` and the Hub get), and
 only figures that were drawn are named for the card.
@@ -11,13 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from vit_pipeline import PipelineError
-
 logger = logging.getLogger(__name__)
 
 CURVES_PNG = "training_curves.png"
-ROLLOUT_PNG = "attention_rollout.png"
-ROLLOUT_IMAGES = 4
 
 
 def picture(item):
@@ -76,7 +73,7 @@ def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str],
     return report
 
 
-def _rollout_rows(dataset, count: int) -> list[int]:
+def _explained_rows(dataset, count: int) -> list[int]:
     """Up to `count` eval rows, one per class first (so the maps show different classes), in row order."""
     labels = dataset.select_columns(["label"]).with_format(None)["label"][:]
     rows, seen = [], set()
@@ -92,7 +89,7 @@ def _rollout_rows(dataset, count: int) -> list[int]:
 
 
 def _true_names(label, dataset_labels: list[str]) -> str:
-    """A row's true label as the rollout caption names it: one class, or a multi-hot row's classes ("none")."""
+    """A row's true label as the explanation caption names it: one class, or a multi-hot row's classes ("none")."""
     if isinstance(label, list):
         return "+".join(name for name, flag in zip(dataset_labels, label, strict=True) if flag > 0.5) or "none"
     return dataset_labels[label]
@@ -101,7 +98,7 @@ def _true_names(label, dataset_labels: list[str]) -> str:
 def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: list[str], log_history: list[dict],
                         *, metric: str | None, dataset_name: str, split: str, seed: int = 0,
                         batch_size: int = 32, multi_label: bool = False) -> dict[str, Any]:
-    """Write the eval report, training curves and rollout maps of a training run into `output_dir`.
+    """Write the eval report, training curves and explanation maps of a training run into `output_dir`.
 
     Args:
         output_dir: the run's output folder (holding the saved model and image processor).
@@ -116,13 +113,13 @@ def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: li
     Returns:
         What the card shows: `report` (the report dict), `per_class_top` / `per_class_bottom` rows (single-label;
         a multi-label card has its own per-class table), and the file names of the figures that were written
-        (`confusion_matrix`, `pr_curves`, `training_curves`, `rollout`; None when not).
+        (`confusion_matrix`, `pr_curves`, `training_curves`; None when not), and the explanation's
+        (`explanation`, `explanation_method`, `faithfulness`, `explanation_note`: see `explain.explain_run`).
     """
     from vit_pipeline.evaluation.inference import load_trained
     from vit_pipeline.evaluation.multilabel_report import PR_CURVES_PNG
-    from vit_pipeline.evaluation.plots import plot_rollouts, plot_training_curves
+    from vit_pipeline.evaluation.plots import plot_training_curves
     from vit_pipeline.evaluation.report import CONFUSION_PNG, class_table
-    from vit_pipeline.evaluation.rollout import has_attentions, rollout_images
 
     out = Path(output_dir)
     curves = plot_training_curves(log_history, metric, out / CURVES_PNG)
@@ -132,20 +129,15 @@ def report_training_run(output_dir: str | Path, eval_dataset, dataset_labels: li
                               model_name=out.name, dataset_name=dataset_name, split=split, seed=seed,
                               batch_size=batch_size, thresholds_from=out, save_tuned_thresholds=not multi_label)
     top, bottom = ([], []) if multi_label else class_table(report)
-    rollout = None
-    if has_attentions(model):
-        rows = _rollout_rows(eval_dataset, ROLLOUT_IMAGES)
-        try:
-            maps = rollout_images(model, image_processor, [eval_dataset[i]["image"] for i in rows])
-        except PipelineError as err:  # a ViT-like config whose attentions rollout cannot read
-            logger.info("No attention rollout maps for the card: %s", err)
-        else:
-            names = [_true_names(eval_dataset[i]["label"], dataset_labels) for i in rows]
-            shown = "top" if multi_label else "predicted"
-            rollout = plot_rollouts([(view, heat, f"true {true}, {shown} {label} ({score:.2f})")
-                                     for (view, heat, label, score), true in zip(maps, names, strict=True)],
-                                    out / ROLLOUT_PNG).name
+    # Where the model looks, for every family (rollout for ViTs, Grad-CAM for the rest), and how faithful that is.
+    from vit_pipeline.evaluation.explain import RUN_IMAGES, explain_run
+
+    rows = _explained_rows(eval_dataset, RUN_IMAGES)
+    shown = "top" if multi_label else "predicted"
+    explanation = explain_run(model, image_processor, eval_dataset, rows,
+                              [f"true {_true_names(eval_dataset[i]['label'], dataset_labels)}, {shown}" for i in rows],
+                              out, model_name=out.name)
     return {"report": report, "per_class_top": top, "per_class_bottom": bottom,
             "confusion_matrix": None if multi_label else CONFUSION_PNG,
             "pr_curves": PR_CURVES_PNG if multi_label else None,
-            "training_curves": curves.name if curves else None, "rollout": rollout}
+            "training_curves": curves.name if curves else None, **explanation}

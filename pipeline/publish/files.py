@@ -31,7 +31,8 @@ PUSHED_FILES = (
     "reliability_diagram.png",
     "misclassified.png",
     "training_curves.png",
-    "attention_rollout.png",
+    "explanation_maps.png",
+    "explain_report.json",
     "pr_curves.png",
     # Multi-label runs: the per-class thresholds tuned on the eval split (`vit-pipeline predict` reads them).
     "thresholds.json",

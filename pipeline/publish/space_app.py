@@ -1,12 +1,16 @@
-"""A Gradio page to try an image classifier: drop an image, see the top-k labels, the attention map, the card's metrics.
+"""A Gradio page to try an image classifier: drop an image, see the top-k labels, where the model looks, the card's
+metrics.
+
+Where it looks: attention rollout for a ViT-family model, Grad-CAM for any other family (`evaluation/cam.py`; Grad-CAM
+needs pytorch-grad-cam, the explain extra: without it a CNN's page says so in one line instead of a map).
 
 A multi-label model shows every label's sigmoid score (as `pipeline()` returns them: independent, not summing to 1)
 and marks the labels at or above their thresholds (`thresholds.json` saved with the model, else 0.5).
 
 `vit-pipeline demo MODEL` serves it; `vit-pipeline demo MODEL --write_space DIR` copies this file as the Space's
-`app.py` (with `MODEL_ID` set to the Hub id) next to `rollout.py`, so the Space needs no vit-pipeline install. That is
-why this module imports nothing from the package at module level, and gradio, torch and transformers only when a page
-is built.
+`app.py` (with `MODEL_ID` set to the Hub id) next to `rollout.py` and `cam.py`, so the Space needs no vit-pipeline
+install. That is why this module imports nothing from the package at module level, and gradio, torch and
+transformers only when a page is built.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ def _rollout_module():
     except ImportError:  # inside a Space: rollout.py sits next to app.py
         import rollout
     return rollout
+
+
+def _cam_module():
+    try:
+        from vit_pipeline.evaluation import cam
+    except ImportError:  # inside a Space: cam.py sits next to app.py
+        import cam
+    return cam
 
 
 def card_metrics(model_id: str, token: str | None = None) -> tuple[list[tuple[str, float]], str | None]:
@@ -83,7 +95,8 @@ def model_thresholds(model_id: str, token: str | None = None) -> dict[str, float
 
 
 class Classifier:
-    """`pipeline("image-classification")` on the model, plus the attention rollout map where the model has one.
+    """`pipeline("image-classification")` on the model, plus where it looks: the map of its family's default method
+    (attention rollout for ViTs, Grad-CAM for the rest), for the top-scoring label.
 
     A multi-label model scores every label (a label outside the top few may still pass its threshold).
     """
@@ -96,19 +109,22 @@ class Classifier:
         self.multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
         self.top_k = config.num_labels if self.multi_label else min(top_k, config.num_labels)
         self.thresholds = model_thresholds(model_id, token) if self.multi_label else {}
-        self.has_rollout = self._try_rollout()
+        self.method = _cam_module().default_method(self.pipe.model)
+        self.map_note = None
+        self.has_map = self._try_map()
 
     def _pixel_values(self, image):
         return self.pipe.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"].to(
             self.pipe.model.device, self.pipe.model.dtype)
 
-    def _try_rollout(self) -> bool:
-        # One pass on a blank image: a ViT-family model gives a map, any other model (a CNN) raises.
+    def _try_map(self) -> bool:
+        # One pass on a blank image: a model its method cannot explain (or Grad-CAM without its library) raises.
         from PIL import Image
 
         try:
-            self.rollout(Image.new("RGB", (64, 64)))
-        except Exception:
+            self.explain(Image.new("RGB", (64, 64)))
+        except Exception as err:
+            self.map_note = f"No map of where the model looks: {str(err).splitlines()[0]}"
             return False
         return True
 
@@ -129,16 +145,20 @@ class Classifier:
         shown = ", ".join(f"**{label}** {score:.3f} (>= {cut:.3f})" for label, score, cut in found)
         return f"Labels at or above their threshold ({source}): {shown or 'none'}"
 
-    def rollout(self, image):
-        """The image as the model sees it (resized and cropped), with the attention rollout laid over it."""
-        rollout = _rollout_module()
+    def explain(self, image):
+        """The image as the model sees it (resized and cropped), with the map of `self.method` laid over it (for the
+        top-scoring label)."""
+        import torch
+
         pixel_values = self._pixel_values(image)
-        mask = rollout.attention_rollout(self.pipe.model, pixel_values)[0]
+        with torch.no_grad():
+            top = int(self.pipe.model(pixel_values=pixel_values).logits[0].argmax())
+        mask = _cam_module().explanation_maps(self.pipe.model, pixel_values, self.method, [top])[0]
         height, width = pixel_values.shape[-2:]
         # Shown at least DISPLAY_SIZE pixels wide: a 224 px model input is small on a page, a 32 px one invisible.
         scale = max(1, -(-DISPLAY_SIZE // max(height, width)))
         view = self._model_view(pixel_values[0]).resize((width * scale, height * scale), resample=3)  # bicubic
-        return rollout.overlay(view, mask)
+        return _rollout_module().overlay(view, mask)
 
     def _model_view(self, pixel_values):
         """The model's input as a picture: the processor's normalisation undone (its resize and crop kept)."""
@@ -165,7 +185,7 @@ def build_demo(model_id: str, token: str | None = None, top_k: int = TOP_K, titl
     def classify(image):
         if image is None:
             return None, None, ""
-        shown = classifier.rollout(image) if classifier.has_rollout else None
+        shown = classifier.explain(image) if classifier.has_map else None
         scores = classifier.predict(image)
         return scores, shown, classifier.positives_markdown(scores) if classifier.multi_label else ""
 
@@ -175,12 +195,15 @@ def build_demo(model_id: str, token: str | None = None, top_k: int = TOP_K, titl
                     f"{', '.join(map(str, labels[:12]))}{', ...' if len(labels) > 12 else ''}).")
         with gr.Row():
             image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], elem_id="input-image")
-            attention = gr.Image(type="pil", label="Attention rollout (where the model looks)", interactive=False,
-                                 visible=classifier.has_rollout, elem_id="attention-map")
+            title = "Attention rollout" if classifier.method == "rollout" else "Grad-CAM"
+            attention = gr.Image(type="pil", label=f"{title} (where the model looks)", interactive=False,
+                                 visible=classifier.has_map, elem_id="attention-map")
             prediction = gr.Label(num_top_classes=classifier.top_k, elem_id="prediction",
                                   label="Scores (one sigmoid per label: they need not sum to 1)"
                                   if classifier.multi_label else "Prediction")
         positives = gr.Markdown(visible=classifier.multi_label, elem_id="positive-labels")
+        if classifier.map_note:
+            gr.Markdown(classifier.map_note, elem_id="map-note")
         gr.Markdown(metrics_markdown(metrics, dataset), elem_id="card-metrics")
         image.change(classify, inputs=image, outputs=[prediction, attention, positives])
     return demo

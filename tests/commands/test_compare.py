@@ -80,6 +80,25 @@ def test_compare_two_families_writes_the_comparison_and_resumes(recipe, tmp_path
     assert float(pair["p_value"]) == pytest.approx(expected)
     assert "## Is one model better than another on this data?" in markdown
     assert f"{float(pair['p_value']):.3g} |" in markdown
+    # The same eight eval images explained by each model: one column per model, and each model's faithfulness.
+    import numpy as np
+    from PIL import Image
+
+    views = [np.load(out / row["folder"] / "explanations.npz") for row in table]
+    assert len(views[0]["rows"]) == 8 and list(views[0]["rows"]) == list(views[1]["rows"])  # the same images
+    assert [str(v["method"]) for v in views] == ["rollout", "gradcam"]
+    with Image.open(out / "explanations.png") as figure:
+        pixels = np.asarray(figure.convert("RGB")).astype(int)
+    height, width, _ = pixels.shape
+    assert 3.0 < height / width < 5.0  # 8 rows of 2 columns
+    # Both columns hold heat maps (saturated colours), not empty axes.
+    saturation = pixels.max(-1) - pixels.min(-1)
+    assert (saturation[:, : width // 2] > 100).mean() > 0.05 and (saturation[:, width // 2:] > 100).mean() > 0.05
+    section = markdown[markdown.index("## Explanations"):]
+    for row, method in zip(table, ("rollout", "gradcam"), strict=True):
+        line = next(line for line in section.splitlines() if line.startswith(f"| `{row['folder']}` |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1] == method and cells[2] == "8" and all(0.0 <= float(c) <= 1.0 for c in cells[3:])
 
     # Interrupted after the ViT finished and while the ResNet trained: its row and final model are missing.
     vit_dir, resnet_dir = out / table[0]["folder"], out / table[1]["folder"]

@@ -1,7 +1,7 @@
 """`vit-pipeline demo`: the Gradio page driven in a real headless Chromium, the Space it writes, and its errors.
 
 The model is a tiny random ViT with the photo classes, saved with a real model card (vit_pipeline.publish.card), so the
-page has labels, scores, an attention map and metrics to show.
+page has labels, scores, an attention map and metrics to show (a ConvNeXt stand-in: a Grad-CAM map).
 """
 
 from __future__ import annotations
@@ -147,24 +147,30 @@ def test_page_in_headless_chromium_predicts_what_pipeline_predicts(demo_model, c
 
 
 @pytest.mark.slow
-def test_classifier_scores_as_pipeline_and_maps_attention_for_a_vit_only(demo_model, cat_photo, tmp_path):
+def test_classifier_scores_as_pipeline_and_maps_every_family(demo_model, cat_photo, tmp_path, monkeypatch):
     from transformers import pipeline
 
     from vit_pipeline.publish.space_app import Classifier, card_metrics, metrics_markdown
 
     image = Image.open(cat_photo)
     classifier = Classifier(str(demo_model), top_k=10)
-    assert classifier.top_k == len(LABELS) and classifier.has_rollout
+    assert classifier.top_k == len(LABELS) and classifier.has_map and classifier.method == "rollout"
     expected = pipeline("image-classification", model=str(demo_model))(image.convert("RGB"), top_k=3)
     assert classifier.predict(image) == pytest.approx({p["label"]: p["score"] for p in expected})
-    view = classifier.rollout(image)
+    view = classifier.explain(image)
     assert view.mode == "RGB" and min(view.size) >= 320
     metrics, dataset = card_metrics(str(demo_model))
     assert dict(metrics) == {"Accuracy": 0.8125, "F1": 0.75} and dataset == "scikit-image photos"
     assert "| Accuracy | 0.8125 |" in metrics_markdown(metrics, dataset)
-    # A CNN has no attention to roll out: the page shows no map for it.
+    # A CNN: its Grad-CAM map; without pytorch-grad-cam (the explain extra), a one-line note instead.
     cnn = Classifier(str(save_demo_model(tmp_path / "cnn", vit=False)))
-    assert not cnn.has_rollout and set(cnn.predict(image)) <= set(LABELS)
+    assert cnn.has_map and cnn.method == "gradcam" and set(cnn.predict(image)) <= set(LABELS)
+    assert cnn.map_note is None and min(cnn.explain(image).size) >= 320
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)
+    bare = Classifier(str(tmp_path / "cnn"))
+    assert not bare.has_map and bare.map_note == ("No map of where the model looks: --method gradcam needs "
+                                                  "pytorch-grad-cam, the explain extra: pip install "
+                                                  "'vit-pipeline[explain]'")
     assert card_metrics(str(tmp_path)) == ([], None)
 
 
@@ -218,19 +224,22 @@ def test_write_space_serves_the_hub_model_without_the_package(demo_model, cat_ph
     api.upload_folder(folder_path=str(demo_model), repo_id="org/tiny-photos", token="hf_good")
     space = tmp_path / "space"
     main(["org/tiny-photos", "--write_space", str(space), "--top_k", "2"])
-    assert sorted(p.name for p in space.iterdir()) == ["README.md", "app.py", "requirements.txt", "rollout.py"]
+    assert sorted(p.name for p in space.iterdir()) == ["README.md", "app.py", "cam.py", "requirements.txt",
+                                                       "rollout.py"]
     meta = metadata_load(space / "README.md")
     assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["models"] == ["org/tiny-photos"]
     app = (space / "app.py").read_text()
     assert "MODEL_ID = 'org/tiny-photos'" in app and "TOP_K = 2" in app
     requirements = (space / "requirements.txt").read_text().split()
     assert any(r.startswith("transformers") for r in requirements) and "torch" in requirements
+    assert any(r.startswith("grad-cam>=") for r in requirements)
     # The Space's own files run from its folder, with vit-pipeline unimportable (the venv may hold it: a None
     # sys.modules entry blocks it, as its absence does in a Space): the Hub model's scores, map and card metrics.
     script = ("import sys; sys.modules['vit_pipeline'] = None; import os, app; from PIL import Image; "
               "c = app.Classifier(app.MODEL_ID, top_k=app.TOP_K); image = Image.open(sys.argv[1]); "
               "assert os.path.dirname(os.path.abspath(app._rollout_module().__file__)) == os.getcwd(); "
-              "print(repr((c.predict(image), c.has_rollout, c.rollout(image).size, app.card_metrics(app.MODEL_ID))))")
+              "assert os.path.dirname(os.path.abspath(app._cam_module().__file__)) == os.getcwd(); "
+              "print(repr((c.predict(image), c.has_map, c.explain(image).size, app.card_metrics(app.MODEL_ID))))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", script, str(cat_photo)], cwd=space, env=env,
                             capture_output=True, text=True, timeout=300)

@@ -38,6 +38,14 @@ def test_family_trains_with_the_same_recipe_and_reloads_in_pipeline(family, phot
     assert config["model_type"] == family and len(config["id2label"]) == 3
     predictions = pipeline("image-classification", model=str(out))([im for im, _ in photos(n_per_class=1)])
     assert {p[0]["label"] for p in predictions} <= {"astronaut", "coffee", "chelsea"}
+    # The card shows where the model looks for every family: rollout for ViTs, Grad-CAM for CNNs and Swin.
+    method, title = ("rollout", "Attention rollout") if family in ("deit", "beit", "dinov2") else ("gradcam",
+                                                                                                  "Grad-CAM")
+    explained = json.loads((out / "explain_report.json").read_text())
+    assert explained["method"] == method and explained["faithfulness"]["images"] == 8
+    card = (out / "README.md").read_text()
+    assert f"{title} (" in card and "](explanation_maps.png)" in card and (out / "explanation_maps.png").is_file()
+    assert f"mean deletion AUC\n{explained['faithfulness']['deletion_auc']:.3f} against" in card
 
 
 def test_a_cnn_trains_on_the_accelerate_backend_with_frozen_backbone_and_ema(photos_parquet, tmp_path):

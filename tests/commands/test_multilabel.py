@@ -73,7 +73,8 @@ def check_multilabel_report(out: Path, results: dict) -> dict:
     assert "## Evaluation" in card and f"map {report['map']:.4f}" in card
     assert "](pr_curves.png)" in card and "](training_curves.png)" in card and (out / "training_curves.png").is_file()
     # The tiny ViT has attentions: rollout maps as for single-label runs; no single-label figures.
-    assert "](attention_rollout.png)" in card and (out / "attention_rollout.png").is_file()
+    assert "](explanation_maps.png)" in card and (out / "explanation_maps.png").is_file()
+    assert "Attention rollout (Abnar & Zuidema 2020) on four eval images, with the top-scoring label" in card
     assert not (out / "confusion_matrix.png").exists() and "accuracy" not in report
     return report
 
@@ -242,7 +243,7 @@ def test_the_training_report_hook_writes_the_multilabel_report_and_keeps_the_run
     shown = report_training_run(out, splits.eval, splits.labels, [], metric="map", dataset_name="tagged digits",
                                 split=splits.eval_split_name, multi_label=True)
     assert shown["pr_curves"] == "pr_curves.png" and shown["confusion_matrix"] is None
-    assert shown["rollout"] == "attention_rollout.png" and (out / "attention_rollout.png").is_file()
+    assert shown["explanation"] == "explanation_maps.png" and (out / "explanation_maps.png").is_file()
     report = json.loads((out / "eval_report.json").read_text())
     assert shown["report"] == report and report["num_samples"] == 40 and 0.0 <= report["map"] <= 1.0
     # Scored at the folder's own thresholds (not a Hub repo named like the folder), which stay as they were.

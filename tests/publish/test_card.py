@@ -89,13 +89,13 @@ def test_evaluation_section_only_shows_what_was_measured(tmp_path):
             for name in report["labels"]]
     evaluation = {"report": report, "per_class_top": rows, "per_class_bottom": [],
                   "confusion_matrix": "confusion_matrix.png", "training_curves": "training_curves.png",
-                  "rollout": None}
+                  "explanation": None}
     text = write_card(inputs(evaluation=evaluation), tmp_path).read_text()
     assert "accuracy 0.9700\n(95% bootstrap interval 0.9400-0.9900)" in text
     assert "macro f1 0.9690 (0.9300-0.9900)" in text
     assert "| bean_rust | 0.9000 | 0.9500 (0.8800-1.0000) | 0.9200 | 44 |" in text
     assert "](confusion_matrix.png)" in text and "](training_curves.png)" in text
-    assert "rollout" not in text.lower()  # not drawn, not shown
+    assert "rollout" not in text.lower() and "Where the model looks" not in text  # not drawn, not shown
     assert text.index("<details>") < text.index("| 2.00 | 20 |") < text.index("</details>")
     # With no evaluation (a card rendered before any report), no section and no figure at all.
     bare = write_card(inputs(), tmp_path / "bare").read_text()

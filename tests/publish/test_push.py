@@ -30,7 +30,7 @@ PUSHED = {"model.safetensors", "config.json", "preprocessor_config.json", "READM
           "train_results.json", "eval_results.json", "all_results.json",
           # The evaluation report and the figures the card shows (predictions.csv, with local paths, stays).
           "eval_report.json", "eval_report.md", "confusion_matrix.png", "reliability_diagram.png", "misclassified.png",
-          "training_curves.png", "attention_rollout.png"}
+          "training_curves.png", "explanation_maps.png", "explain_report.json"}
 # Binary files go through LFS: the weights and the PNGs.
 LFS_FILES = {name for name in PUSHED if name.endswith((".safetensors", ".png"))}
 LABELS = ["0", "1", "2", "3"]
@@ -175,7 +175,7 @@ def test_card_images_resolve_to_pushed_files(run, run_hub):
 
     text = Path(hf_hub_download("org/name", "README.md")).read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert {"confusion_matrix.png", "training_curves.png", "attention_rollout.png"} <= set(links)
+    assert {"confusion_matrix.png", "training_curves.png", "explanation_maps.png"} <= set(links)
     files = run.server.files("org/name")
     for link in links:
         assert not link.startswith(("/", "http")), link  # relative to the repo
