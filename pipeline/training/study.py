@@ -230,10 +230,11 @@ def run_until_total(study, total: int, objective: Callable, *, seed: int, poll_s
     from optuna.trial import TrialState
 
     lock = StudyLock(study._storage, study.study_name)
-    ran = 0
+    ran, current = 0, {}
 
     def locked_objective(trial):
         lock.release()  # the trial exists now: the others may count it and ask for theirs
+        current["trial"] = trial
         return objective(trial)
 
     waited_for: set[int] = set()
@@ -250,7 +251,12 @@ def run_until_total(study, total: int, objective: Callable, *, seed: int, poll_s
                 # TPE with the constant liar: the trials running elsewhere count as bad guesses to stay away from.
                 study.sampler = optuna.samplers.TPESampler(seed=seed + len(trials), n_startup_trials=5,
                                                            constant_liar=True)
-                study.optimize(locked_objective, n_trials=1, gc_after_trial=True)
+                current.clear()
+                try:
+                    study.optimize(locked_objective, n_trials=1, gc_after_trial=True)
+                except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                    if not _taken_back(study, current.get("trial")):
+                        raise
                 ran += 1
                 continue
         finally:
@@ -260,9 +266,22 @@ def run_until_total(study, total: int, objective: Callable, *, seed: int, poll_s
         if running != waited_for:
             logger.info("search: %d trial(s) in all; waiting for trial(s) %s of other workers (a trial whose worker "
                         "stopped is queued again after %d s without a heartbeat)", total,
-                        ", ".join(map(str, sorted(running))), 2 * study._storage.heartbeat_interval)
+                        ", ".join(map(str, sorted(running))), 2 * study._storage.get_heartbeat_interval())
             waited_for = running
         time.sleep(poll_s)
+
+
+def _taken_back(study, trial) -> bool:
+    """Whether `trial` was failed by another worker while it ran here (its heartbeats came too late: a machine too
+    busy for its --heartbeat_interval); its values are queued again, so this worker goes on with the next trial."""
+    from optuna.trial import TrialState
+
+    if trial is None or study._storage.get_trial(trial._trial_id).state != TrialState.FAIL:
+        return False
+    logger.warning("search: trial %d was failed by another worker while it ran here (no heartbeat for %d s: raise "
+                   "--heartbeat_interval on busy machines); its values are queued again", trial.number,
+                   2 * study._storage.get_heartbeat_interval())
+    return True
 
 
 def store_trial_recipe(trial, recipe_file) -> None:

@@ -151,13 +151,13 @@ def test_a_study_of_another_recipe_or_space_is_refused_before_training(setup, tm
     assert not list(out.glob("trial-*"))
 
 
-def optuna_study(out, recipe, space):
-    """A sqlite study in `out` started by `search` with this recipe and space (no trial run)."""
+def optuna_study(out, recipe, space, *flags):
+    """A sqlite study in `out` started by `search` with this recipe, space and flags (no trial run)."""
     from vit_pipeline.commands.search import _check_recipe_and_space, _parse_search_options
     from vit_pipeline.training.study import open_storage, open_study, recipe_fingerprint
 
     options, shared = _parse_search_options([str(recipe), "--n_trials", "1", "--output_dir", str(out), "--space",
-                                             str(space)])
+                                             str(space), *flags])
     out.mkdir(parents=True, exist_ok=True)
     _, _, maximize, space_read, resolved = _check_recipe_and_space(shared, str(space), out)
     return open_study(open_storage(options["storage"], 1), "vit-pipeline", recipe_fingerprint(resolved, space_read),
@@ -173,7 +173,7 @@ def test_a_trial_whose_worker_stopped_beating_is_failed_and_tried_again(setup, t
     recipe, space = setup
     out = tmp_path / "s"
     # A worker killed during its first trial: the trial stays RUNNING, its last heartbeat gets old.
-    killed = optuna_study(out, recipe, space)
+    killed = optuna_study(out, recipe, space, *FAST)
     running = killed.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
                           "weight_decay": optuna.distributions.CategoricalDistribution([0.0, 0.05])})
     killed._storage.record_heartbeat(running._trial_id)
