@@ -1,6 +1,7 @@
 """Many workers at once: `vit-pipeline search` processes sharing one study in a real PostgreSQL server (a throwaway
 cluster started with initdb / pg_ctl in a temporary folder, on 127.0.0.1), and `vit-pipeline compare` processes
-sharing one output folder. Every worker is a real `python -m vit_pipeline` process, as a user starts them."""
+sharing one output folder. Every worker is a real `python -m vit_pipeline` process, as a user starts them, running
+the command docs/many-machines.md shows (with a tiny recipe, this server and small totals appended)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ import pytest
 import yaml
 
 from tests.conftest import FAST, REPO, run_cli_here, save_tiny_model
+from tests.docs_blocks import commands
 
 ONE_EPOCH = [*FAST, "--num_train_epochs", "1"]
+PAGE = "docs/many-machines.md"
 
 
 def _pg_bin() -> Path | None:
@@ -103,11 +106,14 @@ def test_three_workers_share_one_postgres_study_and_a_killed_workers_trial_is_re
     from vit_pipeline.commands.train import main as train
 
     path, space, _ = recipe
+    documented, report, train_best = commands(PAGE, "test_three_workers_share_one_postgres_study_and_a_killed_"
+                                                    "workers_trial_is_retried")
+    assert documented[0] == report[0] == "search" and train_best[0] == "train" and "--storage" in documented
     # Each worker keeps its own trial folders (as on machines without a shared filesystem).
     folders = [tmp_path / f"worker{i}" for i in range(3)]
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
-    workers = [start("search", str(path), "--n_trials", "6", "--output_dir", str(folder), "--space", str(space),
-                     "--storage", postgres, "--heartbeat_interval", "2", *ONE_EPOCH, log=log)
+    workers = [start("search", str(path), *documented[2:], "--n_trials", "6", "--output_dir", str(folder), "--space",
+                     str(space), "--storage", postgres, "--heartbeat_interval", "2", *ONE_EPOCH, log=log)
                for folder, log in zip(folders, logs, strict=True)]
     try:
         # Worker 0 is killed (SIGKILL: no chance to clean up) in the middle of its first trial.
@@ -141,15 +147,17 @@ def test_three_workers_share_one_postgres_study_and_a_killed_workers_trial_is_re
     # The survivors ran every trial, each in one folder; both wrote the same reports once the study was done.
     ran = sorted(p.name for folder in folders[1:] for p in folder.glob("trial-*"))
     assert ran == sorted(f"trial-{t.number:03d}" for t in done)
-    assert (folders[1] / "best_recipe.yaml").read_text() == (folders[2] / "best_recipe.yaml").read_text()
+    best = [yaml.safe_load((folder / "best_recipe.yaml").read_text()) for folder in folders[1:]]
+    assert best[0] == {**best[1], "output_dir": str(folders[1] / "best")}  # the same trial's recipe, from the study
     for folder in folders[1:]:
         with (folder / "trials.csv").open() as file:
             assert [r["state"] for r in csv.DictReader(file)] == states
 
     # Any worker reports at any time (--n_trials 0), and the best recipe trains as it is.
     (folders[1] / "best_recipe.yaml").unlink()
-    result = run_cli_here("search", str(path), "--n_trials", "0", "--output_dir", str(folders[1]), "--space",
-                          str(space), "--storage", postgres, *ONE_EPOCH)
+    assert report[report.index("--n_trials") + 1] == "0" and train_best[1].endswith("/best_recipe.yaml")
+    result = run_cli_here("search", str(path), *report[2:], "--output_dir", str(folders[1]), "--space", str(space),
+                          "--storage", postgres, *ONE_EPOCH)
     assert result.returncode == 0, result.stderr
     best = yaml.safe_load((folders[1] / "best_recipe.yaml").read_text())
     assert best["learning_rate"] == pytest.approx(study.best_params["learning_rate"])
@@ -188,7 +196,10 @@ def test_two_compare_workers_train_each_model_once_and_the_last_writes_the_compa
     path, _, root = recipe
     resnet = save_tiny_model(root / "resnet", "resnet") if not (root / "resnet").exists() else root / "resnet"
     out = tmp_path / "cmp"
-    argv = [str(path), "--models", str(root / "vit"), str(resnet), "--output_dir", str(out), *ONE_EPOCH]
+    documented = commands(PAGE, "test_two_compare_workers_train_each_model_once_and_the_last_writes_the_comparison")[0]
+    assert documented[0] == "compare"
+    argv = [str(path), *documented[2:], "--models", str(root / "vit"), str(resnet), "--output_dir", str(out),
+            *ONE_EPOCH]
     logs = [tmp_path / f"compare{i}.log" for i in range(2)]
     workers = [start("compare", *argv, log=log) for log in logs]
     try:
