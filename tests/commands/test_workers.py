@@ -220,3 +220,21 @@ def test_two_compare_workers_train_each_model_once_and_the_last_writes_the_compa
     rows = compare(argv)
     assert len(rows) == 2 and (out / "comparison.csv").stat().st_mtime_ns > stamp
     assert all((out / r["folder"] / "comparison_row.json").is_file() for r in rows)
+
+
+@pytest.mark.slow
+def test_a_torchrun_worker_trains_each_trial_on_all_its_processes(recipe, tmp_path):
+    from tests.training.test_distributed import launch
+
+    path, space, _ = recipe
+    out = tmp_path / "s"
+    # Rank 0 talks to the (sqlite) study and sends each trial to rank 1; both train it together, then stop together.
+    result = launch("torchrun", ["search", str(path), "--n_trials", "2", "--output_dir", str(out), "--space",
+                                 str(space), *ONE_EPOCH])
+    assert result.returncode == 0, result.stderr[-3000:]
+    with (out / "trials.csv").open() as file:
+        trials = list(csv.DictReader(file))
+    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
+    for trial in trials:
+        assert "- num_processes: 2" in (Path(trial["output_dir"]) / "README.md").read_text()
+    assert yaml.safe_load((out / "best_recipe.yaml").read_text())["output_dir"] == str(out / "best")
