@@ -212,8 +212,6 @@ def write_best_recipe(study, output: Path, metric: str, push_to_hub: bool = Fals
 
     Read from the study (any worker writes it, whether or not it sees the trial's folder), else the trial's folder.
     """
-    from vit_pipeline.config.arguments import RECIPE_FILE
-
     try:
         best = study.best_trial
     except ValueError:

@@ -287,10 +287,12 @@ def _taken_back(study, trial) -> bool:
 def store_trial_recipe(trial, recipe_file) -> None:
     """Keep the trial's resolved recipe in the study: any worker writes the best recipe from the database, whether or
     not it sees the trial's folder."""
+    from pathlib import Path
+
     import yaml
 
     with contextlib.suppress(OSError, yaml.YAMLError):
-        trial.set_user_attr("recipe", yaml.safe_load(open(recipe_file).read()))
+        trial.set_user_attr("recipe", yaml.safe_load(Path(recipe_file).read_text()))
 
 
 class Followers:
