@@ -81,15 +81,29 @@ def open_storage(url: str, heartbeat_interval: int):
     # A server that does not answer: fail after 10 s instead of the driver's minutes. sqlite: several workers on one
     # file wait for each other's writes for up to a minute.
     connect_args = {"timeout": 60} if parsed.get_backend_name() == "sqlite" else {"connect_timeout": 10}
-    try:
-        with _quiet_experimental():
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": connect_args}, heartbeat_interval=heartbeat_interval,
-                grace_period=2 * heartbeat_interval,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as err:
-        cause = getattr(err, "orig", None) or err.__cause__ or err
-        raise PipelineError(f"cannot open the study database {shown_url(url)}: {one_line(cause)}") from err
+    for attempt in range(5):
+        try:
+            with _quiet_experimental():
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs={"connect_args": connect_args}, heartbeat_interval=heartbeat_interval,
+                    grace_period=2 * heartbeat_interval,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRY))
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as err:
+            cause = getattr(err, "orig", None) or err.__cause__ or err
+            if attempt < 4 and _created_meanwhile(err):
+                time.sleep(0.5 * (attempt + 1))  # workers started together on a new database: the tables exist now
+                continue
+            raise PipelineError(f"cannot open the study database {shown_url(url)}: {one_line(cause)}") from err
+
+
+def _created_meanwhile(err: Exception) -> bool:
+    """Whether opening the database failed because another worker created optuna's tables at the same moment."""
+    import sqlalchemy
+
+    if isinstance(err, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+        return True
+    return isinstance(err, sqlalchemy.exc.OperationalError) and "already exists" in str(err)
 
 
 @contextlib.contextmanager
