@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -192,16 +193,16 @@ class StudyLock:
         seen, since = None, time.monotonic()
         while True:
             try:
-                study_id = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], self.name)
-                self.storage.set_study_user_attr(study_id, "holder", f"{socket.gethostname()} {os.getpid()}")
-                self.held_id = study_id
-                return
-            except optuna.exceptions.DuplicatedStudyError:
-                pass
-            try:
+                # A read first: waiting workers must not queue writes in front of the holder's (sqlite has one writer).
                 holder = self.storage.get_study_id_from_name(self.name)
             except KeyError:
-                continue  # released meanwhile
+                try:
+                    study_id = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], self.name)
+                    self.storage.set_study_user_attr(study_id, "holder", f"{socket.gethostname()} {os.getpid()}")
+                    self.held_id = study_id
+                    return
+                except optuna.exceptions.DuplicatedStudyError:
+                    continue  # another worker took it first
             if holder != seen:
                 seen, since = holder, time.monotonic()
             elif time.monotonic() - since > LOCK_STALE_S:
@@ -209,7 +210,7 @@ class StudyLock:
                 with contextlib.suppress(KeyError):
                     self.storage.delete_study(holder)
                 continue
-            time.sleep(0.05)
+            time.sleep(0.05 + 0.1 * random.random())  # spread out the workers that wait
 
     def release(self) -> None:
         if self.held_id is not None:

@@ -92,7 +92,7 @@ def start(*args: str, log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT)
 
 
-def wait_all(workers: list[subprocess.Popen], logs: list[Path], timeout: float = 300) -> None:
+def wait_all(workers: list[subprocess.Popen], logs: list[Path], timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     for worker, log in zip(workers, logs, strict=True):
         worker.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -117,7 +117,7 @@ def test_three_workers_share_one_postgres_study_and_a_killed_workers_trial_is_re
                for folder, log in zip(folders, logs, strict=True)]
     try:
         # Worker 0 is killed (SIGKILL: no chance to clean up) in the middle of its first trial.
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 400  # three processes importing torch on two busy cores take minutes
         killed = None
         while killed is None and time.monotonic() < deadline:
             time.sleep(0.3)
@@ -238,3 +238,29 @@ def test_a_torchrun_worker_trains_each_trial_on_all_its_processes(recipe, tmp_pa
     for trial in trials:
         assert "- num_processes: 2" in (Path(trial["output_dir"]) / "README.md").read_text()
     assert yaml.safe_load((out / "best_recipe.yaml").read_text())["output_dir"] == str(out / "best")
+
+
+WORKER = """
+import sys, time
+from vit_pipeline.training.study import open_storage, open_study, run_until_total
+study = open_study(open_storage(sys.argv[1], 1), "s", "f", maximize=True, create=True)
+run_until_total(study, 8, lambda trial: time.sleep(0.1) or trial.suggest_float("x", 0, 1), seed=0, poll_s=0.2)
+"""
+
+
+@pytest.mark.slow
+def test_workers_started_together_never_run_more_than_the_total(tmp_path):
+    import optuna
+
+    # Three workers on one new sqlite study (the default storage, as on one machine), a total of 8 quick trials: they
+    # all create the database at once, then count and ask under the study's lock.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, url], env=env, stderr=subprocess.PIPE, text=True)
+               for _ in range(3)]
+    errors = [worker.communicate(timeout=300)[1] for worker in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], errors
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 8
+    assert len({t.params["x"] for t in trials}) == 8
+    assert optuna.load_study(study_name="s", storage=url).user_attrs["recipe_fingerprint"] == "f"
