@@ -218,13 +218,6 @@ class StudyLock:
             with contextlib.suppress(KeyError):
                 self.storage.delete_study(held)
 
-    def __enter__(self) -> StudyLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
 
 def run_until_total(study, total: int, objective: Callable, *, seed: int, poll_s: float) -> int:
     """Run trials of `objective` until the study holds `total` trials that are not failed and none is running.
