@@ -6,7 +6,9 @@ recipe, the shared flags and its own overrides (`microsoft/resnet-50:learning_ra
 per model: eval accuracy and macro F1 (mAP when the run reports one), parameters, GFLOPs per image (forward, counted
 by torch's FlopCounterMode), training images/s, peak memory, inference latency at batch 1 and 32. Written to
 `C/comparison.md`, `C/comparison.csv` and `C/comparison.png`. Run the same command again after an interruption:
-finished models are skipped, an unfinished one resumes from its last checkpoint.
+finished models are skipped, an unfinished one resumes from its last checkpoint. The same command started by several
+workers on one shared C (one per GPU or machine): each trains the next model no other worker holds, and the last to
+finish writes the comparison (`vit_pipeline.training.claims`).
 
 Uncertainty (`evaluation.significance`): each accuracy's 95% bootstrap interval, and for every pair of models the
 difference in accuracy with McNemar's exact test on the same eval images, in comparison.md and `C/comparison_pairs.csv`.
@@ -33,8 +35,9 @@ USAGE = """usage: vit-pipeline compare RECIPE.yaml --models M1 M2[:key=value,...
 
 Trains every model of --models with the recipe and the shared flags (each with its own overrides after ':'), one
 output folder each under C, then writes C/comparison.md, C/comparison.csv and C/comparison.png. Running it again
-skips finished models and resumes unfinished ones. C/comparison_pairs.csv: every pair's difference in accuracy and
-McNemar's exact p-value."""
+skips finished models and resumes unfinished ones; several workers (GPUs, machines) running it on one shared C each
+train the next model no other holds, and the last to finish writes the comparison. C/comparison_pairs.csv: every
+pair's difference in accuracy and McNemar's exact p-value."""
 
 ROW_FILE = "comparison_row.json"
 COLUMNS = ("model", "overrides", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "macro_f1", "mAP",
@@ -271,7 +274,9 @@ def main(argv: list[str]) -> list[dict]:
 
     device = default_device()
     output.mkdir(parents=True, exist_ok=True)
-    rows = [_train_and_measure(index, len(runs), run, output, device) for index, run in enumerate(runs, 1)]
+    rows = _train_unclaimed(runs, output, device)
+    if rows is None:
+        return []
 
     command = "vit-pipeline compare " + " ".join(argv)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} "\
@@ -341,3 +346,27 @@ def _train_and_measure(index: int, total: int, run: tuple[str, dict, str, list[s
     # Written last: its presence marks the model finished for a resumed comparison.
     (run_dir / ROW_FILE).write_text(json.dumps(row, indent=2) + "\n")
     return row
+
+
+def _train_unclaimed(runs: list[tuple[str, dict, str, list[str]]], output: Path, device) -> list[dict] | None:
+    """Train, one after another, the models no other worker holds (each folder locked until its row is written).
+
+    Returns:
+        Every model's row once all are finished; None while another worker still trains one (the last to finish
+        writes the comparison).
+    """
+    from vit_pipeline.training.claims import claim_next
+
+    folders = [output / folder for _, _, folder, _ in runs]
+    while (claimed := claim_next(folders, _finished)) is not None:
+        index, lock = claimed
+        try:
+            _train_and_measure(index + 1, len(runs), runs[index], output, device)
+        finally:
+            lock.release()
+    busy = [folder.name for folder in folders if not _finished(folder)]
+    if busy:
+        logger.info("compare: %s still training in other workers; the last to finish writes the comparison",
+                    ", ".join(busy))
+        return None
+    return [_train_and_measure(index, len(runs), run, output, device) for index, run in enumerate(runs, 1)]

@@ -38,7 +38,9 @@ class OutputDirLock:
     """`output_dir/.vit-pipeline.lock` holding `host pid`: a second run into the folder stops with one line.
 
     A lock whose process is gone (a killed run) is taken over; so is one this process already holds (runs called
-    one after another in one Python process). Released at the end of the run, or when the process exits.
+    one after another in one Python process). A folder this process holds through another lock object still (compare
+    holds each model's folder across its training and measuring) is taken as a nested lock, released by the outer
+    one. Released at the end of the run, or when the process exits.
     """
 
     def __init__(self, output_dir: str | os.PathLike):
@@ -53,6 +55,8 @@ class OutputDirLock:
         Raises:
             PipelineError: another live run holds it.
         """
+        if any(os.path.abspath(held.path) == os.path.abspath(self.path) for held in _HELD):
+            return self  # nested: not held by this object, so its release leaves the outer lock in place
         self.created_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         me = f"{socket.gethostname()} {os.getpid()}"
@@ -119,6 +123,14 @@ def releases_locks(command):
                 lock.release()
 
     return run
+
+
+def try_lock(folder: str | os.PathLike) -> OutputDirLock | None:
+    """Lock `folder` for this process, or None when another live run (on this machine or another) holds it."""
+    try:
+        return OutputDirLock(folder).acquire()
+    except PipelineError:
+        return None
 
 
 def lock_output_dir(training_args) -> OutputDirLock | None:

@@ -1,6 +1,8 @@
 """`vit-pipeline search`: a 3-trial study on a tiny model writes its trials and a best recipe that trains as is; the
-same command again adds trials to the sqlite study; pruning raises TrialPruned from a real TrainerCallback; bad
-invocations (several processes, unknown keys, bad ranges) stop in one line."""
+same command with a larger total adds trials to the sqlite study, and `--n_trials 0` only reports; pruning raises
+TrialPruned from a real TrainerCallback; a trial whose worker stopped beating is failed and tried again; bad
+invocations (unknown keys, bad ranges, bad storage URLs, missing drivers, another recipe's study) stop in one line.
+Many workers on one PostgreSQL study: tests/commands/test_search_workers.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from tests.conftest import FAST, run_cli, save_tiny_model
+from tests.conftest import FAST, run_cli_here, save_tiny_model
 from vit_pipeline import PipelineError
 from vit_pipeline.commands.search import main as search
 from vit_pipeline.commands.search import pruning_callback, read_space
@@ -66,11 +68,14 @@ def test_three_trials_then_a_resumed_search_adds_trials_and_the_best_recipe_trai
     assert best["learning_rate"] == pytest.approx(result["best_params"]["learning_rate"])
     assert best["output_dir"] == str(out / "best")
 
-    # The same command again continues the study: 2 more trials, 5 in all, new values.
-    result = search([*argv[:2], "2", *argv[3:]])
+    # The same command with a larger total continues the study: 2 more trials, 5 in all, new values.
+    result = search([*argv[:2], "5", *argv[3:]])
     trials = rows(out / "trials.csv")
     assert result["n_trials"] == 5 and [t["number"] for t in trials] == ["0", "1", "2", "3", "4"]
     assert len({t["learning_rate"] for t in trials}) == 5
+    # --n_trials 0 (or the total already reached) only writes the reports again.
+    (out / "trials.csv").unlink()
+    assert search([*argv[:2], "0", *argv[3:]])["n_trials"] == 5 and len(rows(out / "trials.csv")) == 5
 
     # The best recipe runs with `vit-pipeline train` as it is.
     metrics = train([str(out / "best_recipe.yaml")])
@@ -120,28 +125,74 @@ def test_default_space_follows_the_family():
         "learning_rate"]["high"]
 
 
-def test_refused_under_several_processes(setup, tmp_path):
+@pytest.mark.parametrize("storage, message", [
+    ("not a url", "--storage 'not a url' is not a database URL"),
+    ("mysql+pymysql://me@127.0.0.1/db", "--storage mysql:// needs the pymysql driver: pip install pymysql"),
+    ("nosuchdb://me@127.0.0.1/db", "SQLAlchemy has no database 'nosuchdb'"),
+])
+def test_bad_storage_urls_stop_in_one_line_before_training(setup, tmp_path, storage, message):
+    recipe, space = setup
+    result = run_cli_here("search", str(recipe), "--n_trials", "2", "--output_dir", str(tmp_path / "s"),
+                          "--storage", storage)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not list(tmp_path.glob("s/trial-*"))
+
+
+def test_postgres_without_its_driver_names_the_extra(setup, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
     recipe, _ = setup
-    result = run_cli("search", str(recipe), "--n_trials", "2", "--output_dir", str(tmp_path / "s"),
-                     env={"WORLD_SIZE": "2"})
-    assert result.returncode == 2 and "search runs its trials one after another" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    result = run_cli_here("search", str(recipe), "--n_trials", "1", "--output_dir", str(tmp_path / "s"),
+                          "--storage", "postgresql://me:secret@127.0.0.1:9/db")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "postgresql:// needs the psycopg driver: pip install 'vit-pipeline[postgres]'" in result.stderr
+
+
+def test_a_study_of_another_recipe_or_space_is_refused_before_training(setup, tmp_path):
+    recipe, space = setup
+    out = tmp_path / "s"
+    result = run_cli_here("search", str(recipe), "--n_trials", "0", "--output_dir", str(out))
+    assert result.returncode == 2 and "there is no study 'vit-pipeline'" in result.stderr  # nothing to report yet
+    optuna_study(out, recipe, space)
+    for other in (["--space", str(space), "--seed", "2"], []):  # another seed; the default space instead of space.yaml
+        result = run_cli_here("search", str(recipe), "--n_trials", "1", "--output_dir", str(out), *other)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "was started with another recipe or search space" in result.stderr
+    assert not list(out.glob("trial-*"))
+
+
+def optuna_study(out, recipe, space, *flags):
+    """A sqlite study in `out` started by `search` with this recipe, space and flags (no trial run)."""
+    from vit_pipeline.commands.search import _check_recipe_and_space, _parse_search_options
+    from vit_pipeline.training.study import open_storage, open_study, recipe_fingerprint
+
+    options, shared = _parse_search_options([str(recipe), "--n_trials", "1", "--output_dir", str(out), "--space",
+                                             str(space), *flags])
+    out.mkdir(parents=True, exist_ok=True)
+    _, _, maximize, space_read, resolved = _check_recipe_and_space(shared, str(space), out)
+    return open_study(open_storage(options["storage"], 1), "vit-pipeline", recipe_fingerprint(resolved, space_read),
+                      maximize=maximize, create=True)
 
 
 @pytest.mark.slow
-def test_a_trial_cut_off_by_an_interruption_is_marked_failed_and_tried_again(setup, tmp_path):
+def test_a_trial_whose_worker_stopped_beating_is_failed_and_tried_again(setup, tmp_path):
+    import time
+
     import optuna
 
     recipe, space = setup
     out = tmp_path / "s"
-    out.mkdir()
-    storage = f"sqlite:///{out / 'study.db'}"
-    # A search killed during its first trial leaves it RUNNING in the study.
-    killed = optuna.create_study(study_name="vit-pipeline", storage=storage, direction="maximize")
+    # A worker killed during its first trial: the trial stays RUNNING, its last heartbeat gets old.
+    killed = optuna_study(out, recipe, space, *FAST)
     running = killed.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
                           "weight_decay": optuna.distributions.CategoricalDistribution([0.0, 0.05])})
-    search([str(recipe), "--n_trials", "1", "--output_dir", str(out), "--space", str(space), *FAST])
-    trials = optuna.load_study(study_name="vit-pipeline", storage=storage).trials
+    killed._storage.record_heartbeat(running._trial_id)
+    time.sleep(2.5)  # more than twice --heartbeat_interval 1
+    search([str(recipe), "--n_trials", "1", "--output_dir", str(out), "--space", str(space), "--heartbeat_interval",
+            "1", *FAST])
+    trials = optuna.load_study(study_name="vit-pipeline", storage=f"sqlite:///{out / 'study.db'}").trials
     assert [t.state.name for t in trials][0] == "FAIL" and trials[1].state.name in ("COMPLETE", "PRUNED")
     assert trials[1].params == running.params  # the same values, tried again
+    assert trials[1].system_attrs["failed_trial"] == 0 and len(trials) == 2  # the retry is the study's one trial
     assert [r["state"] for r in rows(out / "trials.csv")] == ["FAIL", trials[1].state.name]
