@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import sys
 from pathlib import Path
 
@@ -48,18 +49,21 @@ def shown_default(field: dataclasses.Field) -> str:
     return f"`{cell(value)}`"
 
 
-def shown_type(field: dataclasses.Field) -> str:
-    name = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+def shown_type(dataclass: type, field: dataclasses.Field) -> str:
+    """The field's annotation as written in its class (HfArgumentParser replaces `field.type` once it has run)."""
+    annotation = next(c.__dict__["__annotations__"][field.name] for c in dataclass.__mro__
+                      if field.name in c.__dict__.get("__annotations__", {}))
+    name = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
     name = name.replace("Optional[", "").replace(" | None", "").replace("None | ", "")
     if name.startswith("Literal["):
         return " / ".join(f"`{choice.strip()}`" for choice in name[len("Literal["):-1].replace("'", "").split(","))
     return f"`{cell(name.replace(' | ', ' or '))}`"
 
 
-def field_table(fields: list[dataclasses.Field]) -> list[str]:
+def field_table(dataclass: type, fields: list[dataclasses.Field]) -> list[str]:
     rows = ["| option | type | default | what it does |", "|---|---|---|---|"]
     for field in fields:
-        rows.append(f"| `--{field.name}` | {shown_type(field)} | {shown_default(field)} | "
+        rows.append(f"| `--{field.name}` | {shown_type(dataclass, field)} | {shown_default(field)} | "
                     f"{cell(field.metadata.get('help', ''))} |")
     return rows
 
@@ -67,7 +71,7 @@ def field_table(fields: list[dataclasses.Field]) -> list[str]:
 def dataclass_section(title: str, dataclass: type, intro: str, fields: list | None = None) -> list[str]:
     doc = (dataclass.__doc__ or "").strip().splitlines()[0]
     fields = [f for f in dataclasses.fields(dataclass) if f.init] if fields is None else fields
-    return [f"### {title}", "", f"{intro}{doc}", "", *field_table(fields), ""]
+    return [f"### {title}", "", f"{intro}{doc}", "", *field_table(dataclass, fields), ""]
 
 
 def parser_section(title: str, parser: argparse.ArgumentParser, intro: str) -> list[str]:
