@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, run_cli
+from tests.docs_blocks import commands
 from vit_pipeline import PipelineError
 from vit_pipeline.commands.benchmark import (
     REFERENCE_FILE,
@@ -32,8 +33,11 @@ ROWS = ("data only (images/s)", "model only (images/s)", "end to end (images/s)"
 def test_benchmark_command_prints_every_figure(tmp_path):
     """The real command on the quickstart recipe, few steps: each figure for both configurations, and the ratio."""
     out = tmp_path / "figures.json"
-    result = run_cli("benchmark", "recipes/quickstart.yaml", "--steps", "3", "--warmup", "1", "--json", str(out),
-                     "--max_train_samples", "256", timeout=300)
+    # The command the README and the benchmark page show, few steps.
+    [argv] = commands("README.md", "test_benchmark_command_prints_every_figure")
+    assert commands("docs/commands/benchmark.md", "test_benchmark_command_prints_every_figure") == [argv]
+    result = run_cli(*argv, "--steps", "3", "--warmup", "1", "--json", str(out), "--max_train_samples", "256",
+                     timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     for row in ROWS:

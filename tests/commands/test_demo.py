@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, TINY_VIT
+from tests.docs_blocks import commands
 from vit_pipeline import PipelineError
 
 LABELS = ["astronaut", "chelsea", "coffee"]
@@ -108,9 +109,12 @@ def test_page_in_headless_chromium_predicts_what_pipeline_predicts(demo_model, c
 
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen([sys.executable, "-m", "vit_pipeline", "demo", str(demo_model), "--port", str(port),
-                                "--top_k", "2"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    # The command the README and the demo page show, on this test's model, on a free port.
+    [argv] = commands("README.md", "test_page_in_headless_chromium_predicts_what_pipeline_predicts")
+    assert commands("docs/commands/demo.md", "test_page_in_headless_chromium_predicts_what_pipeline_predicts") == [argv]
+    argv = [str(demo_model) if word == "outputs/quickstart" else word for word in argv]
+    process = subprocess.Popen([sys.executable, "-m", "vit_pipeline", *argv, "--port", str(port), "--top_k", "2"],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}/"
         _wait_for(url, process)
