@@ -106,8 +106,8 @@ def _parse_compare(argv):
 def _parse_search(argv):
     from vit_pipeline.commands.search import _parse_search_options
 
-    _, output, _, shared = _parse_search_options(argv)
-    return _parse_train([*shared, "--output_dir", str(output)], "vit-pipeline search")
+    options, shared = _parse_search_options(argv)
+    return _parse_train([*shared, "--output_dir", str(options["output_dir"])], "vit-pipeline search")
 
 
 def _parse_benchmark(argv):
@@ -131,6 +131,13 @@ def _model_command(name: str, dataclasses: str, least: int, most: int | None):
     return parse
 
 
+def _explain(argv):
+    # explain takes evaluate's data options too (`--dataset_name ... --max_samples N`): its own parser splits them.
+    from vit_pipeline.commands.explain import parse_arguments
+
+    return parse_arguments(argv)
+
+
 def _argparse_command(factory: str):
     def parse(argv):
         module, _, function = factory.rpartition(".")
@@ -147,7 +154,7 @@ PARSERS = {
     "evaluate": _model_command("evaluate", "EvaluateArguments DataArguments", 1, 1),
     "predict": _model_command("predict", "PredictArguments", 2, None),
     "export": _model_command("export", "ExportArguments", 1, 1),
-    "explain": _model_command("explain", "ExplainArguments", 2, None),
+    "explain": _explain,
     "push": _argparse_command("vit_pipeline.commands.push.push_parser"),
     "demo": _argparse_command("vit_pipeline.commands.demo.demo_parser"),
 }
