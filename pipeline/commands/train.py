@@ -105,8 +105,9 @@ def _load_model(model_args, training_args, splits, image_processor, token: str |
     from vit_pipeline.model.load import load_model
     from vit_pipeline.model.prepare import prepare_model
 
-    model = prepare_model(load_model(model_args, splits.labels, token=token, multi_label=splits.multi_label),
-                          image_processor, model_args)
+    distilled = bool(training_args.teacher_model_name_or_path)
+    model = prepare_model(load_model(model_args, splits.labels, token=token, multi_label=splits.multi_label,
+                                     distilled=distilled), image_processor, model_args)
     if training_args.layer_decay is not None:
         from vit_pipeline.model.inspect import check_layer_decay
 
@@ -170,10 +171,16 @@ def _train(model, image_processor, datasets: tuple, compute_metrics, training_ar
             stream_workers.close()
 
 
-def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: str | None):
+def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: str | None, token: str | None = None):
     """What the loaded data decides: an unset pixel_cache (recorded in the resolved recipe), multi-label defaults,
-    and that a resumed checkpoint has these labels. Returns the data arguments the run prepares its rows with."""
+    and that a resumed checkpoint, and a teacher, have these labels. Returns the data arguments the run prepares its
+    rows with."""
     from vit_pipeline.config.output_dir import check_same_labels
+
+    if training_args.teacher_model_name_or_path:
+        from vit_pipeline.training.distillation import check_teacher
+
+        check_teacher(training_args.teacher_model_name_or_path, splits.labels, splits.multi_label, token)
 
     if not data_args.streaming:
         data_args = dataclasses.replace(data_args, pixel_cache=splits.pixel_cache)
@@ -264,7 +271,7 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
 
     image_processor = load_image_processor(model_args, token=token)
     splits = _load_data(data_args, training_args, token, cache_decision(model_args, training_args, image_processor))
-    data_args = _fit_to_data(splits, data_args, training_args, recipe, resume_from)
+    data_args = _fit_to_data(splits, data_args, training_args, recipe, resume_from, token)
     model = _load_model(model_args, training_args, splits, image_processor, token)
     train_dataset, eval_dataset = _prepare_data(splits, image_processor, data_args, training_args)
     logger.info("Speed settings: %s", speed_summary(training_args, data_args))

@@ -56,6 +56,8 @@ class CardInputs:
     # From `vit_pipeline.evaluation.run_report.report_training_run`: the eval report (either kind), per-class rows
     # and the file names of the figures written into the output folder (None for those not drawn).
     evaluation: dict[str, Any] | None = None
+    # A distilled model: its teacher, with the teacher's own figures (`publish.teacher_card.teacher_summary`).
+    teacher: dict[str, Any] | None = None
 
 
 def hyperparameters(model_args, training_args) -> dict[str, Any]:
@@ -148,7 +150,18 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         per_class=per_class or [],
         thresholds=thresholds,
         evaluation=evaluation,
+        teacher=_teacher(training_args),
     )
+
+
+def _teacher(training_args) -> dict[str, Any] | None:
+    if not training_args.teacher_model_name_or_path:
+        return None
+    from vit_pipeline.publish.teacher_card import teacher_summary
+
+    return teacher_summary(training_args.teacher_model_name_or_path,
+                           {"type": training_args.distillation_type, "alpha": training_args.distillation_alpha,
+                            "temperature": training_args.distillation_temperature})
 
 
 def epoch_results(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
