@@ -240,6 +240,32 @@ def _report_saved_model(model, model_args, data_args, training_args, splits, res
     return model, {"per_class": per_class, "thresholds": thresholds, "evaluation": evaluation}
 
 
+BASELINE_DIR = "baseline"
+
+
+def _train_baseline(argv: list[str], training_args) -> str:
+    """The same student, data, seed and schedule without the teacher, in OUTPUT_DIR/baseline (every process trains;
+    not pushed). Returns its folder."""
+    folder = str(Path(training_args.output_dir) / BASELINE_DIR)
+    logger.info("Baseline: the same student without its teacher -> %s", folder)
+    main([*argv, "--teacher_model_name_or_path", "", "--baseline", "false", "--push_to_hub", "false",
+          "--output_dir", folder])
+    return folder
+
+
+def _write_pareto(training_args, splits, baseline: str) -> None:
+    """pareto.md / .csv / .png in the output folder: teacher, student without it, distilled student (and int8)."""
+    import numpy as np
+
+    from vit_pipeline.commands.pareto import write_pareto
+
+    labels = np.asarray(splits.eval.select_columns(["label"]).with_format(None)["label"][:])
+    write_pareto(training_args.output_dir, [("teacher", training_args.teacher_model_name_or_path),
+                                            ("student, no teacher", baseline),
+                                            ("student, distilled", training_args.output_dir)],
+                 splits.eval, labels, eval_split=splits.eval_split_name)
+
+
 @releases_locks
 def main(argv: list[str], callbacks: list | None = None) -> dict:
     """`vit-pipeline train`: recipe -> data -> model -> train -> metrics -> card -> push. Returns eval metrics.
@@ -285,6 +311,8 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     compute_metrics = metrics_for(len(splits.labels), multi_label=splits.multi_label)
     result = _train(model, image_processor, (train_dataset, eval_dataset), compute_metrics, training_args, recipe,
                     resume_from, hub_callbacks, callbacks or [])
+    # With baseline: the student again without its teacher (on every process, as the run itself).
+    baseline = _train_baseline(argv, training_args) if training_args.baseline else None
     if not is_main:
         return result.scores
     model, shown = _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics)
@@ -296,6 +324,8 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     write_card(card_inputs(model_args, data_args, training_args, splits=splits, result=result, recipe=recipe,
                            architecture=type(model).__name__, image_processor=image_processor,
                            push_requested=push_requested, **shown), training_args.output_dir)
+    if baseline:
+        _write_pareto(training_args, splits, baseline)
     _log_done(result.scores, splits.multi_label, training_args.output_dir)
     if push_requested:
         from vit_pipeline.publish.push import push_or_explain
