@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FAST, digits, run_cli_here, save_tiny_classifier, write_imagefolder
+from tests.conftest import FAST, digits, photos, run_cli_here, save_tiny_classifier, write_imagefolder
 from vit_pipeline.training.distillation import (
     DistillationLoss,
     Teacher,
@@ -138,18 +138,9 @@ def test_the_teacher_stays_frozen_while_the_student_trains(tmp_path):
     assert loss_fn(outputs, labels) == pytest.approx(float(ClassificationLoss()(outputs, labels)))
 
 
-@pytest.fixture(scope="module")
-def few_digits(tmp_path_factory) -> Path:
-    """Digits as an imagefolder: 5 training images per class (where distillation pays), 20 validation per class."""
-    rows = digits(n_per_class=25)
-    train = [r for i, r in enumerate(rows) if i % 25 < 5]
-    val = [r for i, r in enumerate(rows) if i % 25 >= 5]
-    return write_imagefolder(tmp_path_factory.mktemp("few-digits"), {"train": train, "validation": val})
-
-
-def test_a_teacher_with_other_labels_or_no_head_is_refused(tiny_vit, tiny_backbone, digits_classifier, few_digits,
+def test_a_teacher_with_other_labels_or_no_head_is_refused(tiny_vit, tiny_backbone, digits_classifier, noisy_digits,
                                                            tmp_path):
-    common = ("train", "--model_name_or_path", str(digits_classifier), "--dataset_name", str(few_digits), *FAST)
+    common = ("train", "--model_name_or_path", str(digits_classifier), "--dataset_name", str(noisy_digits), *FAST)
     other_labels = run_cli_here(*common, "--teacher_model_name_or_path", str(tiny_vit), "--output_dir",
                                 str(tmp_path / "a"))
     assert other_labels.returncode == 2
@@ -260,3 +251,43 @@ def test_a_distilled_student_beats_the_same_student_without_its_teacher(digits_t
     parameters = {m: int(r["parameters"]) for (m, _), r in by_model.items()}
     assert parameters["teacher"] > parameters["student, distilled"] == parameters["student, no teacher"]
     assert (out / "pareto.png").stat().st_size > 10_000 and "| teacher |" in (out / "pareto.md").read_text()
+
+
+def test_a_deit_student_trains_both_heads_and_loads_in_pipeline(digits_teacher, noisy_digits, tmp_path):
+    """DeiT's scheme on the Accelerate loop, with a LoRA student: the class head learns the labels, the
+    distillation-token head the teacher; the saved (merged) model averages both and loads in pipeline()."""
+    import transformers as T
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    config = T.DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, num_labels=10, id2label=dict(enumerate(DIGITS)),
+                          label2id={d: i for i, d in enumerate(DIGITS)})
+    student = tmp_path / "deit"
+    initial = T.DeiTForImageClassificationWithTeacher(config)
+    initial.save_pretrained(student)
+    T.DeiTImageProcessor(size={"height": 36, "width": 36}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        student)
+    out = tmp_path / "out"
+    result = run_cli_here(
+        "train", "--model_name_or_path", str(student), "--dataset_name", str(noisy_digits), "--output_dir", str(out),
+        *FAST, "--num_train_epochs", "1", "--backend", "accelerate", "--use_peft", "true",
+        "--teacher_model_name_or_path", str(digits_teacher), "--learning_rate", "1e-2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["architectures"] == ["DeiTForImageClassificationWithTeacher"]
+    weights = load_file(out / "model.safetensors")
+    for head in ("cls_classifier", "distillation_classifier"):
+        assert not torch.allclose(weights[f"{head}.weight"], getattr(initial, head).weight), f"{head} did not train"
+    from transformers import pipeline
+
+    classifier = pipeline("image-classification", model=str(out))
+    assert type(classifier.model).__name__ == "DeiTForImageClassificationWithTeacher"
+    image = photos(n_per_class=1)[0][0].convert("RGB")
+    scores = {p["label"]: p["score"] for p in classifier(image, top_k=10)}
+    with torch.no_grad():
+        pixels = classifier.image_processor(image, return_tensors="pt")["pixel_values"]
+        outputs = classifier.model(pixel_values=pixels)
+    # What pipeline() scores is the average of the two heads (DeiT's inference).
+    average = torch.softmax((outputs.cls_logits + outputs.distillation_logits) / 2, -1)[0]
+    assert [scores[d] for d in DIGITS] == pytest.approx(average.tolist(), abs=1e-5)
