@@ -251,3 +251,35 @@ def build_distillation(args, base, image_processor, multi_label: bool = False) -
     teacher = load_teacher(args.teacher_model_name_or_path, image_processor)
     return DistillationLoss(base, teacher, kind=args.distillation_type, alpha=args.distillation_alpha,
                             temperature=args.distillation_temperature, multi_label=multi_label)
+
+
+def teacher_cost(args, image_processor, image_size: tuple[int, int], student_images_per_s: float, warmup: int,
+                 steps: int) -> dict:
+    """What the teacher adds to a training step, for `benchmark`: its forward pass on a batch of the student's size
+    (through its own view), timed like the student's steps, and its share of a distillation step.
+
+    Args:
+        student_images_per_s: the student's model-only rate (Trainer steps on a batch already on the device).
+
+    Returns:
+        {"teacher": name, "teacher_ms_per_step", "student_ms_per_step", "teacher_share"}: the share is
+        teacher / (teacher + student) of a step's time.
+    """
+    import time
+
+    from vit_pipeline.training.throughput import _synchronize
+
+    teacher = load_teacher(args.teacher_model_name_or_path, image_processor)
+    device = args.device
+    pixels = torch.randn(args.train_batch_size, 3, *image_size, device=device)
+    for step in range(warmup + steps):
+        if step == warmup:
+            _synchronize(device)
+            start = time.perf_counter()
+        teacher(pixels)
+    _synchronize(device)
+    accumulation = args.gradient_accumulation_steps
+    teacher_ms = 1000 * (time.perf_counter() - start) / steps * accumulation
+    student_ms = 1000 * args.train_batch_size * accumulation / student_images_per_s
+    return {"teacher": args.teacher_model_name_or_path, "teacher_ms_per_step": teacher_ms,
+            "student_ms_per_step": student_ms, "teacher_share": teacher_ms / (teacher_ms + student_ms)}
