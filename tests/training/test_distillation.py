@@ -296,3 +296,22 @@ def test_a_deit_student_trains_both_heads_and_loads_in_pipeline(digits_teacher, 
     # What pipeline() scores is the average of the two heads (DeiT's inference).
     average = torch.softmax((outputs.cls_logits + outputs.distillation_logits) / 2, -1)[0]
     assert [scores[d] for d in DIGITS] == pytest.approx(average.tolist(), abs=1e-5)
+
+
+def test_the_benchmark_measures_the_teachers_share_of_a_step(digits_classifier, tmp_path):
+    """`benchmark` on a distillation recipe: the teacher's forward per step against the student's step (the figure
+    itself is the benchmark's to show; here, that it is measured and put together right)."""
+    import transformers as T
+
+    from vit_pipeline.config.training_args import PipelineTrainingArguments
+    from vit_pipeline.training.distillation import teacher_cost
+
+    args = PipelineTrainingArguments(output_dir=str(tmp_path / "out"), teacher_model_name_or_path=str(
+        digits_classifier), per_device_train_batch_size=16, gradient_accumulation_steps=2, report_to="none")
+    processor = T.AutoImageProcessor.from_pretrained(digits_classifier)
+    cost = teacher_cost(args, processor, (32, 32), student_images_per_s=2000.0, warmup=1, steps=4)
+    # 32 images per optimizer step at 2,000 images/s: 16 ms of student; the teacher runs once per micro-batch.
+    assert cost["student_ms_per_step"] == pytest.approx(16.0)
+    assert cost["teacher_ms_per_step"] > 0
+    share = cost["teacher_ms_per_step"] / (cost["teacher_ms_per_step"] + cost["student_ms_per_step"])
+    assert cost["teacher_share"] == pytest.approx(share) and 0 < share < 1
