@@ -159,9 +159,15 @@ def _teacher(training_args) -> dict[str, Any] | None:
         return None
     from vit_pipeline.publish.teacher_card import teacher_summary
 
-    return teacher_summary(training_args.teacher_model_name_or_path,
-                           {"type": training_args.distillation_type, "alpha": training_args.distillation_alpha,
-                            "temperature": training_args.distillation_temperature})
+    summary = teacher_summary(training_args.teacher_model_name_or_path,
+                              {"type": training_args.distillation_type, "alpha": training_args.distillation_alpha,
+                               "temperature": training_args.distillation_temperature})
+    if training_args.baseline:
+        from vit_pipeline.publish.teacher_card import local_figures
+
+        # The same student trained without the teacher (train.py's baseline/, trained before the card is written).
+        summary["baseline"] = local_figures(Path(training_args.output_dir) / "baseline")
+    return summary
 
 
 def epoch_results(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:

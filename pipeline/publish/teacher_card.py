@@ -13,8 +13,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-# Scores the card shows beside the student's, when the teacher reports them.
-SHOWN = ("accuracy", "f1", "map", "top5_accuracy")
+# Evaluation entries that are not scores.
+NOT_SCORES = ("loss", "runtime", "samples_per_second", "steps_per_second", "epoch")
 
 
 def local_figures(folder: Path) -> dict[str, float]:
@@ -23,8 +23,8 @@ def local_figures(folder: Path) -> dict[str, float]:
     if not path.is_file():
         return {}
     results = json.loads(path.read_text())
-    return {name: float(results[f"eval_{name}"]) for name in SHOWN if isinstance(results.get(f"eval_{name}"),
-                                                                                 (int, float))}
+    return {key[len("eval_"):]: float(value) for key, value in results.items()
+            if key.startswith("eval_") and key[len("eval_"):] not in NOT_SCORES and isinstance(value, (int, float))}
 
 
 def hub_figures(repo_id: str, token: str | None = None) -> tuple[dict[str, float], str | None]:
