@@ -268,6 +268,7 @@ def test_a_distilled_student_beats_the_same_student_without_its_teacher(digits_t
     assert (out / "pareto.png").stat().st_size > 10_000 and "| teacher |" in (out / "pareto.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_deit_student_trains_both_heads_and_loads_in_pipeline(digits_teacher, noisy_digits, tmp_path):
     """DeiT's scheme on the Accelerate loop, with a LoRA student: the class head learns the labels, the
     distillation-token head the teacher; the saved (merged) model averages both and loads in pipeline()."""
