@@ -326,3 +326,31 @@ def test_the_benchmark_measures_the_teachers_share_of_a_step(digits_classifier, 
     assert cost["teacher_ms_per_step"] > 0
     share = cost["teacher_ms_per_step"] / (cost["teacher_ms_per_step"] + cost["student_ms_per_step"])
     assert cost["teacher_share"] == pytest.approx(share) and 0 < share < 1
+
+
+def test_a_hub_teacher_is_checked_loaded_and_named_with_its_cards_figures(hub_server, digits_classifier):
+    """A teacher given as a Hub id (the stand-in): its config is checked, it loads with its own view, and the card
+    takes its figures from its model card's model-index."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from transformers import AutoImageProcessor
+
+    from vit_pipeline import PipelineError
+    from vit_pipeline.publish.teacher_card import teacher_summary
+    from vit_pipeline.training.distillation import check_teacher, load_teacher
+
+    data = ModelCardData(model_name="vit-teacher", eval_results=[EvalResult(
+        task_type="image-classification", dataset_type="digits", dataset_name="digits", metric_type="accuracy",
+        metric_value=0.9812)])
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n# vit-teacher\n")
+    files = {p.name: p.read_bytes() for p in digits_classifier.iterdir() if p.is_file()}
+    hub_server.create_repo("org/vit-teacher")
+    hub_server.commit_files("org/vit-teacher", {**files, "README.md": str(card).encode()})
+
+    check_teacher("org/vit-teacher", DIGITS, multi_label=False)
+    teacher = load_teacher("org/vit-teacher", AutoImageProcessor.from_pretrained(digits_classifier))
+    assert teacher.view.identity and not teacher.model.training
+    summary = teacher_summary("org/vit-teacher", {"type": "soft", "alpha": 0.5, "temperature": 4.0})
+    assert summary["url"] == "https://huggingface.co/org/vit-teacher"
+    assert summary["figures"] == {"accuracy": pytest.approx(0.9812)} and summary["source"] == "its model card (digits)"
+    with pytest.raises(PipelineError, match="is single-label but the data is multi-label"):
+        check_teacher("org/vit-teacher", DIGITS, multi_label=True)
