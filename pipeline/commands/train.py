@@ -248,8 +248,9 @@ def _train_baseline(argv: list[str], training_args) -> str:
     not pushed). Returns its folder."""
     folder = str(Path(training_args.output_dir) / BASELINE_DIR)
     logger.info("Baseline: the same student without its teacher -> %s", folder)
+    # Its own folder and checkpoints: a resume_from_checkpoint of the distillation run is not the baseline's.
     main([*argv, "--teacher_model_name_or_path", "", "--baseline", "false", "--push_to_hub", "false",
-          "--output_dir", folder])
+          "--resume_from_checkpoint", "", "--output_dir", folder])
     return folder
 
 
