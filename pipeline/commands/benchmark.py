@@ -317,6 +317,8 @@ def main(argv: list[str]) -> dict:
           flush=True)
     figures_json = as_json(results, recipe_path, where, image_size, flops_per_image, (peak_flops, peak_source),
                            options)
+    if args.teacher_model_name_or_path:
+        figures_json["distillation"] = _teacher_share(args, image_processor, image_size, results, options)
     figures_json["startup"], figures_json["recipe_run"] = startup, run
     if options.json:
         Path(options.json).write_text(json.dumps(figures_json, indent=2) + "\n")
@@ -330,3 +332,15 @@ def _apply_tf32(args) -> None:
 
     if is_torch_tf32_available():
         enable_tf32(bool(args.tf32))
+
+
+def _teacher_share(args, image_processor, image_size, results: dict, options: Options) -> dict:
+    """A distillation recipe: the teacher's forward per step and its share of a distillation step, printed."""
+    from vit_pipeline.training.distillation import teacher_cost
+
+    cost = teacher_cost(args, image_processor, image_size, results["pipeline"].model_images_per_s,
+                        options.warmup if options.warmup is not None else 3, options.steps)
+    print(f"teacher ({cost['teacher']}): {cost['teacher_ms_per_step']:.1f} ms forward per step against "
+          f"{cost['student_ms_per_step']:.1f} ms for the student's step: {100 * cost['teacher_share']:.0f}% of a "
+          "distillation step (model only)", flush=True)
+    return cost

@@ -105,8 +105,9 @@ def _load_model(model_args, training_args, splits, image_processor, token: str |
     from vit_pipeline.model.load import load_model
     from vit_pipeline.model.prepare import prepare_model
 
-    model = prepare_model(load_model(model_args, splits.labels, token=token, multi_label=splits.multi_label),
-                          image_processor, model_args)
+    distilled = bool(training_args.teacher_model_name_or_path)
+    model = prepare_model(load_model(model_args, splits.labels, token=token, multi_label=splits.multi_label,
+                                     distilled=distilled), image_processor, model_args)
     if training_args.layer_decay is not None:
         from vit_pipeline.model.inspect import check_layer_decay
 
@@ -170,10 +171,16 @@ def _train(model, image_processor, datasets: tuple, compute_metrics, training_ar
             stream_workers.close()
 
 
-def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: str | None):
+def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: str | None, token: str | None = None):
     """What the loaded data decides: an unset pixel_cache (recorded in the resolved recipe), multi-label defaults,
-    and that a resumed checkpoint has these labels. Returns the data arguments the run prepares its rows with."""
+    and that a resumed checkpoint, and a teacher, have these labels. Returns the data arguments the run prepares its
+    rows with."""
     from vit_pipeline.config.output_dir import check_same_labels
+
+    if training_args.teacher_model_name_or_path:
+        from vit_pipeline.training.distillation import check_teacher
+
+        check_teacher(training_args.teacher_model_name_or_path, splits.labels, splits.multi_label, token)
 
     if not data_args.streaming:
         data_args = dataclasses.replace(data_args, pixel_cache=splits.pixel_cache)
@@ -233,6 +240,33 @@ def _report_saved_model(model, model_args, data_args, training_args, splits, res
     return model, {"per_class": per_class, "thresholds": thresholds, "evaluation": evaluation}
 
 
+BASELINE_DIR = "baseline"
+
+
+def _train_baseline(argv: list[str], training_args) -> str:
+    """The same student, data, seed and schedule without the teacher, in OUTPUT_DIR/baseline (every process trains;
+    not pushed). Returns its folder."""
+    folder = str(Path(training_args.output_dir) / BASELINE_DIR)
+    logger.info("Baseline: the same student without its teacher -> %s", folder)
+    # Its own folder and checkpoints: a resume_from_checkpoint of the distillation run is not the baseline's.
+    main([*argv, "--teacher_model_name_or_path", "", "--baseline", "false", "--push_to_hub", "false",
+          "--resume_from_checkpoint", "", "--output_dir", folder])
+    return folder
+
+
+def _write_pareto(training_args, splits, baseline: str) -> None:
+    """pareto.md / .csv / .png in the output folder: teacher, student without it, distilled student (and int8)."""
+    import numpy as np
+
+    from vit_pipeline.commands.pareto import write_pareto
+
+    labels = np.asarray(splits.eval.select_columns(["label"]).with_format(None)["label"][:])
+    write_pareto(training_args.output_dir, [("teacher", training_args.teacher_model_name_or_path),
+                                            ("student, no teacher", baseline),
+                                            ("student, distilled", training_args.output_dir)],
+                 splits.eval, labels, eval_split=splits.eval_split_name)
+
+
 @releases_locks
 def main(argv: list[str], callbacks: list | None = None) -> dict:
     """`vit-pipeline train`: recipe -> data -> model -> train -> metrics -> card -> push. Returns eval metrics.
@@ -264,7 +298,7 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
 
     image_processor = load_image_processor(model_args, token=token)
     splits = _load_data(data_args, training_args, token, cache_decision(model_args, training_args, image_processor))
-    data_args = _fit_to_data(splits, data_args, training_args, recipe, resume_from)
+    data_args = _fit_to_data(splits, data_args, training_args, recipe, resume_from, token)
     model = _load_model(model_args, training_args, splits, image_processor, token)
     train_dataset, eval_dataset = _prepare_data(splits, image_processor, data_args, training_args)
     logger.info("Speed settings: %s", speed_summary(training_args, data_args))
@@ -278,6 +312,8 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     compute_metrics = metrics_for(len(splits.labels), multi_label=splits.multi_label)
     result = _train(model, image_processor, (train_dataset, eval_dataset), compute_metrics, training_args, recipe,
                     resume_from, hub_callbacks, callbacks or [])
+    # With baseline: the student again without its teacher (on every process, as the run itself).
+    baseline = _train_baseline(argv, training_args) if training_args.baseline else None
     if not is_main:
         return result.scores
     model, shown = _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics)
@@ -289,6 +325,8 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     write_card(card_inputs(model_args, data_args, training_args, splits=splits, result=result, recipe=recipe,
                            architecture=type(model).__name__, image_processor=image_processor,
                            push_requested=push_requested, **shown), training_args.output_dir)
+    if baseline:
+        _write_pareto(training_args, splits, baseline)
     _log_done(result.scores, splits.multi_label, training_args.output_dir)
     if push_requested:
         from vit_pipeline.publish.push import push_or_explain

@@ -74,6 +74,34 @@ class PipelineTrainingArguments(TrainingArguments):
     early_stopping_threshold: float = field(
         default=0.0, metadata={"help": "Smallest change of the metric that counts as an improvement."}
     )
+    # Knowledge distillation (training/distillation.py): a frozen teacher behind the loss both backends share.
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Distil from this trained image classifier (an output folder or Hub id) whose labels are the "
+                  "data's: it runs frozen, without gradients, on each augmented training batch (through its own image "
+                  "processor's size and normalization); null: no teacher."},
+    )
+    distillation_type: Literal["soft", "hard"] = field(
+        default="soft",
+        metadata={"help": "With a teacher: soft, (1 - alpha) * CE + alpha * T^2 * KL(student/T || teacher/T) "
+                  "(Hinton et al.); hard, (1 - alpha) * CE + alpha * CE on the teacher's top-1 (DeiT's). A DeiT "
+                  "student trains its distillation-token head on the teacher and its class head on the labels; "
+                  "multi-label teachers give sigmoid targets."},
+    )
+    distillation_alpha: float = field(
+        default=0.5, metadata={"help": "With a teacher: weight of the teacher's term, in [0, 1] (0: labels only)."}
+    )
+    distillation_temperature: float = field(
+        default=4.0,
+        metadata={"help": "With a teacher and distillation_type soft: the temperature T that softens both "
+                  "distributions (timm's default 4; the transformers guide uses 5)."},
+    )
+    baseline: bool = field(
+        default=False,
+        metadata={"help": "With a teacher: also train the same student without it (OUTPUT_DIR/baseline), then write "
+                  "pareto.md, pareto.csv and pareto.png (accuracy against latency, parameters, GFLOPs, file size of "
+                  "teacher, students and, with the export extra, their int8 ONNX exports)."},
+    )
 
     overwrite_output_dir: bool = field(
         default=False,
@@ -225,6 +253,7 @@ class PipelineTrainingArguments(TrainingArguments):
                 raise PipelineError(f"{name} must be 0 (off) or positive (got {getattr(self, name)})")
         if not 0.0 <= self.ema_decay < 1.0:
             raise PipelineError(f"ema_decay must be in [0, 1), 0 for off (got {self.ema_decay})")
+        self._check_distillation()
         if self.early_stopping_patience is not None:
             if self.early_stopping_patience < 1:
                 raise PipelineError(f"early_stopping_patience must be at least 1 (got {self.early_stopping_patience})")
@@ -233,3 +262,10 @@ class PipelineTrainingArguments(TrainingArguments):
             if not self.load_best_model_at_end or not self.metric_for_best_model:
                 raise PipelineError("early_stopping_patience needs load_best_model_at_end: true and a "
                                     "metric_for_best_model")
+
+    def _check_distillation(self) -> None:
+        check_range(self, "distillation_alpha", 0, 1)
+        check_range(self, "distillation_temperature", 0, low_open=True, hint=": try 4 (timm) or 5 (transformers)")
+        if self.baseline and not self.teacher_model_name_or_path:
+            raise PipelineError("baseline trains the student again without its teacher: set "
+                                "teacher_model_name_or_path, or baseline: false")

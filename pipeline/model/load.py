@@ -56,11 +56,17 @@ def load_config(model_args, token: str | None = None):
         raise _load_error("config", model_args.model_name_or_path, err) from err
 
 
-def _pick_trainable_class(config) -> None:
-    # DeiT and LeViT map to two classes; the distilled one ("WithTeacher") has no loss and cannot be fine-tuned, and
-    # a config without architectures (a bare backbone) leaves AutoModel unable to choose.
+def _pick_trainable_class(config, distilled: bool = False) -> None:
+    # DeiT and LeViT map to two classes; the distilled one ("WithTeacher") has no loss and cannot be fine-tuned
+    # alone, and a config without architectures (a bare backbone) leaves AutoModel unable to choose. With a teacher
+    # (`distilled`) it is the one to train: its distillation-token head learns from the teacher (the saved config
+    # names it, so AutoModelForImageClassification and pipeline() load it again).
     classes = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.get(config.model_type)
     if isinstance(classes, tuple):
+        with_teacher = [c for c in classes if "WithTeacher" in c]
+        if distilled and with_teacher:
+            config.architectures = with_teacher[:1]
+            return
         named = [a for a in (config.architectures or []) if a in classes and "WithTeacher" not in a]
         config.architectures = named[:1] or [classes[0]]
 
@@ -80,7 +86,8 @@ def _attention(config, requested: str | None) -> str | None:
     return requested
 
 
-def load_model(model_args, labels: list[str], token: str | None = None, multi_label: bool = False):
+def load_model(model_args, labels: list[str], token: str | None = None, multi_label: bool = False,
+               distilled: bool = False):
     """Load an image classifier with one output per label.
 
     The label names go into the config (`id2label` / `label2id`), so the saved model reports them. When the
@@ -93,6 +100,7 @@ def load_model(model_args, labels: list[str], token: str | None = None, multi_la
         multi_label: set `config.problem_type = "multi_label_classification"`: the model's own loss is then
             binary cross-entropy, and `pipeline("image-classification")` on the saved model returns sigmoid scores
             (one independent probability per label). Otherwise the problem type is left unset (softmax).
+        distilled: a teacher trains it: families with a distillation head (DeiT) load their "WithTeacher" class.
 
     Raises:
         PipelineError: the checkpoint cannot be found, is of a type `AutoModelForImageClassification` has no
@@ -115,7 +123,7 @@ def load_model(model_args, labels: list[str], token: str | None = None, multi_la
     except Exception as err:
         raise _load_error("config", name, err) from err
     check_image_classifier(config, name, model_args.trust_remote_code)
-    _pick_trainable_class(config)
+    _pick_trainable_class(config, distilled)
     config._attn_implementation = _attention(config, model_args.attn_implementation)
 
     if model_args.from_scratch:

@@ -114,6 +114,7 @@ def render_card(inputs: CardInputs) -> ModelCard:
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=["image-classification", "vision", "vit-pipeline", *(["multi-label"] if inputs.multi_label else []),
+              *(["knowledge-distillation"] if inputs.teacher else []),
               *inputs.tags],
         metrics=list(inputs.eval_metrics),
         eval_results=eval_results(inputs),

@@ -60,6 +60,8 @@ class CardInputs:
     # From `vit_pipeline.evaluation.run_report.report_training_run`: the eval report (either kind), per-class rows
     # and the file names of the figures written into the output folder (None for those not drawn).
     evaluation: dict[str, Any] | None = None
+    # A distilled model: its teacher, with the teacher's own figures (`publish.teacher_card.teacher_summary`).
+    teacher: dict[str, Any] | None = None
 
 
 def hyperparameters(model_args, training_args) -> dict[str, Any]:
@@ -154,6 +156,7 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         per_class=per_class or [],
         thresholds=thresholds,
         evaluation=evaluation,
+        teacher=_teacher(training_args),
     )
 
 
@@ -164,6 +167,22 @@ def serve_fix(serve_skew: dict[str, dict[str, int]]) -> str | None:
     from vit_pipeline.data.check import fix_snippet  # torch: imported only when a card is assembled
 
     return fix_snippet()
+
+
+def _teacher(training_args) -> dict[str, Any] | None:
+    if not training_args.teacher_model_name_or_path:
+        return None
+    from vit_pipeline.publish.teacher_card import teacher_summary
+
+    summary = teacher_summary(training_args.teacher_model_name_or_path,
+                              {"type": training_args.distillation_type, "alpha": training_args.distillation_alpha,
+                               "temperature": training_args.distillation_temperature})
+    if training_args.baseline:
+        from vit_pipeline.publish.teacher_card import local_figures
+
+        # The same student trained without the teacher (train.py's baseline/, trained before the card is written).
+        summary["baseline"] = local_figures(Path(training_args.output_dir) / "baseline")
+    return summary
 
 
 def epoch_results(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -36,6 +36,10 @@ PUSHED_FILES = (
     "pr_curves.png",
     # Multi-label runs: the per-class thresholds tuned on the eval split (`vit-pipeline predict` reads them).
     "thresholds.json",
+    # Distillation runs with baseline: what each size buys (the baseline student's folder itself stays local).
+    "pareto.md",
+    "pareto.csv",
+    "pareto.png",
 )
 # The weights a push publishes: safetensors only (never a pickle), and a LoRA adapter's.
 PUSHED_WEIGHT_FILES = (*SAFE_WEIGHT_FILES, ADAPTER_WEIGHT_FILE)

@@ -63,7 +63,7 @@ from vit_pipeline.training.flow import (
 from vit_pipeline.training.loop_checkpoints import CheckpointsMixin
 from vit_pipeline.training.loss import plain_loss
 from vit_pipeline.training.progress import ReadableProgress
-from vit_pipeline.training.shared import TrainResult, training_extras
+from vit_pipeline.training.shared import TrainResult, batch_inputs, training_extras
 from vit_pipeline.training.streaming import is_stream
 from vit_pipeline.utils import writing
 
@@ -131,7 +131,7 @@ class AccelerateRecipe(CheckpointsMixin):
         args = self.args
         multi_label = is_multi_label(model)
         extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels),
-                                 multi_label=multi_label)
+                                 multi_label=multi_label, image_processor=image_processor)
         # Without a technique that needs it, what the model's own loss computes: cross-entropy (binary for
         # multi-label).
         self.loss_fn = extras.loss or plain_loss(multi_label)
@@ -292,9 +292,10 @@ class AccelerateRecipe(CheckpointsMixin):
             if batch_index % args.gradient_accumulation_steps == 0:
                 self._event("on_step_begin")
             with acc.accumulate(self.model):
-                outputs = self.model(pixel_values=self.normalizer(batch["pixel_values"]))
-                # Hard labels, or the soft targets of MixUp / CutMix.
-                loss = self.loss_fn(outputs, batch["labels"])
+                pixel_values = self.normalizer(batch["pixel_values"])
+                outputs = self.model(pixel_values=pixel_values)
+                # Hard labels, or the soft targets of MixUp / CutMix (and the batch, for a loss that reads it).
+                loss = self.loss_fn(outputs, batch["labels"], **batch_inputs(self.loss_fn, pixel_values))
                 for watcher in self.loss_watchers:
                     watcher.observe(loss)
                 acc.backward(loss)

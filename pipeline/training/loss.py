@@ -64,12 +64,17 @@ class ClassificationLoss:
                                reduction="none")
 
     def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
-        per_sample = self.per_sample(outputs, labels)
-        if num_items_in_batch is None:
-            return per_sample.mean()
-        # The Trainer counts label entries: for soft targets that is samples * classes.
-        samples = num_items_in_batch / labels.shape[-1] if labels.ndim == 2 else num_items_in_batch
-        return per_sample.sum() / samples
+        return reduce_loss(self.per_sample(outputs, labels), labels, num_items_in_batch)
+
+
+def reduce_loss(per_sample: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """The batch loss from each sample's: the mean, or (the Trainer accumulating gradients) the sum divided by the
+    samples of the whole accumulated batch."""
+    if num_items_in_batch is None:
+        return per_sample.mean()
+    # The Trainer counts label entries: for soft targets that is samples * classes.
+    samples = num_items_in_batch / labels.shape[-1] if labels.ndim == 2 else num_items_in_batch
+    return per_sample.sum() / samples
 
 
 def positive_counts(dataset) -> tuple[np.ndarray, int]:

@@ -53,13 +53,29 @@ class TrainingExtras:
 
 
 def training_extras(args: PipelineTrainingArguments, train_dataset, num_labels: int,
-                    multi_label: bool = False) -> TrainingExtras:
-    """Build the loss, the training collator and the EMA that `args` asks for (`multi_label`: binary losses)."""
+                    multi_label: bool = False, image_processor=None) -> TrainingExtras:
+    """Build the loss, the training collator and the EMA that `args` asks for (`multi_label`: binary losses).
+
+    With `teacher_model_name_or_path`, the loss is a `training.distillation.DistillationLoss` around the label loss:
+    the frozen teacher (its view of the batch made from the student's `image_processor`) sits behind the loss hook.
+    """
+    loss = build_loss(args, train_dataset, num_labels, multi_label=multi_label)
+    if args.teacher_model_name_or_path:
+        from vit_pipeline.training.distillation import build_distillation
+        from vit_pipeline.training.loss import plain_loss
+
+        loss = build_distillation(args, loss or plain_loss(multi_label), image_processor, multi_label=multi_label)
     return TrainingExtras(
-        loss=build_loss(args, train_dataset, num_labels, multi_label=multi_label),
+        loss=loss,
         train_collator=build_train_collator(args, num_labels),
         ema=ModelEMA(args.ema_decay) if args.ema_decay else None,
     )
+
+
+def batch_inputs(loss, pixel_values) -> dict:
+    """What a training step passes to the loss hook besides outputs and labels: the batch's pixels, for a loss that
+    reads the batch (`reads_batch`, the distillation teacher's), else nothing."""
+    return {"pixel_values": pixel_values} if getattr(loss, "reads_batch", False) else {}
 
 
 def backend(name: str):

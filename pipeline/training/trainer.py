@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -68,6 +69,20 @@ class PipelineTrainer(Trainer):
             if isinstance(callback, NonFiniteLossCallback):
                 callback.observe(loss)
         return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # A loss hook that reads the batch (the distillation teacher's) gets the training step's pixels, as the
+        # Accelerate loop passes them; evaluation calls it without (the label loss alone).
+        from vit_pipeline.training.shared import batch_inputs
+
+        hook = self.compute_loss_func
+        extra = batch_inputs(hook, inputs.get("pixel_values")) if model.training else {}
+        if extra:
+            self.compute_loss_func = functools.partial(hook, **extra)
+        try:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            self.compute_loss_func = hook
 
     def _save_checkpoint(self, model, trial):
         # A failed write (full disk, read-only folder) is one line; the incomplete checkpoint is removed (it holds
@@ -166,7 +181,7 @@ def train_with_trainer(model, image_processor, train_dataset, eval_dataset, comp
     from vit_pipeline.training.shared import training_extras
 
     extras = training_extras(args, train_dataset, int(base_model(model).config.num_labels),
-                             multi_label=is_multi_label(model))
+                             multi_label=is_multi_label(model), image_processor=image_processor)
     callbacks = [*technique_callbacks(args, extras.ema), *(callbacks or [])]
     trainer = PipelineTrainer(
         model=model,
