@@ -181,6 +181,10 @@ class Outliers(Check):
         return [Finding(self.name, issues["outlier_score"].to_numpy(), issues["is_outlier_issue"].to_numpy())]
 
 
+# From this many images on, cleanvision's image checks run in a pool of worker processes (one per core).
+IMAGE_PROCESSES_ABOVE = 5000
+
+
 class ImageIssues(Check):
     """Dark, light, blurry, low-information (blank), odd-size and odd-aspect images through cleanvision's Imagelab;
     grayscale only in a colour set (where most images have colour)."""
@@ -194,7 +198,10 @@ class ImageIssues(Check):
             none = np.zeros(len(data.labels), dtype=bool)
             return [Finding(kind, np.ones(len(none)), none, {"skipped": True}) for kind in IMAGE_ISSUES]
         lab = Imagelab(hf_dataset=data.images, image_key="image", verbose=False)
-        lab.find_issues({kind: {} for kind in IMAGE_ISSUES}, n_jobs=self.settings.get("n_jobs"), verbose=False)
+        # cleanvision's worker pool costs seconds to start: small sets are faster in-process (680 digits: 2.1 s
+        # in-process, 7.7 s with the pool on 2 busy cores).
+        n_jobs = 1 if len(data.labels) <= IMAGE_PROCESSES_ABOVE else None
+        lab.find_issues({kind: {} for kind in IMAGE_ISSUES}, n_jobs=n_jobs, verbose=False)
         findings = []
         for kind in IMAGE_ISSUES:
             flags = lab.issues[f"is_{kind}_issue"].to_numpy(dtype=bool)
