@@ -83,6 +83,23 @@ def model_logits(model, logits, labels: list[str]):
     return logits[:, [names.index(name) for name in labels]]
 
 
+def audit_data(splits, images, features, n_neighbors: int):
+    """Every image of both splits in one order (train first) with its id, label, embedding and neighbours."""
+    import numpy as np
+
+    from vit_pipeline.data.duplicates import confirm_in
+    from vit_pipeline.evaluation.audit.checks import AuditData
+    from vit_pipeline.evaluation.audit.neighbours import nearest_neighbours
+
+    ids, id_kind = image_ids(images)
+    return AuditData(splits=np.array(["train"] * len(splits.train) + ["eval"] * len(splits.eval)),
+                     rows=np.concatenate([np.arange(len(splits.train)), np.arange(len(splits.eval))]),
+                     ids=ids, id_kind=id_kind, labels=np.asarray(images["label"]), label_names=splits.labels,
+                     features=features, neighbours=nearest_neighbours(features, n_neighbors),
+                     digests=splits.pixel_digests, images=images.select_columns(["image"]),
+                     confirm=confirm_in({"train": splits.train, "eval": splits.eval}))
+
+
 def main(argv: list[str]) -> dict:
     """`vit-pipeline audit`: load the model and the data, embed every image once, run the checks, write the report."""
     from vit_pipeline.config.arguments import DataArguments
@@ -116,11 +133,8 @@ def main(argv: list[str]) -> dict:
     splits = load_audited_splits(data_args, args.seed, token)
     timing = {"load_and_check": time.perf_counter() - started}
     import datasets
-    import numpy as np
 
     images = datasets.concatenate_datasets([splits.train, splits.eval])
-    split_of = np.array(["train"] * len(splits.train) + ["eval"] * len(splits.eval))
-    ids, id_kind = image_ids(images)
 
     # The embedding pass: every image once.
     from vit_pipeline.evaluation.audit.embed import centre_and_normalise, embed_images
@@ -128,48 +142,29 @@ def main(argv: list[str]) -> dict:
     started = time.perf_counter()
     features, logits = embed_images(model, images, image_processor, args.batch_size, progress=True)
     timing["embedding"] = time.perf_counter() - started
-    features = centre_and_normalise(features)
 
     # Neighbours, then every check on them.
-    from vit_pipeline.data.duplicates import confirm_in
-    from vit_pipeline.evaluation.audit.checks import AuditData, run_checks
-    from vit_pipeline.evaluation.audit.neighbours import nearest_neighbours
+    from vit_pipeline.evaluation.audit.checks import run_checks
 
     started = time.perf_counter()
-    neighbours = nearest_neighbours(features, args.n_neighbors)
+    data = audit_data(splits, images, centre_and_normalise(features), args.n_neighbors)
     timing["neighbours"] = time.perf_counter() - started
-    data = AuditData(splits=split_of, rows=np.concatenate([np.arange(len(splits.train)), np.arange(len(splits.eval))]),
-                     ids=ids, labels=np.asarray(images["label"]), label_names=splits.labels, features=features,
-                     neighbours=neighbours, digests=splits.pixel_digests, images=images.select_columns(["image"]),
-                     confirm=confirm_in({"train": splits.train, "eval": splits.eval}))
     findings, seconds = run_checks(data, {
         "label": {"method": args.label_method}, "near_duplicate": {"similarity": args.near_duplicate_similarity},
         "image": {"enabled": args.image_issues}})
     timing.update(seconds)
 
     # The report.
-    from vit_pipeline.evaluation.audit.report import (
-        accuracy_with_and_without,
-        build_report,
-        excluded_ids,
-        issue_rows,
-        leakage,
-        plot_findings,
-        write_audit,
-    )
+    from vit_pipeline.evaluation.audit.report import accuracy_with_and_without, build_report, leakage, write_audit
     from vit_pipeline.evaluation.audit.summary import class_balance_of, print_summary
 
     balance, starved = class_balance_of(data)
     accuracy = accuracy_with_and_without(data, model_logits(model, logits, splits.labels), leakage(data, findings))
-    settings = {"model": name, "eval_split": splits.eval_split_name, "neighbour_search": neighbours.backend,
+    settings = {"model": name, "eval_split": splits.eval_split_name, "neighbour_search": data.neighbours.backend,
                 **{k: v for k, v in vars(args).items() if k not in ("output_dir", "model")},
                 "near_duplicate_similarity": findings["near_duplicate"].summary["similarity"]}
-    report = build_report(data, findings, id_kind, balance=balance, starved=starved, accuracy=accuracy,
-                          settings=settings, timing={k: round(v, 3) for k, v in timing.items()})
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_audit(report, issue_rows(data, findings, id_kind), excluded_ids(data, findings, tuple(args.exclude_issues)),
-                out)
-    plot_findings(data, findings, out)
-    print_summary(report, timing, out)
+    report = build_report(data, findings, balance=balance, starved=starved, accuracy=accuracy, settings=settings,
+                          timing={k: round(v, 3) for k, v in timing.items()})
+    write_audit(data, findings, report, tuple(args.exclude_issues), Path(args.output_dir))
+    print_summary(report, timing, Path(args.output_dir))
     return report

@@ -28,6 +28,7 @@ class AuditData:
     splits: np.ndarray  # the split of each image ("train", "eval", ...), train first
     rows: np.ndarray  # its row in that split
     ids: list[str]  # what exclude.txt names it by: its file path, or `split:row` of the source data
+    id_kind: str  # "path" or "row": which of the two `ids` are
     labels: np.ndarray  # ClassLabel ids
     label_names: list[str]
     features: np.ndarray  # L2-normalised embeddings [n, d]
@@ -36,9 +37,14 @@ class AuditData:
     images: Any  # a datasets.Dataset of the `image` column of every split, in this order
     confirm: Any = None  # (split, row) -> full-scale digest, for JPEG draft digests (`duplicates.confirm_in`)
 
+    def __post_init__(self):
+        # Splits come one after the other: a split's row `r` is at its first position plus `r`.
+        names, first = np.unique(self.splits, return_index=True)
+        self._starts = dict(zip(names.tolist(), first.tolist(), strict=True))
+
     def index(self, split: str, row: int) -> int:
         """The position of `split`'s row `row` in this order."""
-        return int(np.flatnonzero((self.splits == split) & (self.rows == row))[0])
+        return self._starts[split] + int(row)
 
 
 @dataclass
@@ -159,9 +165,10 @@ class NearDuplicates(Check):
             if digest[i] != digest[j] or not digest[i]:
                 parent[root(int(i))] = root(j)
         roots = np.array([root(i) for i in range(len(parent))])
-        sizes = np.bincount(roots, minlength=len(parent))
-        flagged = sizes[roots] > 1
-        groups = [sorted(np.flatnonzero(roots == r).tolist()) for r in np.flatnonzero(sizes > 1)]
+        flagged = np.bincount(roots, minlength=len(parent))[roots] > 1
+        # Members of a group, in image order: a stable sort by root, split where the root changes.
+        order = np.argsort(roots, kind="stable")
+        groups = [g.tolist() for g in np.split(order, np.flatnonzero(np.diff(roots[order])) + 1) if len(g) > 1]
         scores = np.clip(1.0 - data.neighbours.similarities[:, 0], 0.0, 1.0)
         return [Finding(self.name, np.where(flagged, scores, 1.0), flagged,
                         {"groups": len(groups), "similarity": round(threshold, 6)}, {"groups": groups})]

@@ -18,15 +18,15 @@ from vit_pipeline.evaluation.plots import pyplot, save_figure
 GRID_ITEMS = 16
 
 
-def _where(data: AuditData, i: int, id_kind: str) -> dict[str, Any]:
-    return {"split": str(data.splits[i]), id_kind: data.ids[i]}
+def _where(data: AuditData, i: int) -> dict[str, Any]:
+    return {"split": str(data.splits[i]), data.id_kind: data.ids[i]}
 
 
-def _flagged(data: AuditData, finding: Finding, id_kind: str) -> list[dict[str, Any]]:
+def _flagged(data: AuditData, finding: Finding) -> list[dict[str, Any]]:
     """The flagged images of a finding, most likely first: split, path or row, score."""
     order = np.flatnonzero(finding.is_issue)
     order = order[np.argsort(finding.scores[order], kind="stable")]
-    return [{**_where(data, int(i), id_kind), "score": round(float(finding.scores[i]), 4)} for i in order]
+    return [{**_where(data, int(i)), "score": round(float(finding.scores[i]), 4)} for i in order]
 
 
 def leakage(data: AuditData, findings: dict[str, Finding]) -> dict[str, Any]:
@@ -54,15 +54,15 @@ def accuracy_with_and_without(data: AuditData, logits: np.ndarray | None, leaked
             "num_images_without_leaked": int(clean.sum())}
 
 
-def build_report(data: AuditData, findings: dict[str, Finding], id_kind: str, *, balance: dict, starved: list[str],
+def build_report(data: AuditData, findings: dict[str, Finding], *, balance: dict, starved: list[str],
                  accuracy: dict | None, settings: dict, timing: dict) -> dict[str, Any]:
     """The audit report (audit_report.json) from the findings."""
     names = data.label_names
     label = findings["label"]
     suggested = label.details["suggested"]
     label_issues = [{**row, "given_label": names[data.labels[i]], "suggested_label": names[suggested[i]]}
-                    for i, row in zip(_order(label), _flagged(data, label, id_kind), strict=True)]
-    duplicates = [{"kind": kind.split("_")[0], "members": [_where(data, i, id_kind) for i in group]}
+                    for i, row in zip(_order(label), _flagged(data, label), strict=True)]
+    duplicates = [{"kind": kind.split("_")[0], "members": [_where(data, i) for i in group]}
                   for kind in ("exact_duplicate", "near_duplicate") for group in findings[kind].details["groups"]]
     leaked = leakage(data, findings)
     by_split: dict[str, dict[str, Any]] = {}
@@ -72,12 +72,12 @@ def build_report(data: AuditData, findings: dict[str, Finding], id_kind: str, *,
         entry["images"].append(data.ids[i])
     return {
         "num_images": {str(s): int((data.splits == s).sum()) for s in dict.fromkeys(data.splits)},
-        "id": id_kind,
+        "id": data.id_kind,
         "label_issues": label_issues,
         "duplicates": duplicates,
         "leakage": {"splits": by_split, "model_accuracy": accuracy},
-        "outliers": _flagged(data, findings["outlier"], id_kind),
-        "image_issues": {kind: _flagged(data, findings[kind], id_kind) for kind in IMAGE_ISSUES},
+        "outliers": _flagged(data, findings["outlier"]),
+        "image_issues": {kind: _flagged(data, findings[kind]) for kind in IMAGE_ISSUES},
         "class_balance": {**balance, "starved": starved},
         "settings": settings,
         "timing_seconds": timing,
@@ -103,13 +103,13 @@ def excluded_ids(data: AuditData, findings: dict[str, Finding], issues: tuple[st
     return [data.ids[i] for i in sorted(drop)]
 
 
-def issue_rows(data: AuditData, findings: dict[str, Finding], id_kind: str) -> list[dict[str, Any]]:
+def issue_rows(data: AuditData, findings: dict[str, Finding]) -> list[dict[str, Any]]:
     """issues.csv: one row per flagged image and issue (split, path or row, issue, score, given and suggested label)."""
     names, suggested = data.label_names, findings["label"].details["suggested"]
     rows = []
     for name, finding in findings.items():
         for i in _order(finding):
-            rows.append({"split": str(data.splits[i]), id_kind: data.ids[i], "issue": name,
+            rows.append({**_where(data, int(i)), "issue": name,
                          "score": round(float(finding.scores[i]), 4), "given_label": names[data.labels[i]],
                          "suggested_label": names[suggested[i]] if name == "label" else ""})
     return rows
@@ -211,8 +211,11 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_audit(report: dict[str, Any], rows: list[dict[str, Any]], exclude: list[str], out: Path) -> None:
-    """Write audit_report.json, audit_report.md, issues.csv and exclude.txt into `out`."""
+def write_audit(data: AuditData, findings: dict[str, Finding], report: dict[str, Any], exclude_issues: tuple[str, ...],
+                out: Path) -> None:
+    """Write audit_report.json, audit_report.md, issues.csv, exclude.txt and the image grids into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows, exclude = issue_rows(data, findings), excluded_ids(data, findings, exclude_issues)
     (out / "audit_report.json").write_text(json.dumps(report, indent=2))
     (out / "audit_report.md").write_text(_markdown(report))
     with (out / "issues.csv").open("w", newline="") as file:
@@ -222,3 +225,4 @@ def write_audit(report: dict[str, Any], rows: list[dict[str, Any]], exclude: lis
     header = ("# Images flagged by `vit-pipeline audit`; `exclude_images: <this file>` in a recipe drops them.\n"
               "# Delete a line to keep that image.\n")
     (out / "exclude.txt").write_text(header + "".join(f"{i}\n" for i in exclude))
+    plot_findings(data, findings, out)
