@@ -56,7 +56,7 @@ class _CacheWriter:
                 if item is None:
                     raise ValueError("empty cell")
                 decoded = decode_rgb(item).contiguous()
-                digest = pixel_digest(decoded.numpy().tobytes(), tuple(decoded.shape))
+                digest = pixel_digest(decoded.numpy(), tuple(decoded.shape))
                 image = self.transform(decoded).permute(1, 2, 0).contiguous()
             except Exception as err:  # an unreadable image: recorded here, so this pass is also the image check
                 pixels.append(b"")
