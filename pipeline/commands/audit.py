@@ -149,9 +149,9 @@ def main(argv: list[str]) -> dict:
     started = time.perf_counter()
     data = audit_data(splits, images, centre_and_normalise(features), args.n_neighbors)
     timing["neighbours"] = time.perf_counter() - started
-    findings, seconds = run_checks(data, {
-        "label": {"method": args.label_method}, "near_duplicate": {"similarity": args.near_duplicate_similarity},
-        "image": {"enabled": args.image_issues}})
+    findings, seconds = run_checks(data, {"label": {"method": args.label_method, "seed": args.seed},
+                                          "near_duplicate": {"similarity": args.near_duplicate_similarity},
+                                          "image": {"enabled": args.image_issues}})
     timing.update(seconds)
 
     # The report.

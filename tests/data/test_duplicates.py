@@ -56,3 +56,12 @@ def test_exclude_images_by_split_row(tmp_path):
     listed.write_text("train:3\ntrain:30\n")
     with pytest.raises(PipelineError, match=r"names 1 image\(s\) that are not in the data \(first: train:30\)"):
         load_splits(DataArguments(dataset_name=str(root), exclude_images=str(listed)), seed=0)
+
+
+def test_class_balance_single_and_multi_label():
+    from vit_pipeline.data.balance import class_balance
+
+    balance = class_balance(["a", "b", "c"], {"train": [0, 0, 0, 1], "eval": [[1, 0, 1], [1, 0, 0]]})
+    assert balance["counts"] == {"train": {"a": 3, "b": 1, "c": 0}, "eval": {"a": 2, "b": 0, "c": 1}}
+    assert balance["imbalance_ratio"] == {"train": 3.0, "eval": 2.0}
+    assert balance["missing"] == {"train": ["c"], "eval": ["b"]}

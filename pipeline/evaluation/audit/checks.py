@@ -102,7 +102,8 @@ class LabelIssues(Check):
         from cleanlab import Datalab
 
         method = self.settings.get("method", "knn")
-        pred_probs = knn_pred_probs(data) if method == "knn" else cross_validated_pred_probs(data)
+        pred_probs = (knn_pred_probs(data) if method == "knn"
+                      else cross_validated_pred_probs(data, seed=self.settings.get("seed", 0)))
         lab = Datalab(data={"label": data.labels}, label_name="label", verbosity=0)
         lab.find_issues(pred_probs=pred_probs, issue_types={"label": {}})
         issues = lab.get_issues("label")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vit_pipeline import PipelineError
 from vit_pipeline.evaluation.inference import _autocast, batches, default_device
 
 
@@ -30,10 +31,15 @@ def embed_images(model, dataset, image_processor, batch_size: int = 64, device=N
     Returns:
         (embeddings float32 [n, d], logits float32 [n, num_labels]).
     """
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, torch.nn.Module):
+        raise PipelineError(f"{type(model).__name__} has no `classifier` head whose input the audit could take as "
+                            "the embedding: use a transformers image classifier (ViT, DeiT, BEiT, Swin, DINOv2, "
+                            "ConvNeXt, ResNet, EfficientNet)")
     device = torch.device(device) if device is not None else default_device()
     model = model.to(device).eval()
     hook = _HeadInput()
-    handle = model.classifier.register_forward_pre_hook(hook)
+    handle = head.register_forward_pre_hook(hook)
     features, logits = [], []
     try:
         for pixel_values, _ in batches(dataset, image_processor, batch_size, device, progress):
