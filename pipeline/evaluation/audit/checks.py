@@ -193,9 +193,13 @@ class Outliers(Check):
 IMAGE_PROCESSES_ABOVE = 5000
 
 
+# An image issue that cleanvision finds in more than this share of the images describes the data set, not images.
+MOST_IMAGES = 0.5
+
+
 class ImageIssues(Check):
     """Dark, light, blurry, low-information (blank), odd-size and odd-aspect images through cleanvision's Imagelab;
-    grayscale only in a colour set (where most images have colour)."""
+    a kind found in most images (grayscale in a grayscale set) is what the data looks like, and flags nothing."""
 
     name = "image"
 
@@ -213,9 +217,12 @@ class ImageIssues(Check):
         findings = []
         for kind in IMAGE_ISSUES:
             flags = lab.issues[f"is_{kind}_issue"].to_numpy(dtype=bool)
-            if kind == "grayscale" and flags.mean() > 0.5:
-                flags = np.zeros_like(flags)  # a grayscale set: nothing stands out
-            findings.append(Finding(kind, lab.issues[f"{kind}_score"].to_numpy(dtype=float), flags))
+            summary = {"flagged_by_cleanvision": int(flags.sum())}
+            if flags.mean() > MOST_IMAGES:
+                # What most images are is what this data looks like (grayscale digits, 8 x 8 glyphs with little
+                # information): nothing stands out, so nothing is flagged; the report says so.
+                flags, summary["most_images"] = np.zeros_like(flags), True
+            findings.append(Finding(kind, lab.issues[f"{kind}_score"].to_numpy(dtype=float), flags, summary))
         return findings
 
 

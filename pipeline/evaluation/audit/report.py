@@ -78,6 +78,8 @@ def build_report(data: AuditData, findings: dict[str, Finding], *, balance: dict
         "leakage": {"splits": by_split, "model_accuracy": accuracy},
         "outliers": _flagged(data, findings["outlier"]),
         "image_issues": {kind: _flagged(data, findings[kind]) for kind in IMAGE_ISSUES},
+        "image_issues_of_most_images": {kind: findings[kind].summary["flagged_by_cleanvision"] for kind in IMAGE_ISSUES
+                                        if findings[kind].summary.get("most_images")},
         "class_balance": {**balance, "starved": starved},
         "settings": settings,
         "timing_seconds": timing,
@@ -185,7 +187,10 @@ def _markdown(report: dict[str, Any]) -> str:
              f"| duplicate groups (exact) | {sum(d['kind'] == 'exact' for d in report['duplicates'])} |",
              f"| duplicate groups (near) | {sum(d['kind'] == 'near' for d in report['duplicates'])} |",
              f"| outliers | {len(report['outliers'])} |",
-             *(f"| {kind} | {len(rows)} |" for kind, rows in report["image_issues"].items()), "", "## Leakage", ""]
+             *(f"| {kind} | {len(rows)} |" for kind, rows in report["image_issues"].items()), ""]
+    lines += [f"Most images are {kind} ({n} of {sum(counts.values())}): taken as what this data looks like, not "
+              "flagged." for kind, n in report["image_issues_of_most_images"].items()]
+    lines += ["", "## Leakage", ""]
     leaked = report["leakage"]["splits"]
     lines += [f"- {split}: {v['exact']} exact and {v['near']} near copies of train images" for split, v in
               leaked.items()] or ["No eval or test image has a duplicate in train."]
