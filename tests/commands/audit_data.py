@@ -53,8 +53,8 @@ def write_planted(root: Path, rows: list[tuple[Image.Image, int]], n_eval: int =
     planted = Planted(root)
     evals, train = rows[:n_eval], rows[n_eval:]
     # A starved class: only 4 training images of 9.
-    nines = [i for i, (_, d) in enumerate(train) if d == 9]
-    train = [r for i, r in enumerate(train) if d_keep(i, r, nines)]
+    nines = [i for i, (_, digit) in enumerate(train) if digit == 9]
+    train = [row for i, row in enumerate(train) if row[1] != 9 or i in nines[:4]]
     train_paths = []
     flip = set(rng.choice(len(train), size=len(train) // 20, replace=False).tolist())
     for i, (image, digit) in enumerate(train):
@@ -86,7 +86,3 @@ def write_planted(root: Path, rows: list[tuple[Image.Image, int]], n_eval: int =
     for n in range(3):
         planted.blank.append(_save(Image.new("L", (SIZE, SIZE), 250), root, "train", n, f"blank{n}"))
     return planted
-
-
-def d_keep(i: int, row: tuple, nines: list[int]) -> bool:
-    return row[1] != 9 or i in nines[:4]

@@ -75,7 +75,7 @@ def knn_pred_probs(data: AuditData, smoothing: float = 0.01) -> np.ndarray:
     already found): each image's class distribution among its k nearest other images, weighted by similarity."""
     num_classes = len(data.label_names)
     weights = np.clip(data.neighbours.similarities, 1e-6, None)
-    votes = np.zeros((len(data.labels), num_classes))
+    votes = np.zeros((len(data.labels), num_classes), dtype=np.float32)
     np.add.at(votes, (np.arange(len(data.labels))[:, None], data.labels[data.neighbours.indices]), weights)
     votes += smoothing * weights.sum(axis=1, keepdims=True) / num_classes
     return votes / votes.sum(axis=1, keepdims=True)
