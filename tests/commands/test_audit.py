@@ -19,8 +19,9 @@ AUDIT_FILES = ("audit_report.json", "audit_report.md", "issues.csv", "exclude.tx
 
 
 def save_tiny_resnet(path: Path) -> Path:
-    """A random tiny ResNet for the ten digits at 16 px: trained 5 epochs it reaches about 0.97 (a tiny ViT of the
-    same cost stays near 0.6, too weak an embedder to tell a flipped label from a hard digit)."""
+    """A random tiny ResNet for the ten digits at 16 px: trained 6 epochs it reaches about 0.93 (a tiny ViT of the
+    same cost stays near 0.6, too weak an embedder to tell a flipped label from a hard digit). With it the audit
+    finds 17 of the 18 flipped labels among 22 flagged (knn route; 5 epochs: 18 of 18 among 28)."""
     import torch
     from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessor
 
@@ -52,7 +53,7 @@ def test_audit_finds_planted_faults(tmp_path, monkeypatch):
     embedder = tmp_path / "embedder"
     trained = run_cli_here(*docs_command("train"), "--model_name_or_path", str(save_tiny_resnet(tmp_path / "tiny")),
                            "--dataset_name", str(clean), "--exclude_images", str(tmp_path / "exclude.txt"),
-                           "--output_dir", str(embedder), "--num_train_epochs", "5", "--learning_rate", "3e-3",
+                           "--output_dir", str(embedder), "--num_train_epochs", "6", "--learning_rate", "3e-3",
                            "--disable_tqdm", "true")
     assert trained.returncode == 0, trained.stderr[-2000:]
     card = (embedder / "README.md").read_text()
