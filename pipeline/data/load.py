@@ -205,8 +205,10 @@ def _train_and_eval(raw: DatasetDict, columns: _Columns, data_args, seed: int
     if eval_name is not None:
         evals = _canonical(raw[eval_name], eval_name, columns, data_args)
         return (*_encode(train, evals, eval_name, columns, data_args), eval_name)
-    # Encode first so the held-out split can be stratified on the labels.
-    train, _, labels = _encode(train, train.select([]), "train", columns, data_args)
+    # Encode first so the held-out split can be stratified on the labels. The stand-in eval split (its encoding is
+    # dropped) is one train row, not none: datasets cannot add a column to an empty selection of a table that had
+    # one added (the audit's `_source_row`).
+    train, _, labels = _encode(train, train.select(range(min(1, len(train)))), "train", columns, data_args)
     if columns.multi_label:
         # Iterative stratification: every class keeps about its share of positives in both parts.
         train_rows, eval_rows = iterative_split(label_matrix(train), data_args.train_val_split, seed)
