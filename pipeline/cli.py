@@ -32,13 +32,16 @@ commands:
                                           train several models on the same data; comparison.md/.csv/.png
   search RECIPE --n_trials N --output_dir S [--space SPACE.yaml]
                                           hyperparameter search (optuna, pruning); trials.csv, best_recipe.yaml
+  audit [RECIPE] --output_dir A [--model MODEL]
+                                          data audit: label issues, duplicates, leakage, outliers, image issues
 
 `vit-pipeline COMMAND --help` lists a command's options."""
 
 
 # Each command is `vit_pipeline.commands.<name>.main(argv)`, imported only when it runs (start-up stays fast).
 COMMANDS = {"train": "train", "push": "push", "benchmark": "benchmark", "evaluate": "evaluate", "predict": "predict",
-            "export": "export", "explain": "explain", "demo": "demo", "compare": "compare", "search": "search"}
+            "export": "export", "explain": "explain", "demo": "demo", "compare": "compare", "search": "search",
+            "audit": "audit"}
 
 
 def train_main(argv: list[str]) -> dict:

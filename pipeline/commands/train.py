@@ -128,7 +128,29 @@ def _prepare_data(splits, image_processor, data_args, training_args):
     with training_args.main_process_first(desc="preparing the datasets"):
         # With pixel_cache, building the cache checks the images: what it skips is counted for the card.
         return prepare_datasets(splits.train, splits.eval, image_processor, data_args,
-                                num_proc=data_args.preprocessing_num_workers, skipped=splits.skipped_images)
+                                num_proc=data_args.preprocessing_num_workers, skipped=splits.skipped_images,
+                                digests=splits.pixel_digests)
+
+
+def _summarize_data(splits) -> dict | None:
+    """Exact duplicates within train and across train and eval (from the pixel digests the image check or the cache
+    pass took), class balance and excluded images, logged; what the card's data section shows. None for a stream."""
+    if not hasattr(splits, "pixel_digests"):
+        return None
+    from vit_pipeline.data.balance import class_balance
+    from vit_pipeline.data.duplicates import confirm_in, find_exact_duplicates
+    from vit_pipeline.data.labels import label_values
+
+    summary = {"class_balance": class_balance(splits.labels, {"train": label_values(splits.train),
+                                                              "eval": label_values(splits.eval)}),
+               "excluded": splits.excluded_images, "duplicates": [], "leaked": 0}
+    if splits.pixel_digests:
+        found = find_exact_duplicates(splits.pixel_digests, confirm_in({"train": splits.train, "eval": splits.eval}))
+        summary.update(duplicates=found.sentences(), leaked=found.leaked.get("eval", 0),
+                       within_train=found.within.get("train", 0))
+        for sentence in found.sentences():
+            logger.warning("Exact duplicates: %s (`vit-pipeline audit` lists them, with near copies)", sentence)
+    return summary
 
 
 def cache_decision(model_args, training_args, image_processor):
@@ -202,10 +224,13 @@ def _write_recipe(recipe: dict, training_args) -> None:
     save_recipe(recipe, training_args.output_dir)
 
 
-def _log_done(scores: dict, multi_label: bool, output_dir: str) -> None:
+def _log_done(scores: dict, multi_label: bool, output_dir: str, data_summary: dict | None = None) -> None:
     headline = "map" if multi_label else "accuracy"
-    logger.info("Done: eval %s %.4f; outputs in %s; reuse with pipeline('image-classification', model=%r)",
-                headline, scores.get(headline, float("nan")), output_dir, output_dir)
+    leaked = (data_summary or {}).get("leaked")
+    logger.info("Done: eval %s %.4f%s; outputs in %s; reuse with pipeline('image-classification', model=%r)",
+                headline, scores.get(headline, float("nan")),
+                f" ({leaked} eval images are exact copies of train images: optimistic)" if leaked else "",
+                output_dir, output_dir)
 
 
 def _report_saved_model(model, model_args, data_args, training_args, splits, result, compute_metrics):
@@ -301,6 +326,7 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
     data_args = _fit_to_data(splits, data_args, training_args, recipe, resume_from, token)
     model = _load_model(model_args, training_args, splits, image_processor, token)
     train_dataset, eval_dataset = _prepare_data(splits, image_processor, data_args, training_args)
+    data_summary = _summarize_data(splits)
     logger.info("Speed settings: %s", speed_summary(training_args, data_args))
     if is_main:
         # Written once data and model have loaded: a run that fails on them leaves the folder as it was.
@@ -324,10 +350,11 @@ def main(argv: list[str], callbacks: list | None = None) -> dict:
 
     write_card(card_inputs(model_args, data_args, training_args, splits=splits, result=result, recipe=recipe,
                            architecture=type(model).__name__, image_processor=image_processor,
-                           push_requested=push_requested, **shown), training_args.output_dir)
+                           push_requested=push_requested, data_summary=data_summary, **shown),
+               training_args.output_dir)
     if baseline:
         _write_pareto(training_args, splits, baseline)
-    _log_done(result.scores, splits.multi_label, training_args.output_dir)
+    _log_done(result.scores, splits.multi_label, training_args.output_dir, data_summary)
     if push_requested:
         from vit_pipeline.publish.push import push_or_explain
 

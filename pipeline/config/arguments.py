@@ -7,6 +7,7 @@ Every field is a recipe key and a command-line flag. Single-field range checks a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -154,6 +155,13 @@ class DataArguments:
     bad_images: Literal["error", "skip"] = field(
         default="error", metadata={"help": "What to do with unreadable images: stop with an error, or skip them."}
     )
+    exclude_images: str | None = field(
+        default=None,
+        metadata={"help": "A file of images to leave out, one per line: the exclude.txt `vit-pipeline audit` writes "
+                  "(file paths, or split:row for images without a file of their own). They are dropped from every "
+                  "split before training, counted in the log and the model card; the data itself is not touched. "
+                  "A line naming an image that is not in the data is an error."},
+    )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes for the image check (default: all cores)."}
     )
@@ -241,6 +249,9 @@ class DataArguments:
             if self.problem_type == SINGLE_LABEL:
                 raise PipelineError("label_columns is multi-label: set problem_type: multi_label_classification "
                                     "or leave it unset")
+        if self.exclude_images is not None and not os.path.isfile(self.exclude_images):
+            raise PipelineError(f"exclude_images {self.exclude_images} is not a file: give the exclude.txt that "
+                                "`vit-pipeline audit --output_dir A` wrote (A/exclude.txt)")
         if self.pixel_cache and not self.fast_transforms:
             raise PipelineError("pixel_cache needs fast_transforms: set fast_transforms: true or pixel_cache: false")
         if self.streaming:
@@ -251,6 +262,8 @@ class DataArguments:
                 raise PipelineError("streaming decodes rows with the fast transforms: set fast_transforms: true")
             if self.max_train_samples is not None:
                 raise PipelineError("max_train_samples does not apply to a stream: bound the run with max_steps")
+            if self.exclude_images is not None:
+                raise PipelineError("exclude_images drops rows of data loaded whole: set streaming: false with it")
             if self.label_columns or self.label_flag_names or self.problem_type == MULTI_LABEL:
                 raise PipelineError("streaming is single-label only: load multi-label data without streaming "
                                     "(streaming: false)")

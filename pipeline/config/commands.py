@@ -1,4 +1,4 @@
-"""Options of the commands that use a trained model: evaluate, predict, export, explain.
+"""Options of the commands that use a trained model: evaluate, predict, export, explain, audit.
 
 Each command takes positional arguments (the model, then images for predict and explain) and `--field value` flags
 parsed into these dataclasses by `CommandParser`; evaluate and export also take the train command's data options
@@ -146,6 +146,65 @@ class ExplainArguments:
             raise PipelineError(f"unknown --method {self.method}: use one of {', '.join(EXPLAIN_METHODS)}")
         if self.max_samples < 1:
             raise PipelineError(f"max_samples must be at least 1 (got {self.max_samples})")
+
+
+# The audit's issues: cleanvision's image property checks (its duplicate checks are the audit's own: exact by pixel
+# digest, near by embedding), and those whose images exclude.txt lists by default (outliers, blurry, odd size and
+# grayscale images are reported only: they may be rare but right).
+IMAGE_ISSUES = ("dark", "light", "blurry", "low_information", "odd_size", "odd_aspect_ratio", "grayscale")
+AUDIT_ISSUES = ("label", "exact_duplicate", "near_duplicate", "outlier", *IMAGE_ISSUES)
+AUDIT_EXCLUDE = ("label", "exact_duplicate", "near_duplicate", "dark", "light", "low_information")
+
+
+@dataclass
+class AuditArguments:
+    """`vit-pipeline audit [RECIPE] --output_dir A [--model MODEL] [data options]`."""
+
+    output_dir: str = field(default=None, metadata={"help": "Folder for audit_report.json/.md, issues.csv, "
+                                                    "exclude.txt and the image grids."})
+    model: str | None = field(
+        default=None, metadata={"help": "Model that embeds the images: a training output folder or a Hub id "
+                                "(default: the recipe's model_name_or_path). A model trained on this data is best."}
+    )
+    batch_size: int = field(default=64, metadata={"help": "Images per forward pass of the embedding."})
+    seed: int = field(default=42, metadata={"help": "Seeds the held-out split (as in training; default: the "
+                                             "recipe's seed) and the cross-validation."})
+    n_neighbors: int = field(default=10, metadata={"help": "Nearest neighbours per image (label issues, near "
+                                                  "duplicates, outliers)."})
+    near_duplicate_similarity: float | None = field(
+        default=None, metadata={"help": "Cosine similarity of two (centred) embeddings from which their images are "
+                                "near duplicates (re-encoded, resized, lightly edited copies), in (0, 1]. Default: "
+                                "cleanlab's rule, a distance under 0.13 x the median distance of every image to its "
+                                "nearest neighbour (the report gives the similarity it came to)."}
+    )
+    label_method: Literal["knn", "cross_validation"] = field(
+        default="knn", metadata={"help": "Out-of-sample class probabilities for the label-issue search: the "
+                                 "neighbours' labels (knn: costs nothing more), or a logistic regression on the "
+                                 "embeddings, 5-fold cross-validated."}
+    )
+    image_issues: bool = field(default=True, metadata={"help": "Run cleanvision's image checks (dark, light, "
+                                                      "blurry, low information, odd size or aspect, grayscale)."})
+    exclude_issues: list[str] = field(
+        default_factory=lambda: list(AUDIT_EXCLUDE),
+        metadata={"help": "Issues whose images exclude.txt lists (each duplicate group keeps one image, a train "
+                  "one when it has one): label, exact_duplicate, near_duplicate, outlier, dark, light, blurry, "
+                  "low_information, odd_size, odd_aspect_ratio, grayscale."},
+    )
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise PipelineError("audit needs --output_dir: the folder for the report")
+        if self.batch_size < 1:
+            raise PipelineError(f"batch_size must be at least 1 (got {self.batch_size})")
+        if self.n_neighbors < 1:
+            raise PipelineError(f"n_neighbors must be at least 1 (got {self.n_neighbors})")
+        if self.near_duplicate_similarity is not None and not 0.0 < self.near_duplicate_similarity <= 1.0:
+            raise PipelineError(f"near_duplicate_similarity is a cosine similarity in (0, 1] "
+                                f"(got {self.near_duplicate_similarity})")
+        unknown = [name for name in self.exclude_issues if name not in AUDIT_ISSUES]
+        if unknown:
+            raise PipelineError(f"exclude_issues: unknown issue '{unknown[0]}' (use {', '.join(AUDIT_ISSUES)})")
 
 
 class CommandParser(OneLineErrors, HfArgumentParser):

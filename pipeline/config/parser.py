@@ -68,6 +68,21 @@ class RecipeParser(OneLineErrors, HfArgumentParser):
         return model_args, data_args, training_args, recipe_path
 
     def _recipe_to_argv(self, path: str) -> list[str]:
+        argv: list[str] = []
+        for key, value in self.read_recipe(path).items():
+            if value is None or isinstance(value, dict):
+                # Mappings (fsdp_config, lr_scheduler_kwargs, ...) and nulls go straight to the dataclass.
+                self.set_defaults(**{key: value})
+            else:
+                argv += values_to_argv({key: value})
+        return argv
+
+    def read_recipe(self, path: str) -> dict[str, Any]:
+        """The recipe at `path` as a mapping, every key checked against the fields this parser knows.
+
+        Raises:
+            PipelineError: unreadable file, invalid YAML, not a mapping, or an unknown key (with a suggestion).
+        """
         try:
             text = Path(path).read_text()
         except OSError as err:
@@ -79,19 +94,11 @@ class RecipeParser(OneLineErrors, HfArgumentParser):
         if not isinstance(recipe, dict):
             raise PipelineError(f"recipe {path} must be a mapping of field: value, got {type(recipe).__name__}")
         known = self.known_fields()
-        argv: list[str] = []
-        for key, value in recipe.items():
+        for key in recipe:
             if key not in known:
                 shown = f"'{key}'" if isinstance(key, str) and key.isprintable() else repr(key)
                 raise PipelineError(f"unknown key {shown} in {path}{_suggest(str(key), known, self.prog)}")
-            if value is None or isinstance(value, dict):
-                # Mappings (fsdp_config, lr_scheduler_kwargs, ...) and nulls go straight to the dataclass.
-                self.set_defaults(**{key: value})
-            elif isinstance(value, list):
-                argv += [f"--{key}", *(_scalar(v) for v in value)] if value else []
-            else:
-                argv.append(f"--{key}={_scalar(value)}")
-        return argv
+        return recipe
 
     def _check_unknown_flags(self, flags: list[str]) -> None:
         known = self.known_fields()
@@ -101,6 +108,17 @@ class RecipeParser(OneLineErrors, HfArgumentParser):
                 if key not in known and key != "help":
                     shown = f"--{key}" if key.isprintable() else repr(flag)
                     raise PipelineError(f"unknown option {shown}{_suggest(key, known, self.prog)}")
+
+
+def values_to_argv(values: dict[str, Any]) -> list[str]:
+    """Recipe values (scalars and lists; not None or mappings) as the flags that set them."""
+    argv: list[str] = []
+    for key, value in values.items():
+        if isinstance(value, list):
+            argv += [f"--{key}", *(_scalar(v) for v in value)] if value else []
+        else:
+            argv.append(f"--{key}={_scalar(value)}")
+    return argv
 
 
 def check_combination(model_args, data_args, training_args) -> None:

@@ -20,6 +20,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from vit_pipeline.data.decode import decode_rgb
+from vit_pipeline.data.duplicates import pixel_digest
 from vit_pipeline.data.transforms import ImageSpec
 
 logger = logging.getLogger(__name__)
@@ -42,22 +43,26 @@ class Shrink(torch.nn.Module):
 
 
 class _CacheWriter:
-    """`Dataset.map` function: raw image cells in, uint8 HxWx3 pixel bytes and their shape out."""
+    """`Dataset.map` function: raw image cells in, uint8 HxWx3 pixel bytes, their shape and the digest of the decoded
+    pixels out (before the transform: train and eval images are cached at different sizes, their digests compare)."""
 
     def __init__(self, transform: Callable):
         self.transform = transform
 
     def __call__(self, batch: dict) -> dict:
-        pixels, heights, widths, errors = [], [], [], []
+        pixels, heights, widths, errors, digests = [], [], [], [], []
         for item in batch["image"]:
             try:
                 if item is None:
                     raise ValueError("empty cell")
-                image = self.transform(decode_rgb(item)).permute(1, 2, 0).contiguous()
+                decoded = decode_rgb(item).contiguous()
+                digest = pixel_digest(decoded.numpy(), tuple(decoded.shape))
+                image = self.transform(decoded).permute(1, 2, 0).contiguous()
             except Exception as err:  # an unreadable image: recorded here, so this pass is also the image check
                 pixels.append(b"")
                 heights.append(0)
                 widths.append(0)
+                digests.append("")
                 text = str(err).strip().splitlines()
                 errors.append(f"{type(err).__name__}: {text[0] if text else ''}")
                 continue
@@ -65,7 +70,8 @@ class _CacheWriter:
             heights.append(image.shape[0])
             widths.append(image.shape[1])
             errors.append("")
-        return {"pixels": pixels, "height": heights, "width": widths, "error": errors}
+            digests.append(digest)
+        return {"pixels": pixels, "height": heights, "width": widths, "error": errors, "digest": digests}
 
 
 class CachedTransform:
@@ -83,7 +89,8 @@ class CachedTransform:
 
 
 def cache_pixels(dataset, transform: Callable, num_proc: int | None = None, desc: str = "Caching pixels"):
-    """Decode every image of `dataset` once and store `transform`'s uint8 output (columns pixels, height, width, label).
+    """Decode every image of `dataset` once and store `transform`'s uint8 output (columns pixels, height, width, label,
+    and the digest of the decoded pixels, `duplicates.pixel_digest`).
 
     `Dataset.map` writes the result to the datasets cache and finds it again on the next run with the same data and
     transform (its fingerprint). About 3 x height x width bytes per image. An unreadable image gets no pixels and
@@ -95,7 +102,7 @@ def cache_pixels(dataset, transform: Callable, num_proc: int | None = None, desc
         dataset = dataset.cast_column("image", datasets.Image(decode=False))
     features = datasets.Features({"pixels": datasets.Value("binary"), "height": datasets.Value("int32"),
                                   "width": datasets.Value("int32"), "error": datasets.Value("string"),
-                                  "label": dataset.features["label"]})
+                                  "digest": datasets.Value("string"), "label": dataset.features["label"]})
     return dataset.map(_CacheWriter(transform), batched=True, batch_size=64, remove_columns=["image"],
                        features=features, num_proc=num_proc, desc=desc)
 

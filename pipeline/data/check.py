@@ -1,5 +1,7 @@
 """The image check (`verify_images`): decode every image once before training; stop on unreadable ones or drop them
-(`bad_images`). `count_serve_skew` counts the images `transformers.pipeline()` reads differently from training."""
+(`bad_images`). While it decodes, it takes a digest of every image's pixels (`duplicates.pixel_digest`), from which
+exact duplicates are counted with no decoding pass of their own. `count_serve_skew` counts the images
+`transformers.pipeline()` reads differently from training."""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ from datasets import Dataset
 from PIL import Image
 
 from vit_pipeline import PipelineError
+from vit_pipeline.data.duplicates import pixel_digest
 from vit_pipeline.utils import cpu_count, first_line
 
 logger = logging.getLogger(__name__)
 
 
 def _check_batch(batch: dict) -> dict:
-    ok, errors = [], []
+    ok, errors, digests = [], [], []
     for item in batch["image"]:
         try:
             if item is None:
@@ -32,12 +35,14 @@ def _check_batch(batch: dict) -> dict:
                     # file still fails) for a fraction of the cost of full-size pixels.
                     image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
                 image.load()
+                digests.append(pixel_digest(image.tobytes(), image.size, image.mode, draft=image.format == "JPEG"))
             ok.append(True)
             errors.append("")
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             ok.append(False)
             errors.append(f"{type(err).__name__}: {first_line(err)}")
-    return {"ok": ok, "error": errors}
+            digests.append("")
+    return {"ok": ok, "error": errors, "digest": digests}
 
 
 # Checks of more images than this say up front how long they will take (smaller ones take seconds).
@@ -65,8 +70,12 @@ def check_workers(num_proc: int | None, rows: int) -> int | None:
     return num_proc
 
 
-def find_bad_images(ds: Dataset, split: str, num_proc: int | None = None) -> list[tuple[int, str, str]]:
-    """Decode every image of `ds` once and return the unreadable ones as (row, file, error)."""
+def find_bad_images(ds: Dataset, split: str, num_proc: int | None = None, digests: list[str] | None = None
+                    ) -> list[tuple[int, str, str]]:
+    """Decode every image of `ds` once and return the unreadable ones as (row, file, error).
+
+    `digests`, when given, gets every row's pixel digest ("" for an unreadable one).
+    """
     raw = ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
     num_proc = check_workers(num_proc, len(ds))
     _log_check_estimate(raw, split, num_proc)
@@ -76,6 +85,8 @@ def find_bad_images(ds: Dataset, split: str, num_proc: int | None = None) -> lis
     if len(raw) >= ESTIMATE_ABOVE:
         logger.info("Checked %d %s images in %.0f s", len(raw), split, time.time() - started)
     ok = np.asarray(flags["ok"][:], dtype=bool)
+    if digests is not None:
+        digests.extend(flags["digest"][:])
     bad = []
     for row in np.flatnonzero(~ok):
         item = raw[int(row)]["image"] or {}
@@ -83,9 +94,12 @@ def find_bad_images(ds: Dataset, split: str, num_proc: int | None = None) -> lis
     return bad
 
 
-def check_images(named: dict[str, Dataset], policy: str, num_proc: int | None = None
-                 ) -> tuple[dict[str, Dataset], dict[str, int]]:
+def check_images(named: dict[str, Dataset], policy: str, num_proc: int | None = None,
+                 digests: dict[str, list[str]] | None = None) -> tuple[dict[str, Dataset], dict[str, int]]:
     """Decode every image of every split once; stop on unreadable ones, or drop them when `policy` is "skip".
+
+    Args:
+        digests: when given, gets {split: the pixel digest of every kept row} (`duplicates.find_exact_duplicates`).
 
     Returns:
         The splits without unreadable rows, and how many were dropped from each.
@@ -94,7 +108,8 @@ def check_images(named: dict[str, Dataset], policy: str, num_proc: int | None = 
         PipelineError: with policy "error", naming the split, row and file of the first unreadable image and how
             many there are in all.
     """
-    bad = {split: find_bad_images(ds, split, num_proc) for split, ds in named.items()}
+    found = {split: [] for split in named}
+    bad = {split: find_bad_images(ds, split, num_proc, found[split]) for split, ds in named.items()}
     total = sum(len(rows) for rows in bad.values())
     if total and policy == "error":
         split, (row, where, error) = next((s, rows[0]) for s, rows in bad.items() if rows)
@@ -106,6 +121,8 @@ def check_images(named: dict[str, Dataset], policy: str, num_proc: int | None = 
                            rows[0][0], rows[0][1])
     kept = {split: ds.select(sorted(set(range(len(ds))) - {r for r, *_ in bad[split]})) if bad[split] else ds
             for split, ds in named.items()}
+    if digests is not None:
+        digests.update({split: [d for d in found[split] if d] for split in named})
     return kept, {split: len(rows) for split, rows in bad.items() if rows}
 
 

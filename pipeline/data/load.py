@@ -59,7 +59,7 @@ class _Columns:
 
 
 def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str | None = None,
-                cache_decision: CacheDecision | None = None) -> Splits:
+                cache_decision: CacheDecision | None = None, with_source: bool = False) -> Splits:
     """Load, pick the train and eval splits, normalise the columns and labels, subsample, and check images.
 
     Args:
@@ -69,6 +69,8 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         token: Hub token for private or gated datasets.
         cache_decision: decides an unset `pixel_cache` on the loaded splits, before the image check (the cache pass
             is then the check); `train` and `benchmark` give one.
+        with_source: keep a `_source_row` column naming each row `split:row` in the source data (what `audit`
+            writes to exclude.txt for images that have no file of their own).
 
     Returns:
         A `Splits` with `image` and `label` columns in both splits: a ClassLabel, or for multi-label data (a column
@@ -80,13 +82,15 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
     """
     raw = _load_train_and_rest(data_args, cache_dir, token)
     columns = _pick_columns(raw[data_args.train_split], data_args)
+    raw, excluded = _source_and_exclusions(raw, columns.image, data_args, with_source)
     train, evals, labels, eval_name = _train_and_eval(raw, columns, data_args, seed)
     train, evals = _subsample(train, evals, data_args, seed)
     if cache_decision is not None:
         from vit_pipeline.data.cache import decide_pixel_cache
 
         data_args = decide_pixel_cache(data_args, train, evals, cache_decision)
-    train, evals, skipped = _check_splits(train, evals, eval_name, data_args)
+    digests: dict[str, list[str]] = {}
+    train, evals, skipped = _check_splits(train, evals, eval_name, data_args, digests)
     # Images pipeline() reads otherwise than training (16-bit, transparent): counted, logged and shown in the card.
     serve_skew = count_serve_skew({"train": train, "eval": evals}, data_args.preprocessing_num_workers
                                   ) if data_args.verify_images else {}
@@ -104,6 +108,8 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         multi_label=columns.multi_label,
         no_positive=no_positive,
         pixel_cache=data_args.pixel_cache,
+        pixel_digests=digests,
+        excluded_images=excluded,
     )
 
 
@@ -116,6 +122,20 @@ def _load_train_and_rest(data_args, cache_dir: str | None, token: str | None) ->
         raw = DatasetDict({split: ds.map(JsonLabel(), desc=f"Reading {split} labels from json")
                            for split, ds in raw.items()})
     return raw
+
+
+def _source_and_exclusions(raw: DatasetDict, image_column: str, data_args, with_source: bool
+                           ) -> tuple[DatasetDict, dict[str, int]]:
+    """The raw splits with their `split:row` ids (`with_source`) and without the `exclude_images` rows, and how many
+    rows that dropped per split (before any held-out split or subsampling, so the ids are those of the source)."""
+    from vit_pipeline.data.exclude import exclude_images, read_exclusions, with_source_rows
+
+    if with_source:
+        raw = with_source_rows(raw)
+    if not data_args.exclude_images:
+        return raw, {}
+    exclusions = read_exclusions(data_args.exclude_images)
+    return exclude_images(raw, image_column, exclusions), exclusions.dropped
 
 
 def _pick_columns(train: Dataset, data_args) -> _Columns:
@@ -152,7 +172,9 @@ def _canonical(ds: Dataset, split: str, columns: _Columns, data_args) -> Dataset
     if missing:
         raise PipelineError(f"column(s) {missing} missing from split '{split}' (columns: "
                             f"{', '.join(ds.column_names)})")
-    ds = ds.select_columns([image_col, *label_cols])
+    from vit_pipeline.data.exclude import SOURCE_COLUMN
+
+    ds = ds.select_columns([image_col, *label_cols, *([SOURCE_COLUMN] if SOURCE_COLUMN in ds.column_names else [])])
     if data_args.label_columns:
         # Several 0/1 columns become one multi-hot `label` column, classes named after the columns.
         ds = with_multi_hot(ds, label_cols, columns_to_multi_hot(ds, label_cols, split))
@@ -187,8 +209,10 @@ def _train_and_eval(raw: DatasetDict, columns: _Columns, data_args, seed: int
     if eval_name is not None:
         evals = _canonical(raw[eval_name], eval_name, columns, data_args)
         return (*_encode(train, evals, eval_name, columns, data_args), eval_name)
-    # Encode first so the held-out split can be stratified on the labels.
-    train, _, labels = _encode(train, train.select([]), "train", columns, data_args)
+    # Encode first so the held-out split can be stratified on the labels. The stand-in eval split (its encoding is
+    # dropped) is one train row, not none: datasets cannot add a column to an empty selection of a table that had
+    # one added (the audit's `_source_row`).
+    train, _, labels = _encode(train, train.select(range(min(1, len(train)))), "train", columns, data_args)
     if columns.multi_label:
         # Iterative stratification: every class keeps about its share of positives in both parts.
         train_rows, eval_rows = iterative_split(label_matrix(train), data_args.train_val_split, seed)
@@ -215,9 +239,10 @@ def _subsample(train: Dataset, evals: Dataset, data_args, seed: int) -> tuple[Da
     return train, evals
 
 
-def _check_splits(train: Dataset, evals: Dataset, eval_name: str, data_args
+def _check_splits(train: Dataset, evals: Dataset, eval_name: str, data_args, digests: dict[str, list[str]]
                   ) -> tuple[Dataset, Dataset, dict[str, int]]:
-    """`verify_images`: both splits without their unreadable images (per `bad_images`), and how many were dropped."""
+    """`verify_images`: both splits without their unreadable images (per `bad_images`), and how many were dropped;
+    `digests` gets the pixel digests of both ("train", "eval") the check took while decoding."""
     skipped: dict[str, int] = {}
     if data_args.verify_images and data_args.pixel_cache and data_args.fast_transforms:
         # One decode pass, not two: building the pixel cache checks every image (`cache.drop_unreadable`).
@@ -225,9 +250,11 @@ def _check_splits(train: Dataset, evals: Dataset, eval_name: str, data_args
     elif data_args.verify_images:
         # Keys name the splits in messages; evaluating on train itself still checks two distinct selections.
         eval_key = eval_name if eval_name != "train" else "train (eval)"
+        found: dict[str, list[str]] = {}
         checked, skipped = check_images({"train": train, eval_key: evals}, data_args.bad_images,
-                                        data_args.preprocessing_num_workers)
+                                        data_args.preprocessing_num_workers, found)
         train, evals = checked["train"], checked[eval_key]
+        digests.update(train=found["train"], eval=found[eval_key])
     return train, evals, skipped
 
 

@@ -62,13 +62,14 @@ def fast_dataset(dataset, transform: Callable):
 
 
 def prepare_dataset(dataset, image_processor, data_args: DataArguments | None = None, train: bool = True,
-                    num_proc: int | None = None, skipped: dict[str, int] | None = None):
+                    num_proc: int | None = None, skipped: dict[str, int] | None = None,
+                    digests: dict[str, list[str]] | None = None):
     """One split as the data arguments ask (train or eval transforms), rows ready for `collate`.
 
     - `fast_transforms` (default): images stay encoded; workers decode and crop to uint8 (`fast_dataset`);
     - with `pixel_cache` too: images are decoded once now (`cache_pixels`), and epochs crop from the cached pixels;
       that one pass is also the image check (`verify_images`), with `bad_images` applied and counts added to
-      `skipped`;
+      `skipped`, and the pixel digests of the kept rows put in `digests` under "train" or "eval";
     - `fast_transforms: false`: per-image float transforms on decoded PIL images (`BatchTransform`).
 
     Fast-path rows hold uint8 pixels: normalize their batches with `PixelNormalizer` (the Trainer backend does).
@@ -88,15 +89,22 @@ def prepare_dataset(dataset, image_processor, data_args: DataArguments | None = 
         cached = cache_pixels(dataset, Shrink(cache_size(spec), spec.interpolation), num_proc,
                               desc="Caching training pixels")
         cached = drop_unreadable(cached, "train", data_args.bad_images, skipped)
+        if digests is not None:
+            digests["train"] = cached["digest"][:]
         return cached.with_transform(CachedTransform(transform))
     # Evaluation is deterministic: cache the model's exact uint8 input, and read it back as is.
     cached = cache_pixels(dataset, transform, num_proc, desc="Caching evaluation pixels")
     cached = drop_unreadable(cached, "eval", data_args.bad_images, skipped)
+    if digests is not None:
+        digests["eval"] = cached["digest"][:]
     return cached.with_transform(CachedTransform())
 
 
 def prepare_datasets(train, evals, image_processor, data_args: DataArguments | None = None,
-                     num_proc: int | None = None, skipped: dict[str, int] | None = None):
+                     num_proc: int | None = None, skipped: dict[str, int] | None = None,
+                     digests: dict[str, list[str]] | None = None):
     """The train and eval datasets as the data arguments ask (see `prepare_dataset`)."""
-    return (prepare_dataset(train, image_processor, data_args, train=True, num_proc=num_proc, skipped=skipped),
-            prepare_dataset(evals, image_processor, data_args, train=False, num_proc=num_proc, skipped=skipped))
+    return (prepare_dataset(train, image_processor, data_args, train=True, num_proc=num_proc, skipped=skipped,
+                            digests=digests),
+            prepare_dataset(evals, image_processor, data_args, train=False, num_proc=num_proc, skipped=skipped,
+                            digests=digests))

@@ -45,6 +45,11 @@ class Splits(DataSplits):
     # `pixel_cache` as preparing the splits should apply it: as set, or decided while loading when it was unset
     # (then the images are checked while the cache is built, in one decode pass).
     pixel_cache: bool | None = None
+    # The digest of every image's pixels, {"train": [...], "eval": [...]} (`duplicates.pixel_digest`), taken by the
+    # image check; empty until the pixel cache pass takes them when that pass is the check.
+    pixel_digests: dict[str, list[str]] = field(default_factory=dict)
+    # Rows dropped per source split by `exclude_images`.
+    excluded_images: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

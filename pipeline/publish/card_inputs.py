@@ -62,6 +62,9 @@ class CardInputs:
     evaluation: dict[str, Any] | None = None
     # A distilled model: its teacher, with the teacher's own figures (`publish.teacher_card.teacher_summary`).
     teacher: dict[str, Any] | None = None
+    # From `commands.train._summarize_data`: exact duplicates (sentences, eval images leaked from train), class
+    # balance ({"counts": {split: {class: n}}, "imbalance_ratio", "missing"}) and excluded images per split.
+    data_summary: dict[str, Any] | None = None
 
 
 def hyperparameters(model_args, training_args) -> dict[str, Any]:
@@ -104,7 +107,8 @@ def augmentation(data_args) -> str:
 
 def card_inputs(model_args, data_args, training_args, *, splits, result, recipe: dict[str, Any], architecture: str,
                 image_processor, push_requested: bool, per_class: list[dict[str, Any]] | None = None,
-                thresholds: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None) -> CardInputs:
+                thresholds: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None,
+                data_summary: dict[str, Any] | None = None) -> CardInputs:
     """Gather what the card says about a finished `train` run.
 
     Args:
@@ -119,6 +123,7 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         per_class, thresholds: multi-label runs: the per-class table (`evaluation.multilabel.per_class_report`)
             and the tuned thresholds (`evaluation.multilabel.threshold_summary`).
         evaluation: what `evaluation.run_report.report_training_run` wrote (report, figures; a multi-label one too).
+        data_summary: exact duplicates, class balance and excluded images (`commands.train._summarize_data`).
     """
     from vit_pipeline.data.transforms import image_spec  # torch: imported only when a card is assembled
 
@@ -157,6 +162,7 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         thresholds=thresholds,
         evaluation=evaluation,
         teacher=_teacher(training_args),
+        data_summary=data_summary,
     )
 
 
