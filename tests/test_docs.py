@@ -79,6 +79,9 @@ def test_every_run_marker_names_a_test_that_reads_the_page(page, test):
     function = functions[name]
     # The test itself, or a fixture of the same module it takes, reads the page.
     fixtures = [functions[a.arg] for a in function.args.args if a.arg in functions]
+    # ... or a helper of the same module it calls (one that reads the page's commands for it).
+    called = {c.func.id for c in ast.walk(function) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+    fixtures += [functions[n] for n in sorted(called) if n in functions and n != name]
     assert any(_reads(f, page, constants) for f in [function, *fixtures]), \
         f"{test} does not read {page} (commands({page!r}, ...) or blocks({page!r})): it cannot be running its block"
 
@@ -93,7 +96,26 @@ def _parse_train(argv, prog="vit-pipeline train"):
         # A recipe an earlier command writes (search's best_recipe.yaml): its flags still have to be known options.
         argv = [a for a in argv if a not in (recipe, "--config")]
         argv += ["--model_name_or_path", "m", "--dataset_name", "d"]
-    return RecipeParser(prog=prog).parse(argv)
+    return RecipeParser(prog=prog).parse(_existing_exclude(argv))
+
+
+def _existing_exclude(argv):
+    # An exclude file the page's `audit` command writes first: any file stands in for it (its flag must still parse).
+    if "--exclude_images" in argv:
+        i = argv.index("--exclude_images") + 1
+        if i < len(argv) and not (REPO / argv[i]).is_file():
+            argv = [*argv[:i], __file__, *argv[i + 1:]]
+    return argv
+
+
+def _parse_audit(argv):
+    from vit_pipeline.commands.audit import PROG, recipe_arguments
+    from vit_pipeline.config.arguments import DataArguments
+    from vit_pipeline.config.commands import AuditArguments, CommandParser
+
+    flags, _ = recipe_arguments(_existing_exclude(argv))
+    positionals, _ = CommandParser((AuditArguments, DataArguments), PROG, "RECIPE").parse_command(flags)
+    assert not positionals, positionals
 
 
 def _parse_compare(argv):
@@ -149,6 +171,7 @@ def _argparse_command(factory: str):
 PARSERS = {
     "train": _parse_train,
     "compare": _parse_compare,
+    "audit": _parse_audit,
     "search": _parse_search,
     "benchmark": _parse_benchmark,
     "evaluate": _model_command("evaluate", "EvaluateArguments DataArguments", 1, 1),
