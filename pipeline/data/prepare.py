@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vit_pipeline.config.arguments import DataArguments, default_data_args
+from vit_pipeline.data.batches import BatchCrop, CachedBatches
 from vit_pipeline.data.cache import CachedTransform, Shrink, cache_pixels, cache_size, drop_unreadable
 from vit_pipeline.data.decode import decode_rgb, to_rgb
 from vit_pipeline.data.transforms import build_fast_transforms, build_transforms, image_spec
@@ -88,11 +89,20 @@ def prepare_dataset(dataset, image_processor, data_args: DataArguments | None = 
         cached = cache_pixels(dataset, Shrink(cache_size(spec), spec.interpolation), num_proc,
                               desc="Caching training pixels")
         cached = drop_unreadable(cached, "train", data_args.bad_images, skipped)
-        return cached.with_transform(CachedTransform(transform))
-    # Evaluation is deterministic: cache the model's exact uint8 input, and read it back as is.
+        crop = batch_crop(spec, data_args)
+        # Crop and flip only (the defaults): whole batches at once; other augmentation keeps its per-row steps.
+        return CachedBatches(cached, crop) if crop is not None else cached.with_transform(CachedTransform(transform))
+    # Evaluation is deterministic: cache the model's exact uint8 input, and read whole batches of it back as is.
     cached = cache_pixels(dataset, transform, num_proc, desc="Caching evaluation pixels")
-    cached = drop_unreadable(cached, "eval", data_args.bad_images, skipped)
-    return cached.with_transform(CachedTransform())
+    return CachedBatches(drop_unreadable(cached, "eval", data_args.bad_images, skipped))
+
+
+def batch_crop(spec, data_args: DataArguments) -> BatchCrop | None:
+    """The batch path's augmentation for these data arguments, or None when they ask for more than a random resized
+    crop and a flip (a plain resize, `auto_augment`, `random_erasing`: those keep the per-row steps)."""
+    if not data_args.random_resized_crop or data_args.auto_augment != "none" or data_args.random_erasing > 0:
+        return None
+    return BatchCrop(spec.output_size, spec.interpolation, data_args.crop_scale_min, data_args.horizontal_flip)
 
 
 def prepare_datasets(train, evals, image_processor, data_args: DataArguments | None = None,
