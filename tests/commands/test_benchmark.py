@@ -41,6 +41,9 @@ def test_benchmark_command_prints_every_figure(tmp_path):
         assert line is not None, f"{row} missing from:\n{result.stdout}"
         numbers = [float(n.replace(",", "")) for n in re.findall(r"[\d,]+\.?\d*(?:e[-+]?\d+)?", line[len(row):])]
         assert len(numbers) == 3 and all(n > 0 for n in numbers), line  # pipeline, reference, ratio
+    # What the data path leaves of the model's rate, on its own line, per configuration.
+    share = re.search(r"^end to end / model only\s+(\d+)%\s+(\d+)%$", result.stdout, re.MULTILINE)
+    assert share is not None, result.stdout
     assert "device peak:" in result.stdout and "FLOP per training image" in result.stdout
     assert "reference: fp32, 0 loader workers" in result.stdout and "example-script per-image PIL" in result.stdout
     figures = json.loads(out.read_text())
@@ -51,6 +54,11 @@ def test_benchmark_command_prints_every_figure(tmp_path):
             assert config[key] > 0, key
     assert figures["flops_per_image"] == pytest.approx(6 * 9.31e6, rel=0.01)  # the quickstart ViT at 16 px
     assert all(v > 0 for v in figures["ratio"].values())
+    for name, percent in zip(("pipeline", "reference"), share.groups(), strict=True):
+        config = figures["configurations"][name]
+        assert config["end_to_end_over_model"] == pytest.approx(
+            config["end_to_end_images_per_s"] / config["model_images_per_s"])
+        assert int(percent) == round(100 * config["end_to_end_over_model"])
     # Start-up: loading the data, then the first batch, said and written; the quickstart's epochs turn the pixel
     # cache on, and its one decode pass is the image check.
     assert figures["startup"]["checked_while_caching"] is True
