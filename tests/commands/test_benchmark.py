@@ -31,9 +31,14 @@ ROWS = ("data only (images/s)", "model only (images/s)", "end to end (images/s)"
 @pytest.mark.slow
 def test_benchmark_command_prints_every_figure(tmp_path):
     """The real command on the quickstart recipe, few steps: each figure for both configurations, and the ratio."""
+    from tests.docs_blocks import commands
+
     out = tmp_path / "figures.json"
-    result = run_cli("benchmark", "recipes/quickstart.yaml", "--steps", "3", "--warmup", "1", "--json", str(out),
-                     "--max_train_samples", "256", timeout=300)
+    # The command docs/speed.md shows, made tiny (later flags win).
+    (command,) = commands("docs/speed.md", "test_benchmark_command_prints_every_figure")
+    assert command[:2] == ["benchmark", "recipes/quickstart.yaml"]
+    result = run_cli(*command, "--steps", "3", "--warmup", "1", "--json", str(out), "--max_train_samples", "256",
+                     timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     for row in ROWS:
