@@ -142,12 +142,10 @@ def main(argv: list[str]) -> list[dict]:
     model, image_processor = load_trained(name, token=get_token(), revision=args.model_revision)
     import datasets
 
-    from vit_pipeline.utils import cpu_count
+    from vit_pipeline.evaluation.inference import loader_workers
 
     dataset = datasets.Dataset.from_dict({"image": paths}, features=datasets.Features({"image": datasets.Image()}))
-    # Decoding is most of the work and the forward pass of a batch a small part: a loader worker per core decodes
-    # while the model runs (none for a batch or two of images, where starting workers costs more than it saves).
-    workers = min(16, cpu_count()) if len(paths) > 2 * args.batch_size else 0
+    workers = loader_workers(len(paths), args.batch_size)  # decoding in workers while the model runs
     start = time.perf_counter()
     logits, _ = predict_logits(model, dataset, image_processor, batch_size=args.batch_size, progress=True,
                                num_workers=workers)

@@ -67,7 +67,8 @@ def prepare_dataset(dataset, image_processor, data_args: DataArguments | None = 
     """One split as the data arguments ask (train or eval transforms), rows ready for `collate`.
 
     - `fast_transforms` (default): images stay encoded; workers decode and crop to uint8 (`fast_dataset`);
-    - with `pixel_cache` too: images are decoded once now (`cache_pixels`), and epochs crop from the cached pixels;
+    - with `pixel_cache` too: images are decoded once now (`cache_pixels`), and epochs crop from the cached pixels,
+      whole batches at once (`batches.CachedBatches`, a torch dataset: train with the crop and flip, eval as cached);
       that one pass is also the image check (`verify_images`), with `bad_images` applied and counts added to
       `skipped`;
     - `fast_transforms: false`: per-image float transforms on decoded PIL images (`BatchTransform`).
