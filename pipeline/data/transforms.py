@@ -180,11 +180,11 @@ class Finish(torch.nn.Module):
         spec = self.spec
         device = pixels.device
         if self.fused and pixels.dtype == torch.uint8 and not spec.std_again:
-            # One pass instead of three (convert, subtract, divide): the same float operations, so the same values.
-            # The result is contiguous whatever the batch's memory format (the cache path builds channels-last).
-            out = torch.empty(pixels.shape, dtype=torch.float32, device=device)
+            # Two passes instead of three (convert, subtract, divide): the same float operations, so the same values.
+            # A channels-last batch (the cache's batch path) is made contiguous while it is uint8, a quarter of the
+            # bytes: measured faster than converting the layout in the subtraction.
             mean, std = self.mean.to(device)[:, None, None], self.std.to(device)[:, None, None]
-            return torch.sub(pixels, mean, out=out).div_(std)
+            return torch.sub(pixels.contiguous(), mean).div_(std)
         pixels = pixels.to(torch.float32, copy=True)
         if not self.fused:
             pixels = pixels * spec.rescale
