@@ -2,6 +2,7 @@
 
     python benchmarks/folder.py benchmarks/data/folder-20k --count 20000
     vit-pipeline benchmark recipes/quickstart.yaml --dataset_name benchmarks/data/folder-20k --steps 5
+    python benchmarks/folder.py benchmarks/data/pngs --count 2304 --format png   # the small-PNG benchmark
 
 `root/train/<class>/<n>.jpg` (and 10% as `root/validation/...`): random 128 px crops of scikit-image's sample photos,
 one class per photo, JPEG quality 90. The benchmark prints the start-up line (images loaded and checked, ms per image,
@@ -19,8 +20,9 @@ from PIL import Image
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "camera")
 
 
-def write_folder(root: str | Path, count: int = 20000, size: int = 128, seed: int = 0) -> Path:
-    """Write `count` JPEGs as a train/validation imagefolder under `root` (90% / 10%)."""
+def write_folder(root: str | Path, count: int = 20000, size: int = 128, seed: int = 0,
+                 image_format: str = "jpg") -> Path:
+    """Write `count` JPEGs (PNGs with `image_format="png"`) as a train/validation imagefolder under `root` (90/10%)."""
     from skimage import data as skdata
 
     rng = np.random.default_rng(seed)
@@ -36,7 +38,7 @@ def write_folder(root: str | Path, count: int = 20000, size: int = 128, seed: in
         split = "validation" if i % 10 == 9 else "train"
         folder = root / split / PHOTOS[label]
         folder.mkdir(parents=True, exist_ok=True)
-        crop.save(folder / f"{i:06d}.jpg", quality=90)
+        crop.save(folder / f"{i:06d}.{image_format}", **({"quality": 90} if image_format == "jpg" else {}))
     return root
 
 
@@ -45,5 +47,7 @@ if __name__ == "__main__":
     cli.add_argument("folder")
     cli.add_argument("--count", type=int, default=20000)
     cli.add_argument("--size", type=int, default=128)
+    cli.add_argument("--format", choices=("jpg", "png"), default="jpg",
+                     help="image files (png: the small-PNG benchmark of benchmarks/pngs-vit-tiny-128.yaml)")
     options = cli.parse_args()
-    print(write_folder(options.folder, options.count, options.size))
+    print(write_folder(options.folder, options.count, options.size, image_format=options.format))

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from vit_pipeline import PipelineError
-from vit_pipeline.config.machine import images_per_step, planned_epochs, planned_steps
+from vit_pipeline.config.machine import fit_workers_to_data, images_per_step, planned_epochs, planned_steps
 from vit_pipeline.training.throughput import (
     REFERENCE_FILE,
     ExampleScriptTransform,
@@ -245,6 +245,8 @@ def prepare_runs(configs: dict, options: Options, splits, image_processor) -> tu
         warmup = options.warmup if options.warmup is not None else (10 if config_args.torch_compile else 3)
         if kind != "example_script" and not config_data.streaming and config_data.pixel_cache is None:
             config_data = dataclasses.replace(config_data, pixel_cache=splits.pixel_cache)
+        if kind != "example_script" and not config_data.streaming:
+            fit_workers_to_data(config_args, bool(config_data.pixel_cache))  # as `train` does
         config_args.max_steps = warmup + options.steps
         dataset, settings, cache_seconds[name] = training_dataset(kind, splits, image_processor, config_data,
                                                                   config_args)

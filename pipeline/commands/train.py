@@ -205,8 +205,14 @@ def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: st
         check_teacher(training_args.teacher_model_name_or_path, splits.labels, splits.multi_label, token)
 
     if not data_args.streaming:
+        from vit_pipeline.config.machine import fit_workers_to_data
+
         data_args = dataclasses.replace(data_args, pixel_cache=splits.pixel_cache)
         recipe["pixel_cache"] = splits.pixel_cache
+        fit_workers_to_data(training_args, splits.pixel_cache)
+        for name in ("dataloader_num_workers", "dataloader_persistent_workers"):
+            if name in recipe:
+                recipe[name] = getattr(training_args, name)
     if splits.multi_label:
         _multi_label_defaults(training_args, recipe)
     if resume_from:

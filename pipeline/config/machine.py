@@ -18,6 +18,21 @@ def _default_workers() -> int:
     return max(0, min(16, cores // local_procs - 1))
 
 
+def fit_workers_to_data(training_args, pixel_cache: bool) -> None:
+    """With the pixel cache and no accelerator, train in the loading process: no loader worker unless one was asked.
+
+    The cache's batch path (`vit_pipeline.data.batches`) costs a few percent of a CPU step; a worker process doing it
+    instead takes a core from the model's torch threads (on 2 cores: both threads contend with it). With a GPU the
+    workers stay (the host's cores are free while the GPU computes).
+    """
+    if not pixel_cache or not getattr(training_args, "_workers_from_machine", False):
+        return
+    if _has_accelerator() or training_args.dataloader_num_workers == 0:
+        return
+    training_args.dataloader_num_workers = 0
+    training_args.dataloader_persistent_workers = False
+
+
 def _has_accelerator() -> bool:
     import torch
 

@@ -186,6 +186,9 @@ class PipelineTrainingArguments(TrainingArguments):
             # TF32 keeps fp32's range with a 10-bit mantissa (~1e-3 relative error) and is several times faster.
             self.tf32 = True if is_torch_tf32_available() else None
             self._machine_fields.add("tf32")
+        # Sized here, before the data is known: the pixel cache's batch path may take it back to 0
+        # (`machine.fit_workers_to_data`).
+        self._workers_from_machine = self.dataloader_num_workers < 0
         if self.dataloader_num_workers < 0:
             self.dataloader_num_workers = _default_workers()
         if self.dataloader_pin_memory and not _has_accelerator():

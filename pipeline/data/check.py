@@ -22,20 +22,31 @@ from vit_pipeline.utils import cpu_count, first_line
 logger = logging.getLogger(__name__)
 
 
+def check_image(source, digest: bool = False) -> str:
+    """Decode one image (a path or a file object) far enough to know it is readable; raise what PIL raises if not.
+
+    JPEGs are decoded at 1/8 scale: that reads and checks the whole entropy-coded stream (a truncated or corrupt file
+    still fails) for a fraction of the cost of full-size pixels.
+
+    Returns:
+        With `digest`, the decoded pixels' digest (`duplicates.pixel_digest`, marked as a draft for a JPEG); else "".
+    """
+    with Image.open(source) as image:
+        draft = image.format == "JPEG"
+        if draft:
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
+        return pixel_digest(image.tobytes(), image.size, image.mode, draft=draft) if digest else ""
+
+
 def _check_batch(batch: dict) -> dict:
     ok, errors, digests = [], [], []
     for item in batch["image"]:
         try:
             if item is None:
                 raise ValueError("empty cell")
-            source = io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]
-            with Image.open(source) as image:
-                if image.format == "JPEG":
-                    # Decoding at 1/8 scale reads and checks the whole entropy-coded stream (a truncated or corrupt
-                    # file still fails) for a fraction of the cost of full-size pixels.
-                    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-                image.load()
-                digests.append(pixel_digest(image.tobytes(), image.size, image.mode, draft=image.format == "JPEG"))
+            digests.append(check_image(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"],
+                                       digest=True))
             ok.append(True)
             errors.append("")
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files

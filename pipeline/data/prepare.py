@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vit_pipeline.config.arguments import DataArguments, default_data_args
+from vit_pipeline.data.batches import BatchCrop, CachedBatches
 from vit_pipeline.data.cache import CachedTransform, Shrink, cache_pixels, cache_size, drop_unreadable
 from vit_pipeline.data.decode import decode_rgb, to_rgb
 from vit_pipeline.data.transforms import build_fast_transforms, build_transforms, image_spec
@@ -67,7 +68,8 @@ def prepare_dataset(dataset, image_processor, data_args: DataArguments | None = 
     """One split as the data arguments ask (train or eval transforms), rows ready for `collate`.
 
     - `fast_transforms` (default): images stay encoded; workers decode and crop to uint8 (`fast_dataset`);
-    - with `pixel_cache` too: images are decoded once now (`cache_pixels`), and epochs crop from the cached pixels;
+    - with `pixel_cache` too: images are decoded once now (`cache_pixels`), and epochs crop from the cached pixels,
+      whole batches at once (`batches.CachedBatches`, a torch dataset: train with the crop and flip, eval as cached);
       that one pass is also the image check (`verify_images`), with `bad_images` applied and counts added to
       `skipped`, and the pixel digests of the kept rows put in `digests` under "train" or "eval";
     - `fast_transforms: false`: per-image float transforms on decoded PIL images (`BatchTransform`).
@@ -91,13 +93,23 @@ def prepare_dataset(dataset, image_processor, data_args: DataArguments | None = 
         cached = drop_unreadable(cached, "train", data_args.bad_images, skipped)
         if digests is not None:
             digests["train"] = cached["digest"][:]
-        return cached.with_transform(CachedTransform(transform))
-    # Evaluation is deterministic: cache the model's exact uint8 input, and read it back as is.
+        crop = batch_crop(spec, data_args)
+        # Crop and flip only (the defaults): whole batches at once; other augmentation keeps its per-row steps.
+        return CachedBatches(cached, crop) if crop is not None else cached.with_transform(CachedTransform(transform))
+    # Evaluation is deterministic: cache the model's exact uint8 input, and read whole batches of it back as is.
     cached = cache_pixels(dataset, transform, num_proc, desc="Caching evaluation pixels")
     cached = drop_unreadable(cached, "eval", data_args.bad_images, skipped)
     if digests is not None:
         digests["eval"] = cached["digest"][:]
-    return cached.with_transform(CachedTransform())
+    return CachedBatches(cached)
+
+
+def batch_crop(spec, data_args: DataArguments) -> BatchCrop | None:
+    """The batch path's augmentation for these data arguments, or None when they ask for more than a random resized
+    crop and a flip (a plain resize, `auto_augment`, `random_erasing`: those keep the per-row steps)."""
+    if not data_args.random_resized_crop or data_args.auto_augment != "none" or data_args.random_erasing > 0:
+        return None
+    return BatchCrop(spec.output_size, spec.interpolation, data_args.crop_scale_min, data_args.horizontal_flip)
 
 
 def prepare_datasets(train, evals, image_processor, data_args: DataArguments | None = None,

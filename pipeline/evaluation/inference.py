@@ -90,13 +90,21 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def loader_workers(rows: int, batch_size: int) -> int:
+    """Loader workers for inference over `rows` images: one per core (up to 16), since decoding is most of the work
+    and a forward pass a small part; none for a batch or two, where starting workers costs more than it saves."""
+    from vit_pipeline.utils import cpu_count
+
+    return min(16, cpu_count()) if rows > 2 * batch_size else 0
+
+
 def batches(dataset, image_processor, batch_size: int = 32, device=None, progress: bool = False,
-            num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            num_workers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The eval batches of `dataset` as the model receives them: (float pixel_values on `device`, labels).
 
     `dataset` has the canonical `image` column (and `label`, else every label is -1); it goes through the pipeline's
     eval path (`prepare_dataset`: decode, resize and crop to uint8, then `PixelNormalizer` on the device), which
-    equals the image processor's output.
+    equals the image processor's output. `num_workers` None: `loader_workers`.
     """
     from torch.utils.data import DataLoader
 
@@ -108,7 +116,8 @@ def batches(dataset, image_processor, batch_size: int = 32, device=None, progres
     device = torch.device(device) if device is not None else default_device()
     prepared = prepare_dataset(dataset, image_processor, None, train=False)
     normalizer = PixelNormalizer(image_spec(image_processor)).to(device)
-    loader = DataLoader(prepared, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    workers = loader_workers(len(prepared), batch_size) if num_workers is None else num_workers
+    loader = DataLoader(prepared, batch_size=batch_size, collate_fn=collate, num_workers=workers)
     if progress:
         from tqdm.auto import tqdm
 
@@ -119,7 +128,7 @@ def batches(dataset, image_processor, batch_size: int = 32, device=None, progres
 
 @torch.no_grad()
 def predict_logits(model, dataset, image_processor, batch_size: int = 32, device=None, progress: bool = False,
-                   num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   num_workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run `model` over `dataset` (canonical `image` / `label` columns, as `load_splits` gives them).
 
     Args:

@@ -95,13 +95,19 @@ def as_json(results: dict[str, Figures], recipe_path, where: str, image_size, fl
         "device_peak_source": peak[1],
         "steps": options.steps,
         "repeats": options.repeats,
-        "configurations": {name: dataclasses.asdict(f) for name, f in results.items()},
+        "configurations": {name: {**dataclasses.asdict(f), "end_to_end_over_model": data_share(f)}
+                           for name, f in results.items()},
     }
     if len(results) == 2:
         a, b = results["pipeline"], results["reference"]
         figures_json["ratio"] = {key: getattr(a, key) / getattr(b, key) for key in (
             "data_images_per_s", "model_images_per_s", "end_to_end_images_per_s", "peak_memory_mib")}
     return figures_json
+
+
+def data_share(figures: Figures) -> float:
+    """End to end over model only: the fraction of the model's own rate that training on real data keeps."""
+    return figures.end_to_end_images_per_s / figures.model_images_per_s if figures.model_images_per_s else 0.0
 
 
 def _row(label: str, values: list[float], unit_format: str, ratio: bool = True) -> str:
@@ -121,6 +127,8 @@ def report(results: dict[str, Figures], header: list[str]) -> str:
     lines.append(_row("data only (images/s)", [f.data_images_per_s for f in figures], ",.1f"))
     lines.append(_row("model only (images/s)", [f.model_images_per_s for f in figures], ",.1f"))
     lines.append(_row("end to end (images/s)", [f.end_to_end_images_per_s for f in figures], ",.1f"))
+    # What the data path leaves of the model's rate (100%: the model never waits for data).
+    lines.append(f"{'end to end / model only':<26}" + "".join(f"{f'{100 * data_share(f):.0f}%':>14}" for f in figures))
     lines.append(_row("peak memory (MiB)", [f.peak_memory_mib for f in figures], ",.0f"))
     lines.append(_row("MFU model only (%)", [100 * f.mfu_model for f in figures], ".3g"))
     lines.append(_row("MFU end to end (%)", [100 * f.mfu_end_to_end for f in figures], ".3g"))

@@ -33,10 +33,12 @@ ROWS = ("data only (images/s)", "model only (images/s)", "end to end (images/s)"
 def test_benchmark_command_prints_every_figure(tmp_path):
     """The real command on the quickstart recipe, few steps: each figure for both configurations, and the ratio."""
     out = tmp_path / "figures.json"
-    # The command the README and the benchmark page show, few steps.
+    # The command the README, the benchmark page and the speed page show, few steps (later flags win).
     [argv] = commands("README.md", "test_benchmark_command_prints_every_figure")
     assert commands("docs/commands/benchmark.md", "test_benchmark_command_prints_every_figure") == [argv]
-    result = run_cli(*argv, "--steps", "3", "--warmup", "1", "--json", str(out), "--max_train_samples", "256",
+    (command,) = commands("docs/speed.md", "test_benchmark_command_prints_every_figure")
+    assert command[:2] == argv == ["benchmark", "recipes/quickstart.yaml"]
+    result = run_cli(*command, "--steps", "3", "--warmup", "1", "--json", str(out), "--max_train_samples", "256",
                      timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
@@ -45,6 +47,9 @@ def test_benchmark_command_prints_every_figure(tmp_path):
         assert line is not None, f"{row} missing from:\n{result.stdout}"
         numbers = [float(n.replace(",", "")) for n in re.findall(r"[\d,]+\.?\d*(?:e[-+]?\d+)?", line[len(row):])]
         assert len(numbers) == 3 and all(n > 0 for n in numbers), line  # pipeline, reference, ratio
+    # What the data path leaves of the model's rate, on its own line, per configuration.
+    share = re.search(r"^end to end / model only\s+(\d+)%\s+(\d+)%$", result.stdout, re.MULTILINE)
+    assert share is not None, result.stdout
     assert "device peak:" in result.stdout and "FLOP per training image" in result.stdout
     assert "reference: fp32, 0 loader workers" in result.stdout and "example-script per-image PIL" in result.stdout
     figures = json.loads(out.read_text())
@@ -55,6 +60,11 @@ def test_benchmark_command_prints_every_figure(tmp_path):
             assert config[key] > 0, key
     assert figures["flops_per_image"] == pytest.approx(6 * 9.31e6, rel=0.01)  # the quickstart ViT at 16 px
     assert all(v > 0 for v in figures["ratio"].values())
+    for name, percent in zip(("pipeline", "reference"), share.groups(), strict=True):
+        config = figures["configurations"][name]
+        assert config["end_to_end_over_model"] == pytest.approx(
+            config["end_to_end_images_per_s"] / config["model_images_per_s"])
+        assert int(percent) == round(100 * config["end_to_end_over_model"])
     # Start-up: loading the data, then the first batch, said and written; the quickstart's epochs turn the pixel
     # cache on, and its one decode pass is the image check.
     assert figures["startup"]["checked_while_caching"] is True
@@ -139,7 +149,9 @@ def test_benchmark_recipes_parse(recipe, tmp_path):
     assert (REPO / model_args.model_name_or_path / "config.json").is_file()
     header = recipe.read_text().split("\n\n")[0]
     assert f"vit-pipeline benchmark benchmarks/{recipe.name}" in header
-    assert f"python benchmarks/photos.py {data_args.dataset_name}" in header
+    # The command that writes its data comes first too (photos.py: JPEG photos; folder.py: small PNGs).
+    writes = (f"python benchmarks/{script} {data_args.dataset_name}" for script in ("photos.py", "folder.py"))
+    assert any(command in header for command in writes)
 
 
 def test_photo_dataset_is_real_jpegs(tmp_path):

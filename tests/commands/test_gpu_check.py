@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -45,3 +46,4 @@ def test_gpu_check_dry_run(tmp_path):
         assert tune["images_per_s"] > 0 and tune["peak_memory_mib"] > 0
         assert 0 <= tune["accuracy_before"] <= 1 and 0 <= tune["accuracy_after"] <= 1
     assert "recipe / reference end to end" in result.stdout
+    assert re.search(r"benchmark pipeline, end to end / model only\s+\d+%", result.stdout), result.stdout

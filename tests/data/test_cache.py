@@ -23,8 +23,8 @@ def test_pixel_cache_keeps_training_images_a_little_larger_than_the_model_input(
     sides = [min(h, w) for h, w in zip(raw["height"], raw["width"], strict=True)]
     # Every photo is at least 300 px: shrunk to a 256 px shorter side, aspect kept.
     assert sides == [256] * len(ds)
-    rows = train.__getitems__(list(range(len(ds))))
-    assert all(r["pixel_values"].dtype == torch.uint8 and r["pixel_values"].shape == (3, 224, 224) for r in rows)
+    batch = train.__getitems__(list(range(len(ds))))  # the batch path builds the whole batch
+    assert batch["pixel_values"].dtype == torch.uint8 and batch["pixel_values"].shape == (len(ds), 3, 224, 224)
     # The cache is built once: a second preparation finds it (same fingerprint) instead of decoding again.
     again = prepare_dataset(ds, processor, DataArguments(dataset_name="x", pixel_cache=True), train=True)
     assert again.with_format(None)["height"] == raw["height"]
