@@ -26,33 +26,30 @@ CONFIG_KEY = "calibration_temperature"
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean cross-entropy of the softmax of `logits` [n, classes] against integer `labels` [n]."""
-    logits = torch.as_tensor(np.asarray(logits, dtype=np.float64))
-    return float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(np.asarray(labels, dtype=np.int64))))
+    from scipy.special import logsumexp
+
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    return float(np.mean(logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]))
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T > 0 minimising the NLL of softmax(logits / T) (L-BFGS on log T, in float64).
+    """The temperature T > 0 minimising the NLL of softmax(logits / T): a one-dimensional problem, solved on log T
+    by bounded Brent (scipy's `minimize_scalar`), in float64.
 
     Args:
         logits: [n, classes] uncalibrated scores (of the eval split: never the test split).
         labels: [n] true label ids.
 
     Returns:
-        T (above 1: the model was overconfident; below 1: underconfident).
+        T in [0.01, 1000] (above 1: the model was overconfident; below 1: underconfident).
     """
-    z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
-    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)  # log T: T stays positive
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+    from scipy.optimize import minimize_scalar
 
-    def closure():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return float(log_t.detach().exp())
+    logits = np.asarray(logits, dtype=np.float64)
+    result = minimize_scalar(lambda log_t: negative_log_likelihood(logits / np.exp(log_t), labels),
+                             bounds=(np.log(0.01), np.log(1000.0)), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(result.x))
 
 
 def classifier_layers(model) -> list[torch.nn.Linear]:
