@@ -190,26 +190,26 @@ def _train_eval_and_test(raw: DatasetDict, columns: _Columns, data_args, seed: i
     if data_args.eval_split and data_args.eval_split not in raw:
         raise PipelineError(f"no '{data_args.eval_split}' split (splits: {', '.join(raw)}); fix eval_split")
     test_name = test_split_name(raw, data_args, eval_name)
-    if eval_name is not None:
-        evals = _canonical(raw[eval_name], eval_name, columns, data_args)
-        if test_name in raw:
-            # One encoding for both held-out splits (class names are train's); split back by row count.
-            test = _canonical(raw[test_name], test_name, columns, data_args)
-            train, both, labels = _encode(train, datasets.concatenate_datasets([evals, test]),
-                                          f"{eval_name}/{test_name}", columns, data_args)
-            return (train, both.select(range(len(evals))), both.select(range(len(evals), len(both))), labels,
-                    eval_name, test_name)
-        train, evals, labels = _encode(train, evals, eval_name, columns, data_args)
-    else:
-        # Encode first so the held-out split can be stratified on the labels.
-        train, _, labels = _encode(train, train.select([]), "train", columns, data_args)
+    evals = _canonical(raw[eval_name], eval_name, columns, data_args) if eval_name is not None else None
+    test = _canonical(raw[test_name], test_name, columns, data_args) if test_name in raw else None
+    # One encoding for train and the held-out splits found in the data (class names are train's), split back by row
+    # count; with none found, train alone is encoded first, so that held-out parts are stratified on its labels.
+    found = [split for split in (evals, test) if split is not None]
+    names = "/".join(name for name, split in ((eval_name, evals), (test_name, test)) if split is not None)
+    train, encoded, labels = _encode(train, datasets.concatenate_datasets(found) if found else train.select([]),
+                                     names or "train", columns, data_args)
+    if evals is not None:
+        evals = encoded.select(range(len(evals)))
+    if test is not None:
+        test = encoded.select(range(len(encoded) - len(test), len(encoded)))
+    if evals is None:
         train, evals = _hold_out(train, data_args.train_val_split, seed, columns.multi_label, "train_val_split")
         eval_name = f"{data_args.train_split} ({data_args.train_val_split:.0%} held out, seed {seed})"
-    if test_name is None:
-        return train, evals, None, labels, eval_name, None
-    train, test = _hold_out(train, data_args.test_fraction, seed, columns.multi_label, "test_fraction")
-    return (train, evals, test, labels, eval_name,
-            f"{data_args.train_split} ({data_args.test_fraction:.0%} of the training rows held out, seed {seed})")
+    if test_name is not None and test is None:
+        train, test = _hold_out(train, data_args.test_fraction, seed, columns.multi_label, "test_fraction")
+        test_name = (f"{data_args.train_split} ({data_args.test_fraction:.0%} of the training rows held out, "
+                     f"seed {seed})")
+    return train, evals, test, labels, eval_name, test_name
 
 
 def test_split_name(raw: DatasetDict, data_args, eval_name: str | None) -> str | None:
@@ -252,8 +252,9 @@ def _hold_out(train: Dataset, fraction: float, seed: int, multi_label: bool, opt
         train_rows, held_rows = iterative_split(label_matrix(train), fraction, seed)
         return train.select(train_rows), train.select(held_rows)
     counts = Counter(label_values(train))
-    # Stratifying needs two images of every class, and a held-out part with room for one image of each.
-    stratify = "label" if min(counts.values()) >= 2 and len(counts) > 1 and held >= len(counts) else None
+    # Stratifying needs two images of every class, and both parts with room for one image of each.
+    stratify = "label" if min(counts.values()) >= 2 and len(counts) > 1 and min(held, len(train) - held) >= len(
+        counts) else None
     if stratify is None:
         logger.warning("The held-out part (%s) is not stratified: some class has a single image, or it holds fewer "
                        "rows than there are classes", option)

@@ -35,6 +35,13 @@ PUSHED_FILES = (
     "pr_curves.png",
     # Multi-label runs: the per-class thresholds tuned on the eval split (`vit-pipeline predict` reads them).
     "thresholds.json",
+    # The test split's scores and report (the card's model-index figures and the files it names).
+    "test_results.json",
+    "test/test_report.json",
+    "test/test_report.md",
+    "test/confusion_matrix.png",
+    "test/reliability_diagram.png",
+    "test/pr_curves.png",
 )
 # The weights a push publishes: safetensors only (never a pickle), and a LoRA adapter's.
 PUSHED_WEIGHT_FILES = (*SAFE_WEIGHT_FILES, ADAPTER_WEIGHT_FILE)

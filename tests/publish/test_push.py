@@ -30,7 +30,10 @@ PUSHED = {"model.safetensors", "config.json", "preprocessor_config.json", "READM
           "train_results.json", "eval_results.json", "all_results.json",
           # The evaluation report and the figures the card shows (predictions.csv, with local paths, stays).
           "eval_report.json", "eval_report.md", "confusion_matrix.png", "reliability_diagram.png", "misclassified.png",
-          "training_curves.png", "attention_rollout.png"}
+          "training_curves.png", "attention_rollout.png",
+          # The test split held out of train: its scores and report (its predictions.csv stays too).
+          "test_results.json", "test/test_report.json", "test/test_report.md", "test/confusion_matrix.png",
+          "test/reliability_diagram.png"}
 # Binary files go through LFS: the weights and the PNGs.
 LFS_FILES = {name for name in PUSHED if name.endswith((".safetensors", ".png"))}
 LABELS = ["0", "1", "2", "3"]
