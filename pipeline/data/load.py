@@ -292,14 +292,16 @@ def _check_splits(train: Dataset, evals: Dataset, test: Dataset | None, eval_nam
         # split, never cached, is checked here.
         logger.info("Images are checked while the pixel cache is built (one decode pass)")
         if test is not None:
-            checked, skipped = check_images({"test": test}, data_args.bad_images, data_args.preprocessing_num_workers)
-            test = checked["test"]
+            checked, skipped = check_images({test_name: test}, data_args.bad_images,
+                                            data_args.preprocessing_num_workers)
+            test = checked[test_name]
     elif data_args.verify_images:
         # Keys name the splits in messages; evaluating on train itself still checks two distinct selections.
         eval_key = eval_name if eval_name != "train" else "train (eval)"
-        named = {"train": train, eval_key: evals, **({"test": test} if test is not None else {})}
+        test_key = test_name if test_name not in ("train", eval_key) else f"{test_name} (test)"
+        named = {"train": train, eval_key: evals, **({test_key: test} if test is not None else {})}
         checked, skipped = check_images(named, data_args.bad_images, data_args.preprocessing_num_workers)
-        train, evals, test = checked["train"], checked[eval_key], checked.get("test")
+        train, evals, test = checked["train"], checked[eval_key], checked.get(test_key)
     return train, evals, test, skipped
 
 
