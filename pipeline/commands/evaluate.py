@@ -125,6 +125,27 @@ def train_overlap(rows, recipe: dict | None, own_rows: bool, allow: bool, token:
     return shared
 
 
+def evaluation_rows(argv: list[str], args, data_args, recipe: dict | None, run_mode: bool, token: str | None):
+    """Load the data and pick the rows to score.
+
+    Returns:
+        (the data arguments used, the loaded splits, the rows, the split's name, how many rows the run trained on
+        or None when not checked: see `train_overlap`).
+    """
+    from vit_pipeline.data.load import load_splits
+
+    data_args, test = run_split(data_args, recipe if run_mode else None)
+    if not run_mode and not data_options_given(argv) & {"test_split", "test_fraction"}:
+        # Data named here: no test part is held out of its train split (nothing trains on it, nothing scores it).
+        data_args = dataclasses.replace(data_args, test_split="none")
+    splits = load_splits(data_args, seed=args.seed, token=token)
+    rows, split = rows_to_score(splits, test)
+    # The run's own held-out rows need no check; any other data option may bring in training rows.
+    own_rows = run_mode and not data_options_given(argv) - {"eval_split"} and (
+        data_args.eval_split == recipe.get("eval_split"))
+    return data_args, splits, rows, split, train_overlap(rows, recipe, own_rows, args.allow_train_overlap, token)
+
+
 def main(argv: list[str]) -> dict:
     """`vit-pipeline evaluate`: load the model and the eval split, predict, write the report. Returns the report."""
     from vit_pipeline.config.arguments import DataArguments
@@ -157,19 +178,9 @@ def main(argv: list[str]) -> dict:
     token = get_token()
     model, image_processor = load_trained(name, token=token, revision=args.model_revision)
 
-    # Data: the eval split (or the run's test split), as training picked it (same seed, same held-out shares).
-    from vit_pipeline.data.load import load_splits
-
-    data_args, test = run_split(data_args, recipe if run_mode else None)
-    if not run_mode and not data_options_given(argv) & {"test_split", "test_fraction"}:
-        # Data named here: no test part is held out of its train split (nothing trains on it, nothing scores it).
-        data_args = dataclasses.replace(data_args, test_split="none")
-    splits = load_splits(data_args, seed=args.seed, token=token)
-    rows, split = rows_to_score(splits, test)
-    # The run's own held-out rows need no check; any other data option may bring in training rows.
-    own_rows = run_mode and not data_options_given(argv) - {"eval_split"} and (
-        data_args.eval_split == recipe.get("eval_split"))
-    overlap = train_overlap(rows, recipe, own_rows, args.allow_train_overlap, token)
+    # Data: the eval split (or the run's test split), as training picked it (same seed, same held-out shares), and
+    # how many of its images the run trained on.
+    data_args, splits, rows, split, overlap = evaluation_rows(argv, args, data_args, recipe, run_mode, token)
     dataset_name = data_args.dataset_name or data_args.validation_dir or data_args.train_dir
     logger.info("Evaluating %s on %d images (%s of %s)", name, len(rows), split, dataset_name)
     from vit_pipeline.evaluation.run_report import evaluate_dataset
