@@ -57,6 +57,9 @@ def run_defaults(recipe: dict, parser) -> None:
     defaults = {k: v for k, v in recipe.items() if k in fields}
     # evaluate never builds the pixel cache: the images are decoded as pipeline() reads them.
     defaults["pixel_cache"] = False
+    if "test_fraction" not in recipe:
+        # A run from before test splits held none out: the rows a default test_fraction would take it trained on.
+        defaults["test_split"] = "none"
     if "seed" in recipe:
         defaults["seed"] = recipe["seed"]
     if "per_device_eval_batch_size" in recipe:
