@@ -95,8 +95,8 @@ def rows_to_score(splits, test: bool):
     if not test:
         return splits.eval, splits.eval_split_name
     if splits.test is None:
-        raise PipelineError("the run has no test split (it trained with test_split: none or test_fraction: 0): "
-                            "evaluate its eval split (no --eval_split), or name a split of the data")
+        raise PipelineError("the run has no test split (test_split: none, test_fraction: 0, or a run from before "
+                            "test splits): evaluate its eval split (no --eval_split), or name a split of the data")
     return splits.test, splits.test_split_name
 
 
