@@ -258,6 +258,7 @@ def _report_saved_model(model, model_args, data_args, training_args, splits, res
         # The final evaluation scored the saved model: thresholds.json and the card's per-class table from it.
         per_class, thresholds = tune_and_save_thresholds(compute_metrics, splits.labels, splits.eval_split_name,
                                                          training_args.output_dir)
+    temperature = _calibrate(model_args, training_args, splits)
     # The evaluation report of the saved model on the eval split (as `evaluate` writes it), training curves and
     # rollout maps. The card shows them.
     evaluation = report_training_run(
@@ -265,10 +266,52 @@ def _report_saved_model(model, model_args, data_args, training_args, splits, res
         metric=training_args.metric_for_best_model, split=splits.eval_split_name, seed=training_args.seed,
         dataset_name=splits.hub_id or data_args.dataset_name or data_args.train_dir,
         batch_size=training_args.per_device_eval_batch_size, multi_label=splits.multi_label)
+    test = _report_test_split(data_args, training_args, splits, result)
+    calibration = _record_calibration(training_args, evaluation, test, temperature)
     if splits.skipped_images:
         merge_json(Path(training_args.output_dir) / "all_results.json",
                    {f"{k}_skipped_images": v for k, v in splits.skipped_images.items()})
-    return model, {"per_class": per_class, "thresholds": thresholds, "evaluation": evaluation}
+    return model, {"per_class": per_class, "thresholds": thresholds, "evaluation": evaluation, "test": test,
+                   "calibration": calibration}
+
+
+def _calibrate(model_args, training_args, splits) -> float | None:
+    """Temperature scaling of the saved model, fitted on the eval split (single-label runs with calibrate).
+    Returns the temperature, or None when the run is not calibrated."""
+    if not model_args.calibrate:
+        return None
+    if splits.multi_label:
+        logger.info("Multi-label: not calibrated (the per-class thresholds tuned on the eval scores keep their "
+                    "meaning)")
+        return None
+    from vit_pipeline.evaluation.calibration import calibrate_saved_model
+
+    return calibrate_saved_model(training_args.output_dir, splits.eval, splits.labels,
+                                 batch_size=training_args.per_device_eval_batch_size)
+
+
+def _report_test_split(data_args, training_args, splits, result) -> dict | None:
+    """The saved model scored once on the test split (report in OUTPUT_DIR/test/, `test_results.json`); None when
+    the run has no test split."""
+    if splits.test is None:
+        return None
+    from vit_pipeline.evaluation.heldout import report_test_split
+
+    return report_test_split(training_args.output_dir, splits.test, splits.labels, metric_names=list(result.scores),
+                             dataset_name=splits.hub_id or data_args.dataset_name or data_args.train_dir,
+                             split=splits.test_split_name, seed=training_args.seed,
+                             batch_size=training_args.per_device_eval_batch_size)
+
+
+def _record_calibration(training_args, evaluation: dict, test: dict | None, temperature: float | None) -> dict | None:
+    """T and ECE / NLL before and after it in all_results.json, measured on the test split when there is one (the
+    eval split chose T)."""
+    if temperature is None:
+        return None
+    from vit_pipeline.evaluation.heldout import record_calibration
+
+    report, kind = (test["report"], "test") if test else (evaluation["report"], "eval")
+    return record_calibration(training_args.output_dir, report, kind)
 
 
 BASELINE_DIR = "baseline"

@@ -72,6 +72,13 @@ class ModelArguments:
                   "q_proj v_proj; ConvNeXt: pwconv1 pwconv2). Other ViT modules in transformers 5: k_proj, o_proj, "
                   "fc1, fc2."},
     )
+    calibrate: bool = field(
+        default=True,
+        metadata={"help": "Single-label runs: fit a temperature on the eval split after training (temperature "
+                  "scaling, Guo et al. 2017) and fold it into the classifier, so pipeline() returns calibrated "
+                  "probabilities (top-1 never changes). Multi-label runs are not calibrated: their tuned thresholds "
+                  "are kept."},
+    )
     lora_save_adapter: bool = field(
         default=True, metadata={"help": "Also keep the unmerged adapter in OUTPUT_DIR/adapter (a few MB)."}
     )
@@ -144,8 +151,21 @@ class DataArguments:
         default=0.15,
         metadata={"help": "Fraction of train held out (stratified, seeded) when the dataset has no eval split."},
     )
+    test_split: str | None = field(
+        default=None,
+        metadata={"help": "Split scored once on the saved model for the card's figures, never used to choose anything "
+                  "(best checkpoint, early stopping, thresholds, calibration); default: a split named test when "
+                  "another split is the eval split, else test_fraction of train held out; none: no test split."},
+    )
+    test_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of the training rows (what is left after the eval split) held out, stratified "
+                  "and seeded, as the test split when the dataset has none; 0: no test split."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many eval rows."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many eval rows (and as many test rows)."}
+    )
     verify_images: bool = field(
         default=True,
         metadata={
@@ -228,6 +248,8 @@ class DataArguments:
             raise PipelineError("set either dataset_name or train_dir/validation_dir, not both")
         if not 0.0 < self.train_val_split < 1.0:
             raise PipelineError(f"train_val_split must be between 0 and 1 (got {self.train_val_split})")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise PipelineError(f"test_fraction must be in [0, 1) (got {self.test_fraction}); 0: no test split")
         if not 0.0 < self.crop_scale_min <= 1.0:
             raise PipelineError(f"crop_scale_min must be in (0, 1] (got {self.crop_scale_min})")
         if self.problem_type not in (None, *PROBLEM_TYPES):

@@ -23,9 +23,20 @@ class EvaluateArguments:
     """`vit-pipeline evaluate MODEL --output_dir R [data options]`."""
 
     output_dir: str = field(default=None, metadata={"help": "Folder for eval_report.json/.md, predictions.csv, PNGs."})
-    batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
-    seed: int = field(default=42, metadata={"help": "Seeds the held-out split (as in training) and the bootstrap."})
+    batch_size: int = field(
+        default=32, metadata={"help": "Images per forward pass (MODEL a training run: its per_device_eval_batch_size)."}
+    )
+    seed: int = field(
+        default=42,
+        metadata={"help": "Seeds the held-out split (as in training) and the bootstrap (MODEL a training run: its "
+                  "seed)."},
+    )
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
+    allow_train_overlap: bool = field(
+        default=False,
+        metadata={"help": "Evaluate even when some images are among the training rows of MODEL (a training run): the "
+                  "report then says how many (train_overlap). Without it such a split is refused."},
+    )
 
     def __post_init__(self):
         if not self.output_dir:

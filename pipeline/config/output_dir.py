@@ -31,7 +31,8 @@ IDENTITY_KEYS = ("model_name_or_path", "from_scratch", "use_peft", "image_size",
                  "dataset_config_name", "train_dir", "validation_dir", "label_column_name", "train_split")
 # What a finished run writes at the top of its folder (removed by overwrite_output_dir, with the checkpoints).
 RUN_OUTPUTS = (*WEIGHT_FILES, "config.json", "preprocessor_config.json", "README.md", "training_args.bin",
-               "trainer_state.json", "train_results.json", "eval_results.json", "all_results.json", "adapter")
+               "trainer_state.json", "train_results.json", "eval_results.json", "all_results.json", "adapter",
+               "test_results.json", "test")
 
 
 class OutputDirLock:

@@ -8,6 +8,7 @@ handling is `vit_pipeline.data.labels` (multi-label: `vit_pipeline.data.multilab
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,7 +41,7 @@ from vit_pipeline.data.multilabel import (
     with_multi_hot,
 )
 from vit_pipeline.data.sources import load_raw
-from vit_pipeline.data.splits import EVAL_SPLITS, Splits
+from vit_pipeline.data.splits import EVAL_SPLITS, HELD_OUT_TEST, Splits
 from vit_pipeline.utils import is_hub_id
 
 if TYPE_CHECKING:
@@ -83,17 +84,18 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
     raw = _load_train_and_rest(data_args, cache_dir, token)
     columns = _pick_columns(raw[data_args.train_split], data_args)
     raw, excluded = _source_and_exclusions(raw, columns.image, data_args, with_source)
-    train, evals, labels, eval_name = _train_and_eval(raw, columns, data_args, seed)
+    train, evals, test, labels, eval_name, test_name = _train_eval_and_test(raw, columns, data_args, seed)
     train, evals = _subsample(train, evals, data_args, seed)
+    test = _subsample_test(test, data_args, seed)
     if cache_decision is not None:
         from vit_pipeline.data.cache import decide_pixel_cache
 
         data_args = decide_pixel_cache(data_args, train, evals, cache_decision)
     digests: dict[str, list[str]] = {}
-    train, evals, skipped = _check_splits(train, evals, eval_name, data_args, digests)
+    train, evals, test, skipped = _check_splits(train, evals, test, eval_name, test_name, data_args, digests)
     # Images pipeline() reads otherwise than training (16-bit, transparent): counted, logged and shown in the card.
-    serve_skew = count_serve_skew({"train": train, "eval": evals}, data_args.preprocessing_num_workers
-                                  ) if data_args.verify_images else {}
+    serve_skew = count_serve_skew({"train": train, "eval": evals, **({"test": test} if test is not None else {})},
+                                  data_args.preprocessing_num_workers) if data_args.verify_images else {}
     no_positive = _count_no_positive(train, evals, eval_name, labels) if columns.multi_label else {}
     name = data_args.dataset_name
     return Splits(
@@ -101,6 +103,8 @@ def load_splits(data_args, seed: int, cache_dir: str | None = None, token: str |
         eval=evals,
         labels=labels,
         eval_split_name=eval_name,
+        test=test,
+        test_split_name=test_name,
         hub_id=name if is_hub_id(name) else None,
         config_name=data_args.dataset_config_name,
         skipped_images=skipped,
@@ -195,36 +199,96 @@ def _encode(train: Dataset, evals: Dataset, eval_name: str, columns: _Columns, d
     return encode_labels(train, evals, eval_name)
 
 
-def _train_and_eval(raw: DatasetDict, columns: _Columns, data_args, seed: int
-                    ) -> tuple[Dataset, Dataset, list[str], str]:
-    """The train and eval splits with encoded labels, the class names and the eval split's name for the card.
+def _train_eval_and_test(raw: DatasetDict, columns: _Columns, data_args, seed: int
+                         ) -> tuple[Dataset, Dataset, Dataset | None, list[str], str, str | None]:
+    """The train, eval and test splits with encoded labels, the class names, and the eval and test splits' names for
+    the card (the test split's None when there is none).
 
     The eval split is `eval_split`, else the first usual eval split name present, else `train_val_split` of train
-    held out (stratified: on the ClassLabel, or iteratively for multi-label data).
+    held out. The test split (`test_split_name` says which) is held out after the eval split: so the eval rows of a
+    recipe do not move when a test split is added.
     """
     train = _canonical(raw[data_args.train_split], data_args.train_split, columns, data_args)
-    eval_name = data_args.eval_split or next((s for s in EVAL_SPLITS if s in raw and s != data_args.train_split), None)
+    # A split named as the test split is never picked as the eval split (`test_split: test` on a train + test set
+    # holds the eval split out of train).
+    eval_name = data_args.eval_split or next((s for s in EVAL_SPLITS if s in raw and s not in (
+        data_args.train_split, data_args.test_split)), None)
     if data_args.eval_split and data_args.eval_split not in raw:
         raise PipelineError(f"no '{data_args.eval_split}' split (splits: {', '.join(raw)}); fix eval_split")
-    if eval_name is not None:
-        evals = _canonical(raw[eval_name], eval_name, columns, data_args)
-        return (*_encode(train, evals, eval_name, columns, data_args), eval_name)
-    # Encode first so the held-out split can be stratified on the labels. The stand-in eval split (its encoding is
-    # dropped) is one train row, not none: datasets cannot add a column to an empty selection of a table that had
-    # one added (the audit's `_source_row`).
-    train, _, labels = _encode(train, train.select(range(min(1, len(train)))), "train", columns, data_args)
-    if columns.multi_label:
+    test_name = test_split_name(raw, data_args, eval_name)
+    evals = _canonical(raw[eval_name], eval_name, columns, data_args) if eval_name is not None else None
+    test = _canonical(raw[test_name], test_name, columns, data_args) if test_name in raw else None
+    # One encoding for train and the held-out splits found in the data (class names are train's), split back by row
+    # count; with none found, train alone is encoded first, so that held-out parts are stratified on its labels.
+    found = [split for split in (evals, test) if split is not None]
+    names = "/".join(name for name, split in ((eval_name, evals), (test_name, test)) if split is not None)
+    # With none found, the stand-in held-out split (its encoding is dropped) is one train row, not none: datasets
+    # cannot add a column to an empty selection of a table that had one added (the audit's `_source_row`).
+    stand_in = train.select(range(min(1, len(train))))
+    train, encoded, labels = _encode(train, datasets.concatenate_datasets(found) if found else stand_in,
+                                     names or "train", columns, data_args)
+    if evals is not None:
+        evals = encoded.select(range(len(evals)))
+    if test is not None:
+        test = encoded.select(range(len(encoded) - len(test), len(encoded)))
+    if evals is None:
+        train, evals = _hold_out(train, data_args.train_val_split, seed, columns.multi_label, "train_val_split")
+        eval_name = f"{data_args.train_split} ({data_args.train_val_split:.0%} held out, seed {seed})"
+    if test_name is not None and test is None:
+        train, test = _hold_out(train, data_args.test_fraction, seed, columns.multi_label, "test_fraction")
+        test_name = (f"{data_args.train_split} ({data_args.test_fraction:.0%} of the training rows held out, "
+                     f"seed {seed})")
+    return train, evals, test, labels, eval_name, test_name
+
+
+def test_split_name(raw: DatasetDict, data_args, eval_name: str | None) -> str | None:
+    """Which split is the test split: `test_split` as set (`none`: no test split), else a split named `test` that is
+    neither the train nor the eval split, else the held-out part of train (`HELD_OUT_TEST`) when `test_fraction` is
+    above 0, else none.
+
+    Raises:
+        PipelineError: `test_split` names a split the dataset lacks, or the train or eval split.
+    """
+    if data_args.test_split == "none":
+        return None
+    if data_args.test_split is not None:
+        if data_args.test_split not in raw:
+            raise PipelineError(f"no '{data_args.test_split}' split (splits: {', '.join(raw)}); fix test_split or "
+                                "set test_split: none")
+        if data_args.test_split in (data_args.train_split, eval_name):
+            raise PipelineError(f"test_split '{data_args.test_split}' is also the train or eval split: a test split "
+                                "must be held out of both (set test_split: none to have none)")
+        return data_args.test_split
+    if "test" in raw and "test" not in (data_args.train_split, eval_name):
+        return "test"
+    return HELD_OUT_TEST if data_args.test_fraction > 0 else None
+
+
+def _hold_out(train: Dataset, fraction: float, seed: int, multi_label: bool, option: str
+              ) -> tuple[Dataset, Dataset]:
+    """`fraction` of `train` held out, seeded: stratified on the ClassLabel, or iteratively for multi-label data.
+
+    Raises:
+        PipelineError: the held-out part would leave no training rows, or hold no row (`option` names the setting).
+    """
+    held = math.ceil(fraction * len(train))
+    if held >= len(train) or held == 0:
+        raise PipelineError(f"{option} {fraction:g} of {len(train)} training rows leaves "
+                            f"{'no training rows' if held else 'no held-out row'}: set {option} "
+                            f"{'lower' if held else 'higher'}")
+    if multi_label:
         # Iterative stratification: every class keeps about its share of positives in both parts.
-        train_rows, eval_rows = iterative_split(label_matrix(train), data_args.train_val_split, seed)
-        train, evals = train.select(train_rows), train.select(eval_rows)
-    else:
-        counts = Counter(label_values(train))
-        stratify = "label" if min(counts.values()) >= 2 and len(counts) > 1 else None
-        if stratify is None:
-            logger.warning("Some class has a single image: the held-out split is not stratified")
-        parts = train.train_test_split(test_size=data_args.train_val_split, stratify_by_column=stratify, seed=seed)
-        train, evals = parts["train"], parts["test"]
-    return train, evals, labels, f"{data_args.train_split} ({data_args.train_val_split:.0%} held out, seed {seed})"
+        train_rows, held_rows = iterative_split(label_matrix(train), fraction, seed)
+        return train.select(train_rows), train.select(held_rows)
+    counts = Counter(label_values(train))
+    # Stratifying needs two images of every class, and both parts with room for one image of each.
+    stratify = "label" if min(counts.values()) >= 2 and len(counts) > 1 and min(held, len(train) - held) >= len(
+        counts) else None
+    if stratify is None:
+        logger.warning("The held-out part (%s) is not stratified: some class has a single image, or it holds fewer "
+                       "rows than there are classes", option)
+    parts = train.train_test_split(test_size=fraction, stratify_by_column=stratify, seed=seed)
+    return parts["train"], parts["test"]
 
 
 def _subsample(train: Dataset, evals: Dataset, data_args, seed: int) -> tuple[Dataset, Dataset]:
@@ -239,23 +303,41 @@ def _subsample(train: Dataset, evals: Dataset, data_args, seed: int) -> tuple[Da
     return train, evals
 
 
-def _check_splits(train: Dataset, evals: Dataset, eval_name: str, data_args, digests: dict[str, list[str]]
-                  ) -> tuple[Dataset, Dataset, dict[str, int]]:
-    """`verify_images`: both splits without their unreadable images (per `bad_images`), and how many were dropped;
-    `digests` gets the pixel digests of both ("train", "eval") the check took while decoding."""
+def _subsample_test(test: Dataset | None, data_args, seed: int) -> Dataset | None:
+    """At most `max_eval_samples` test rows too (drawn with `seed`): the test split is scored like the eval split."""
+    if test is not None and data_args.max_eval_samples is not None and data_args.max_eval_samples < len(test):
+        return test.shuffle(seed=seed).select(range(data_args.max_eval_samples))
+    if test is not None and len(test) == 0:
+        raise PipelineError("the test split is empty: set test_split to a split with rows, or test_split: none")
+    return test
+
+
+def _check_splits(train: Dataset, evals: Dataset, test: Dataset | None, eval_name: str, test_name: str | None,
+                  data_args, digests: dict[str, list[str]]) -> tuple[Dataset, Dataset, Dataset | None, dict[str, int]]:
+    """`verify_images`: the splits without their unreadable images (per `bad_images`), and how many were dropped;
+    `digests` gets the pixel digests ("train", "eval", "test") the check took while decoding."""
     skipped: dict[str, int] = {}
     if data_args.verify_images and data_args.pixel_cache and data_args.fast_transforms:
-        # One decode pass, not two: building the pixel cache checks every image (`cache.drop_unreadable`).
+        # One decode pass, not two: building the pixel cache checks every image (`cache.drop_unreadable`); the test
+        # split, never cached, is checked here.
         logger.info("Images are checked while the pixel cache is built (one decode pass)")
+        if test is not None:
+            found = {}
+            checked, skipped = check_images({test_name: test}, data_args.bad_images,
+                                            data_args.preprocessing_num_workers, found)
+            test, digests["test"] = checked[test_name], found[test_name]
     elif data_args.verify_images:
         # Keys name the splits in messages; evaluating on train itself still checks two distinct selections.
         eval_key = eval_name if eval_name != "train" else "train (eval)"
         found: dict[str, list[str]] = {}
-        checked, skipped = check_images({"train": train, eval_key: evals}, data_args.bad_images,
-                                        data_args.preprocessing_num_workers, found)
-        train, evals = checked["train"], checked[eval_key]
+        test_key = test_name if test_name not in ("train", eval_key) else f"{test_name} (test)"
+        named = {"train": train, eval_key: evals, **({test_key: test} if test is not None else {})}
+        checked, skipped = check_images(named, data_args.bad_images, data_args.preprocessing_num_workers, found)
+        train, evals, test = checked["train"], checked[eval_key], checked.get(test_key)
         digests.update(train=found["train"], eval=found[eval_key])
-    return train, evals, skipped
+        if test is not None:
+            digests["test"] = found[test_key]
+    return train, evals, test, skipped
 
 
 def _count_no_positive(train: Dataset, evals: Dataset, eval_name: str, labels: list[str]) -> dict[str, int]:

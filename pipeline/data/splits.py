@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 # Split names taken as the eval split, in this order, when `eval_split` is not set.
 EVAL_SPLITS = ("validation", "valid", "val", "test")
+# What `load.test_split_name` calls a test split held out of train (`test_fraction`), before it is named for the card.
+HELD_OUT_TEST = "<held out of train>"
 
 
 @dataclass
@@ -35,6 +37,10 @@ class DataSplits:
     multi_label: bool = False
     # Multi-label: images with no positive label ("no finding") per split, e.g. {"train": 12, "validation": 3}.
     no_positive: dict[str, int] = field(default_factory=dict)
+    # The test split (never used to choose anything: scored once on the saved model) and its name for the card; None
+    # when there is none (`test_split: none`, `test_fraction: 0`, a stream).
+    test: Dataset | None = None
+    test_split_name: str | None = None
 
 
 @dataclass

@@ -79,8 +79,13 @@ def plot_confusion_matrix(confusion: Sequence[Sequence[int]], labels: Sequence[s
     return save_figure(fig, path)
 
 
-def plot_reliability(bins: list[tuple[float, float, float, int]], ece: float, path: str | Path) -> Path:
-    """Reliability diagram: accuracy per confidence bin against the diagonal, with the bin counts below."""
+def plot_reliability(bins: list[tuple[float, float, float, int]], ece: float, path: str | Path,
+                     before: tuple[list[tuple[float, float, float, int]], float] | None = None) -> Path:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with the bin counts below.
+
+    `before`: the bins and ECE of the same images before temperature scaling, drawn as a line over the bars (and
+    their counts as an outline).
+    """
     plt = pyplot()
     width = 1.0 / len(bins)
     fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -90,11 +95,18 @@ def plot_reliability(bins: list[tuple[float, float, float, int]], ece: float, pa
     ax.bar(lefts, [b[1] - b[2] if b[3] else 0.0 for b in bins], bottom=[b[2] for b in bins], width=width,
            align="edge", color="#e74c3c", alpha=0.4, label="gap to confidence")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+    if before is not None:
+        filled = [b for b in before[0] if b[3]]
+        ax.plot([b[1] for b in filled], [b[2] for b in filled], "o-", color="#e67e22",
+                label=f"before calibration (ECE {before[1]:.4f})")
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability diagram (ECE {ece:.4f}, {len(bins)} bins)")
+    ax.set_title(f"Reliability diagram ({'calibrated, ' if before else ''}ECE {ece:.4f}, {len(bins)} bins)")
     ax.legend(loc="upper left")
     counts_ax.bar(lefts, [b[3] for b in bins], width=width, align="edge", color="grey")
+    if before is not None:
+        counts_ax.step([b[0] for b in before[0]] + [1.0], [b[3] for b in before[0]] + [before[0][-1][3]],
+                       where="post", color="#e67e22", linewidth=1)
     counts_ax.set_xlabel("confidence (top-1 softmax score)")
     counts_ax.set_ylabel("images")
     counts_ax.set_xlim(0, 1)

@@ -117,7 +117,7 @@ def interval_section(predictions: np.ndarray, labels: np.ndarray, label_names: l
 
 
 def build_report(logits: np.ndarray, labels: np.ndarray, label_names: list[str], *, model: str, dataset: str,
-                 split: str, seed: int = 0) -> dict[str, Any]:
+                 split: str, seed: int = 0, temperature: float | None = None) -> dict[str, Any]:
     """The evaluation report of one split (single-label classification).
 
     Args:
@@ -126,12 +126,17 @@ def build_report(logits: np.ndarray, labels: np.ndarray, label_names: list[str],
         label_names: class names, in label-id order (the model's `id2label`).
         model, dataset, split: what was evaluated (written into the report as given).
         seed: seeds the bootstrap of the intervals (`accuracy_ci95`, `f1_ci95`, per-class `recall_ci95`).
+        temperature: the temperature folded into the model (`evaluation.calibration`): adds `calibration`, the
+            scores before and after it.
 
     Returns:
         accuracy; precision, recall, f1 (macro) and their `_weighted` forms; top5_accuracy when there are more than
         5 classes; per_class (with recall_ci95); labels; confusion_matrix (rows: true, columns: predicted); ece (15
-        bins); accuracy_ci95 and f1_ci95 (bootstrap, seeded); num_samples; model; dataset; split.
+        bins); accuracy_ci95 and f1_ci95 (bootstrap, seeded); num_samples; model; dataset; split; calibration (T,
+        ECE and NLL before and after) for a calibrated model.
     """
+    from vit_pipeline.evaluation.calibration import calibration_section as temperature_section
+
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     predictions = logits.argmax(axis=1)
     report: dict[str, Any] = {}
@@ -139,6 +144,7 @@ def build_report(logits: np.ndarray, labels: np.ndarray, label_names: list[str],
     report.update(top_k_section(logits, labels))
     report.update(per_class_section(predictions, labels, label_names))
     report.update(calibration_section(logits, labels))
+    report.update(temperature_section(logits, labels, temperature))
     report.update(interval_section(predictions, labels, label_names, report["per_class"], seed=seed))
     report.update({"num_samples": int(len(labels)), "model": model, "dataset": dataset, "split": split})
     return report
@@ -196,6 +202,7 @@ def _markdown(report: dict[str, Any], figures: list[str]) -> str:
                  "top5_accuracy", "ece"):
         if name in report:
             lines.append(f"| {name} | {report[name]:.4f}{_interval(report.get(f'{name}_ci95'), ' (95% CI ')} |")
+    lines += _calibration_lines(report) + _overlap_lines(report)
     top, bottom = class_table(report)
     lines += ["", "## Per class" + (" (best and worst by f1)" if bottom else ""), "",
               "| Class | Precision | Recall (95% CI) | F1 | Support |", "|---|---|---|---|---|"]
@@ -212,6 +219,31 @@ def _markdown(report: dict[str, Any], figures: list[str]) -> str:
     for name in figures:
         lines += ["", f"## {titles.get(name, name)}", "", f"![{titles.get(name, name)}]({name})"]
     return "\n".join(lines) + "\n"
+
+
+def _uncalibrated(report: dict[str, Any]) -> tuple[list, float] | None:
+    """The reliability bins and ECE before temperature scaling, for a calibrated model's diagram (else None)."""
+    calibration = report.get("calibration")
+    return (calibration["bins_before"], calibration["ece_before"]) if calibration else None
+
+
+def _calibration_lines(report: dict[str, Any]) -> list[str]:
+    """The report's calibration lines: T and the scores before and after it (none for an uncalibrated model)."""
+    calibration = report.get("calibration")
+    if not calibration:
+        return []
+    return ["", f"Calibrated by temperature scaling (T = {calibration['temperature']:.3f}, fitted on the eval split "
+            f"of training): ECE {calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after; NLL "
+            f"{calibration['nll_before']:.4f} before, {calibration['nll_after']:.4f} after."]
+
+
+def _overlap_lines(report: dict[str, Any]) -> list[str]:
+    """The warning of a report on images the model trained on (`evaluate --allow_train_overlap`)."""
+    overlap = report.get("train_overlap")
+    if not overlap:
+        return []
+    return ["", f"**Warning: {overlap} of these {report['num_samples']} images are among the training rows of the "
+            "run: these figures overstate how the model does on new images.**"]
 
 
 def write_predictions(rows: list[dict[str, Any]], path: str | Path, id_column: str = "path") -> Path:
@@ -252,7 +284,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path, predictions: list[
         written.append(write_predictions(predictions, out / PREDICTIONS_CSV, id_column))
         confidences = np.array([r["score"] for r in predictions])
         correct = np.array([r["true_label"] == r["predicted_label"] for r in predictions])
-        plots.plot_reliability(calibration_bins(confidences, correct), report["ece"], out / RELIABILITY_PNG)
+        plots.plot_reliability(calibration_bins(confidences, correct), report["ece"], out / RELIABILITY_PNG,
+                               before=_uncalibrated(report))
         figures.append(RELIABILITY_PNG)
         errors = sorted((i for i, r in enumerate(predictions) if r["true_label"] != r["predicted_label"]),
                         key=lambda i: -predictions[i]["score"])[:16]

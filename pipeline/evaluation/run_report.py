@@ -29,7 +29,8 @@ def picture(item):
 def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str], out_dir, *, model_name: str,
                      dataset_name: str, split: str, seed: int = 0, batch_size: int = 32, progress: bool = False,
                      revision: str = "main", thresholds_from: str | Path | None = None,
-                     save_tuned_thresholds: bool = True) -> dict[str, Any]:
+                     save_tuned_thresholds: bool = True, error_grid: bool = True,
+                     train_overlap: int | None = None) -> dict[str, Any]:
     """Predict over `dataset` (canonical image/label columns), build the report and write it into `out_dir`.
 
     Dataset labels are matched by name to the model's `id2label` (an unknown one raises `PipelineError`, named).
@@ -37,8 +38,11 @@ def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str],
     (`evaluation.multilabel`): map, F1s, per-class AP, precision-recall curves, the thresholds saved with the model
     (`thresholds.json` of `model_name` at `revision`, or of the folder `thresholds_from`) applied, and thresholds
     tuned on this split (written as `out_dir/thresholds.json` unless `save_tuned_thresholds` is false: a training run
-    keeps the ones it tuned).
+    keeps the ones it tuned). `error_grid`: also draw the grid of the most confident errors (the slowest figure).
+    `train_overlap`: how many of these images the model trained on (`evaluate --allow_train_overlap`): the report
+    carries it as `train_overlap`, and its Markdown a warning.
     """
+    overlap = {} if train_overlap is None else {"train_overlap": int(train_overlap)}
     import numpy as np
 
     from vit_pipeline.evaluation.inference import image_ids, match_labels, model_labels, predict_logits
@@ -61,15 +65,19 @@ def evaluate_dataset(model, image_processor, dataset, dataset_labels: list[str],
         report = build_multilabel_report(logits, multi_hot, names, model=model_name, dataset=dataset_name,
                                          split=split, saved=saved_thresholds(str(thresholds_from or model_name),
                                                                              names, revision=revision))
+        report.update(overlap)
         ids, id_column = image_ids(dataset)
         write_multilabel_report(report, out_dir, sigmoid(logits), multi_hot, ids, id_column,
                                 save_thresholds=save_tuned_thresholds)
         return report
+    from vit_pipeline.evaluation.calibration import model_temperature
+
     labels = to_model[labels]
-    report = build_report(logits, labels, names, model=model_name, dataset=dataset_name, split=split, seed=seed)
+    report = build_report(logits, labels, names, model=model_name, dataset=dataset_name, split=split, seed=seed,
+                          temperature=model_temperature(model)) | overlap
     ids, id_column = image_ids(dataset)
     write_report(report, out_dir, predictions=prediction_rows(logits, labels, names, ids),
-                 images=lambda i: picture(dataset[int(i)]["image"]), id_column=id_column)
+                 images=(lambda i: picture(dataset[int(i)]["image"])) if error_grid else None, id_column=id_column)
     return report
 
 

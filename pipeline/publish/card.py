@@ -68,8 +68,10 @@ def framework_versions() -> dict[str, str]:
 
 
 def eval_results(inputs: CardInputs) -> list[EvalResult]:
-    """One `EvalResult` per metric, for the card's `model-index`."""
+    """One `EvalResult` per metric, for the card's `model-index`: on the test split when the run has one (the eval
+    split chose the checkpoint, so its figures are optimistic), else on the eval split."""
     dataset_type = inputs.dataset_id or inputs.dataset_display
+    split, metrics = reported_split(inputs)
     return [
         EvalResult(
             task_type="image-classification",
@@ -77,15 +79,24 @@ def eval_results(inputs: CardInputs) -> list[EvalResult]:
             dataset_type=dataset_type,
             dataset_name=inputs.dataset_display,
             dataset_config=inputs.dataset_config,
-            dataset_split=inputs.eval_split,
+            dataset_split=split,
             metric_type=name,
             metric_name=name.replace("_", " ").capitalize(),
             metric_value=round(float(value), 6),
             # Averages: say which, so they are not read as binary scores.
             metric_args=_metric_args(name),
         )
-        for name, value in inputs.eval_metrics.items()
+        for name, value in metrics.items()
     ]
+
+
+def reported_split(inputs: CardInputs) -> tuple[str, dict[str, float]]:
+    """The split `model-index` reports and its metrics: the test split (named `test: ...` when held out of train)
+    when there is one, else the eval split."""
+    if inputs.test_metrics:
+        name = inputs.test_split if inputs.test_split == "test" else f"test: {inputs.test_split}"
+        return name, inputs.test_metrics
+    return inputs.eval_split, inputs.eval_metrics
 
 
 def _metric_args(name: str) -> dict | None:

@@ -65,6 +65,13 @@ class CardInputs:
     # From `commands.train._summarize_data`: exact duplicates (sentences, eval images leaked from train), class
     # balance ({"counts": {split: {class: n}}, "imbalance_ratio", "missing"}) and excluded images per split.
     data_summary: dict[str, Any] | None = None
+    # The test split (never used to choose anything): its name, size and the eval metrics' test values (what
+    # `model-index` reports when there is one); and temperature scaling: T, ECE / NLL before and after, `measured_on`
+    # (test, else eval). None when the run has no test split / is not calibrated.
+    test_split: str | None = None
+    test_samples: int | None = None
+    test_metrics: dict[str, float] | None = None
+    calibration: dict[str, Any] | None = None
 
 
 def hyperparameters(model_args, training_args) -> dict[str, Any]:
@@ -108,7 +115,8 @@ def augmentation(data_args) -> str:
 def card_inputs(model_args, data_args, training_args, *, splits, result, recipe: dict[str, Any], architecture: str,
                 image_processor, push_requested: bool, per_class: list[dict[str, Any]] | None = None,
                 thresholds: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None,
-                data_summary: dict[str, Any] | None = None) -> CardInputs:
+                data_summary: dict[str, Any] | None = None, test: dict[str, Any] | None = None,
+                calibration: dict[str, Any] | None = None) -> CardInputs:
     """Gather what the card says about a finished `train` run.
 
     Args:
@@ -124,6 +132,8 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
             and the tuned thresholds (`evaluation.multilabel.threshold_summary`).
         evaluation: what `evaluation.run_report.report_training_run` wrote (report, figures; a multi-label one too).
         data_summary: exact duplicates, class balance and excluded images (`commands.train._summarize_data`).
+        test: what `evaluation.heldout.report_test_split` wrote (report, metrics), None without a test split.
+        calibration: what `evaluation.heldout.record_calibration` recorded, None when not calibrated.
     """
     from vit_pipeline.data.transforms import image_spec  # torch: imported only when a card is assembled
 
@@ -163,7 +173,17 @@ def card_inputs(model_args, data_args, training_args, *, splits, result, recipe:
         evaluation=evaluation,
         teacher=_teacher(training_args),
         data_summary=data_summary,
+        **test_inputs(splits, test),
+        calibration=calibration,
     )
+
+
+def test_inputs(splits, test: dict[str, Any] | None) -> dict[str, Any]:
+    """The card's test split fields: name, size and metrics (all None without a test split)."""
+    if test is None:
+        return {"test_split": None, "test_samples": None, "test_metrics": None}
+    return {"test_split": splits.test_split_name, "test_samples": int(test["report"]["num_samples"]),
+            "test_metrics": test["metrics"]}
 
 
 def serve_fix(serve_skew: dict[str, dict[str, int]]) -> str | None:

@@ -40,6 +40,13 @@ PUSHED_FILES = (
     "pareto.md",
     "pareto.csv",
     "pareto.png",
+    # The test split's scores and report (the card's model-index figures and the files it names).
+    "test_results.json",
+    "test/test_report.json",
+    "test/test_report.md",
+    "test/confusion_matrix.png",
+    "test/reliability_diagram.png",
+    "test/pr_curves.png",
 )
 # The weights a push publishes: safetensors only (never a pickle), and a LoRA adapter's.
 PUSHED_WEIGHT_FILES = (*SAFE_WEIGHT_FILES, ADAPTER_WEIGHT_FILE)

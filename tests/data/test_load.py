@@ -19,8 +19,9 @@ def load(**kwargs):
 
 def test_builtin_digits_is_the_full_sklearn_set():
     splits = load(dataset_name="builtin:digits", train_val_split=0.2)
-    assert len(splits.train) + len(splits.eval) == 1797
-    assert len(splits.eval) == 360
+    assert len(splits.train) + len(splits.eval) + len(splits.test) == 1797
+    # The eval split is held out first (the same 360 rows as before test splits existed), then 10% of the rest.
+    assert len(splits.eval) == 360 and len(splits.test) == 144
     assert splits.labels == [str(d) for d in range(10)]
     assert splits.hub_id is None and "20% held out" in splits.eval_split_name
 
@@ -37,7 +38,8 @@ def test_held_out_split_is_stratified_and_seeded(digits_folder):
 def test_imagefolder_uses_its_validation_split(digits_folder):
     splits = load(dataset_name=str(digits_folder))
     assert splits.eval_split_name == "validation"
-    assert (len(splits.train), len(splits.eval)) == (300, 100)
+    # No test split in the folder: 10% of the training rows are held out as one.
+    assert (len(splits.train), len(splits.eval), len(splits.test)) == (270, 100, 30)
     assert isinstance(splits.train.features["label"], datasets.ClassLabel)
     assert splits.train.column_names == ["image", "label"]
 
@@ -118,7 +120,7 @@ def test_corrupt_image_is_named_or_skipped(tmp_path):
         load(train_dir=str(tmp_path / "train"), train_val_split=0.25)
     splits = load(train_dir=str(tmp_path / "train"), train_val_split=0.25, bad_images="skip")
     assert sum(splits.skipped_images.values()) == 2
-    assert len(splits.train) + len(splits.eval) == 10
+    assert len(splits.train) + len(splits.eval) + len(splits.test) == 10
 
 
 def test_missing_dataset_is_one_line(tmp_path):
@@ -159,7 +161,7 @@ def test_corrupt_image_found_by_the_pixel_cache_pass(tmp_path):
     processor = ViTImageProcessor(size={"height": 16, "width": 16})
     for policy in ("error", "skip"):
         data_args = DataArguments(train_dir=str(tmp_path / "train"), train_val_split=0.25, pixel_cache=True,
-                                  bad_images=policy)
+                                  bad_images=policy, test_split="none")
         splits = load_splits(data_args, seed=0)  # no separate check: the bad file is still there
         assert len(splits.train) + len(splits.eval) == 12
         if policy == "error":

@@ -30,7 +30,10 @@ PUSHED = {"model.safetensors", "config.json", "preprocessor_config.json", "READM
           "train_results.json", "eval_results.json", "all_results.json",
           # The evaluation report and the figures the card shows (predictions.csv, with local paths, stays).
           "eval_report.json", "eval_report.md", "confusion_matrix.png", "reliability_diagram.png", "misclassified.png",
-          "training_curves.png", "explanation_maps.png", "explain_report.json"}
+          "training_curves.png", "explanation_maps.png", "explain_report.json",
+          # The test split held out of train: its scores and report (its predictions.csv stays too).
+          "test_results.json", "test/test_report.json", "test/test_report.md", "test/confusion_matrix.png",
+          "test/reliability_diagram.png"}
 # Binary files go through LFS: the weights and the PNGs.
 LFS_FILES = {name for name in PUSHED if name.endswith((".safetensors", ".png"))}
 LABELS = ["0", "1", "2", "3"]
@@ -158,12 +161,14 @@ def test_card_parsed_back_from_the_hub(run, run_hub):
     assert index["name"] == "org/name"
     (result,) = index["results"]
     assert result["task"]["type"] == "image-classification"
-    assert result["dataset"] == {"name": "org/tiny-digits", "type": "org/tiny-digits", "split": "validation"}
-    eval_results = json.loads((run.out / "eval_results.json").read_text())
+    # The test split (held out of train: the data has train and validation), never used to choose anything.
+    assert result["dataset"] == {"name": "org/tiny-digits", "type": "org/tiny-digits",
+                                 "split": "test: train (10% of the training rows held out, seed 42)"}
+    test_results = json.loads((run.out / "test_results.json").read_text())
     metrics = {m["type"]: m["value"] for m in result["metrics"]}
     assert set(metrics) == {"accuracy", "f1", "precision", "recall"}
     for name, value in metrics.items():
-        assert value == pytest.approx(eval_results[f"eval_{name}"], abs=1e-6)
+        assert value == pytest.approx(test_results[f"test_{name}"], abs=1e-6)
     assert card.data.eval_results[0].metric_type == "accuracy"
     assert 'pipeline("image-classification", model="org/name")' in card.text
 
@@ -475,6 +480,6 @@ def test_hub_strategy_all_checkpoints_pushes_while_training(backend, optimizer_f
         assert {f"checkpoint-{step}/{name}" for name in ("model.safetensors", *optimizer_files, "trainer_state.json",
                                                            "config.json", "preprocessor_config.json")} <= set(files)
         assert f"checkpoint-{step}/training_args.bin" not in files
-    assert {name for name in files if "/" not in name} == PUSHED
+    assert {name for name in files if not name.startswith("checkpoint-")} == PUSHED
     assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()
     assert not list(out.glob(".hub-push-*"))  # staging folders cleaned up
