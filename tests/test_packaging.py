@@ -105,8 +105,8 @@ def test_the_installed_wheel_runs_every_command_from_any_folder(installed, tmp_p
     for run in helps:
         assert run["code"] == 0 and run["stdout"].startswith("usage:"), f"{run['argv']}: {run['stderr']}"
     assert space["code"] == 0, space["stderr"]
-    assert sorted(p.name for p in (tmp_path / "space").iterdir()) == ["README.md", "app.py", "requirements.txt",
-                                                                       "rollout.py"]
+    assert sorted(p.name for p in (tmp_path / "space").iterdir()) == ["README.md", "app.py", "cam.py",
+                                                                       "requirements.txt", "rollout.py"]
     # A tiny training run: metrics through the packaged evaluate modules, the card from the packaged template.
     trained = run_installed(installed, tmp_path, "-m", "vit_pipeline", "train",
                             str(REPO / "recipes" / "quickstart.yaml"),
