@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 PAGE = Path(__file__).resolve().parent / "options.md"
+PACKAGE = PAGE.parents[1] / "pipeline"
 TRAINER_DOCS = "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments"
 
 HEADER = """# Options
@@ -44,6 +45,9 @@ def shown_default(field: dataclasses.Field) -> str:
         return ""
     if isinstance(value, bool):
         value = str(value).lower()
+    elif isinstance(value, (str, Path)) and Path(value).is_absolute():
+        # A file shipped with the package: shown from the source folder, the same on every checkout.
+        value = Path(value).resolve().relative_to(PACKAGE.parent).as_posix()
     elif isinstance(value, (list, tuple)):
         value = " ".join(map(str, value))
     return f"`{cell(value)}`"

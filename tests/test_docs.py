@@ -141,16 +141,34 @@ def _parse_benchmark(argv):
 
 def _model_command(name: str, dataclasses: str, least: int, most: int | None):
     def parse(argv):
-        from vit_pipeline.commands.evaluate import data_arguments
         from vit_pipeline.config import commands as options
         from vit_pipeline.config.arguments import DataArguments
         from vit_pipeline.config.commands import CommandParser
 
         classes = tuple(DataArguments if c == "DataArguments" else getattr(options, c) for c in dataclasses.split())
         parser = CommandParser(classes, f"vit-pipeline {name}", "MODEL ...")
-        positionals, _ = parser.parse_command(data_arguments(argv) if name == "evaluate" else argv)
+        positionals, _ = parser.parse_command(argv)
         assert least <= len(positionals) <= (most or len(positionals)), f"{name}: positionals {positionals}"
     return parse
+
+
+def _parse_evaluate(argv):
+    """evaluate's own parsing. `evaluate outputs/NAME` with no data option reads the run's recipe.yaml: a docs line
+    about a run the page's train line makes (`recipes/NAME.yaml`) parses against a stand-in run holding that recipe."""
+    import tempfile
+    from pathlib import Path
+
+    from vit_pipeline.commands.evaluate import parse_arguments
+
+    model = next((a for a in argv if not a.startswith("-")), "")
+    recipe = REPO / "recipes" / f"{Path(model).name}.yaml"
+    if model.startswith("outputs/") and not (REPO / model / "recipe.yaml").is_file() and recipe.is_file():
+        with tempfile.TemporaryDirectory() as run:
+            (Path(run) / "recipe.yaml").write_text(recipe.read_text())
+            _, positionals, *_ = parse_arguments([run if a == model else a for a in argv])
+    else:
+        _, positionals, *_ = parse_arguments(argv)
+    assert len(positionals) == 1, f"evaluate: positionals {positionals}"
 
 
 def _explain(argv):
@@ -174,7 +192,7 @@ PARSERS = {
     "audit": _parse_audit,
     "search": _parse_search,
     "benchmark": _parse_benchmark,
-    "evaluate": _model_command("evaluate", "EvaluateArguments DataArguments", 1, 1),
+    "evaluate": _parse_evaluate,
     "predict": _model_command("predict", "PredictArguments", 2, None),
     "export": _model_command("export", "ExportArguments", 1, 1),
     "explain": _explain,

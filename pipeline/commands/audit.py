@@ -83,21 +83,29 @@ def model_logits(model, logits, labels: list[str]):
     return logits[:, [names.index(name) for name in labels]]
 
 
+def audited_splits(splits) -> dict:
+    """The splits the audit reads, in its order: train, eval, and the test split when the data has one (a copy of a
+    train image there is the leak that matters most)."""
+    named = {"train": splits.train, "eval": splits.eval}
+    return named if splits.test is None else {**named, "test": splits.test}
+
+
 def audit_data(splits, images, features, n_neighbors: int):
-    """Every image of both splits in one order (train first) with its id, label, embedding and neighbours."""
+    """Every image of every split in one order (train first) with its id, label, embedding and neighbours."""
     import numpy as np
 
     from vit_pipeline.data.duplicates import confirm_in
     from vit_pipeline.evaluation.audit.checks import AuditData
     from vit_pipeline.evaluation.audit.neighbours import nearest_neighbours
 
+    named = audited_splits(splits)
     ids, id_kind = image_ids(images)
-    return AuditData(splits=np.array(["train"] * len(splits.train) + ["eval"] * len(splits.eval)),
-                     rows=np.concatenate([np.arange(len(splits.train)), np.arange(len(splits.eval))]),
+    return AuditData(splits=np.array([name for name, ds in named.items() for _ in range(len(ds))]),
+                     rows=np.concatenate([np.arange(len(ds)) for ds in named.values()]),
                      ids=ids, id_kind=id_kind, labels=np.asarray(images["label"]), label_names=splits.labels,
                      features=features, neighbours=nearest_neighbours(features, n_neighbors),
-                     digests=splits.pixel_digests, images=images.select_columns(["image"]),
-                     confirm=confirm_in({"train": splits.train, "eval": splits.eval}))
+                     digests={name: splits.pixel_digests[name] for name in named},
+                     images=images.select_columns(["image"]), confirm=confirm_in(named))
 
 
 def main(argv: list[str]) -> dict:
@@ -134,7 +142,7 @@ def main(argv: list[str]) -> dict:
     timing = {"load_and_check": time.perf_counter() - started}
     import datasets
 
-    images = datasets.concatenate_datasets([splits.train, splits.eval])
+    images = datasets.concatenate_datasets(list(audited_splits(splits).values()))
 
     # The embedding pass: every image once.
     from vit_pipeline.evaluation.audit.embed import centre_and_normalise, embed_images

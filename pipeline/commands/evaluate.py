@@ -149,8 +149,14 @@ def evaluation_rows(argv: list[str], args, data_args, recipe: dict | None, run_m
     return data_args, splits, rows, split, train_overlap(rows, recipe, own_rows, args.allow_train_overlap, token)
 
 
-def main(argv: list[str]) -> dict:
-    """`vit-pipeline evaluate`: load the model and the eval split, predict, write the report. Returns the report."""
+def parse_arguments(argv: list[str]):
+    """The command line read as `main` reads it: a training run with no data source given lends its recipe's data,
+    seed and batch size as the defaults.
+
+    Returns:
+        (argv with a lone `--validation_dir` made the data, the positionals, `EvaluateArguments`, `DataArguments`,
+        the run's recipe or None, whether the run's own held-out rows are evaluated).
+    """
     from vit_pipeline.config.arguments import DataArguments
     from vit_pipeline.config.commands import CommandParser, EvaluateArguments
 
@@ -159,12 +165,17 @@ def main(argv: list[str]) -> dict:
         parser.print_help()
         sys.exit(0)
     argv = data_arguments(argv)
-    # A training run with no data source given: its recipe's data, seed and batch size are the defaults.
     recipe = run_recipe(argv, parser)
     run_mode = recipe is not None and not data_options_given(argv) & DATA_SOURCES
     if run_mode:
         run_defaults(recipe, parser)
     positionals, (args, data_args) = parser.parse_command(argv)
+    return argv, positionals, args, data_args, recipe, run_mode
+
+
+def main(argv: list[str]) -> dict:
+    """`vit-pipeline evaluate`: load the model and the eval split, predict, write the report. Returns the report."""
+    argv, positionals, args, data_args, recipe, run_mode = parse_arguments(argv)
     from vit_pipeline import PipelineError
 
     if len(positionals) != 1:

@@ -144,8 +144,12 @@ def _summarize_data(splits) -> dict | None:
     summary = {"class_balance": class_balance(splits.labels, {"train": label_values(splits.train),
                                                               "eval": label_values(splits.eval)}),
                "excluded": splits.excluded_images, "duplicates": [], "leaked": 0}
-    if splits.pixel_digests:
-        found = find_exact_duplicates(splits.pixel_digests, confirm_in({"train": splits.train, "eval": splits.eval}))
+    if "train" in splits.pixel_digests:
+        # Train first, whichever pass took its digests (the cache pass comes after the test split's check): the
+        # other splits are compared with the first.
+        named = {"train": splits.train, "eval": splits.eval, "test": splits.test}
+        digests = {split: splits.pixel_digests[split] for split in named if split in splits.pixel_digests}
+        found = find_exact_duplicates(digests, confirm_in({s: named[s] for s in digests}))
         summary.update(duplicates=found.sentences(), leaked=found.leaked.get("eval", 0),
                        within_train=found.within.get("train", 0))
         for sentence in found.sentences():
@@ -177,20 +181,20 @@ def _train(model, image_processor, datasets: tuple, compute_metrics, training_ar
     handlers (signals, full disk) on both."""
     from vit_pipeline.training.faults import fault_callbacks
     from vit_pipeline.training.shared import backend
-    from vit_pipeline.training.streaming import CloseStreamWorkers
     from vit_pipeline.training.tracking import RecipeToTrackers
+    from vit_pipeline.training.workers import CloseLoaderWorkers
 
     # The trackers of report_to get the whole resolved recipe once, beside the training arguments they log.
-    stream_workers = CloseStreamWorkers()
+    loader_workers = CloseLoaderWorkers()
     with fault_callbacks() as faults:
         try:
             return backend(training_args.backend)(model, image_processor, *datasets, compute_metrics, training_args,
                                                   resume_from_checkpoint=resume_from,
                                                   callbacks=[*hub_callbacks, RecipeToTrackers(recipe),
-                                                             *extra_callbacks, *faults, stream_workers])
+                                                             *extra_callbacks, *faults, loader_workers])
         finally:
-            # However the run ended: a stream's loader workers are not left to the garbage collector.
-            stream_workers.close()
+            # However the run ended: the loaders' workers are not left to the garbage collector.
+            loader_workers.close()
 
 
 def _fit_to_data(splits, data_args, training_args, recipe: dict, resume_from: str | None, token: str | None = None):

@@ -80,7 +80,8 @@ class ModelArguments:
                   "are kept."},
     )
     lora_save_adapter: bool = field(
-        default=True, metadata={"help": "Also keep the unmerged adapter in OUTPUT_DIR/adapter (a few MB)."}
+        default=True, metadata={"help": "Also keep the unmerged adapter in OUTPUT_DIR/adapter (a few MB), its head "
+                                "as trained: the merged model's head is also divided by the calibration temperature."}
     )
 
     def __post_init__(self):

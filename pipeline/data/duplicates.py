@@ -71,10 +71,13 @@ class ExactDuplicates:
     def sentences(self) -> list[str]:
         """The counts in words: "12 eval images are exact copies of train images" (nothing when there are none)."""
         train = next(iter(self.sizes), "train")
-        out = [f"{n} {split} image{'s are' if n != 1 else ' is'} exact cop{'ies' if n != 1 else 'y'} of {train} "
-               f"image{'s' if n != 1 else ''}" for split, n in self.leaked.items() if n]
-        out += [f"{n} {split} image{'s are' if n != 1 else ' is'} exact cop{'ies' if n != 1 else 'y'} of other "
-                f"{split} images" for split, n in self.within.items() if n]
+        def copies(n: int, split: str, of_one: str, of_many: str) -> str:
+            return (f"1 {split} image is an exact copy of {of_one}" if n == 1 else
+                    f"{n} {split} images are exact copies of {of_many}")
+
+        out = [copies(n, split, f"a {train} image", f"{train} images") for split, n in self.leaked.items() if n]
+        out += [copies(n, split, f"another {split} image", f"other {split} images")
+                for split, n in self.within.items() if n]
         return out
 
 

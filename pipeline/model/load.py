@@ -112,7 +112,7 @@ def load_model(model_args, labels: list[str], token: str | None = None, multi_la
     try:
         config = AutoConfig.from_pretrained(
             name,
-            num_labels=len(labels),
+            # num_labels follows from id2label (passing both warns that they disagree while they are set in turn).
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
             finetuning_task="image-classification",

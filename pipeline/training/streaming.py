@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
 
 from vit_pipeline import PipelineError
 
@@ -66,38 +65,6 @@ def stream_loader(dataset, batch_size: int, collate_fn, num_workers: int, pin_me
     return StreamLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, num_workers=workers,
                         pin_memory=pin_memory, prefetch_factor=prefetch_factor if workers > 0 else None,
                         persistent_workers=False, drop_last=drop_last)
-
-
-class CloseStreamWorkers(TrainerCallback):
-    """Remembers the training stream's loader (`on_train_begin`), so that `close()` can stop its workers once the run
-    is over, however it ended.
-
-    A run stops at `max_steps` (or on an error) with its stream unfinished, so the loader's iterator and its workers
-    stay alive in a reference cycle; freed later by the garbage collector, its shutdown waits 5 s per worker
-    (`join(timeout=5)`) in the middle of whatever the process does next (in-process runs: notebooks, `search`
-    trials, tests). Map-style loaders are left as they are.
-    """
-
-    def __init__(self):
-        self.loader = None
-
-    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
-        if train_dataloader is not None and is_stream(train_dataloader.dataset):
-            self.loader = train_dataloader
-        return control
-
-    def close(self) -> None:
-        """Stop the remembered loader's workers now."""
-        if self.loader is not None:
-            close_workers(self.loader)
-            self.loader = None
-
-
-def close_workers(loader) -> None:
-    """Shut the workers of a `StatefulDataLoader`'s live iterator down now (a no-op without workers)."""
-    iterator = loader._iterator
-    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-        iterator._shutdown_workers()
 
 
 def save_stream_state(loader, folder: str | os.PathLike, rank: int) -> None:

@@ -163,7 +163,7 @@ def test_photo_dataset_is_real_jpegs(tmp_path):
     spec.loader.exec_module(photos_module)
     folder = photos_module.write_photos(tmp_path / "photos", count=16, eval_count=8)
     splits = load_splits(DataArguments(dataset_name=str(folder)), seed=0)
-    assert (len(splits.train), len(splits.eval), len(splits.labels)) == (16, 8, 8)
+    assert (len(splits.train) + len(splits.test), len(splits.eval), len(splits.labels)) == (16, 8, 8)
     raw = splits.train.cast_column("image", splits.train.features["image"].__class__(decode=False))
     first = raw[0]["image"]["bytes"]
     assert first.startswith(b"\xff\xd8\xff")  # JPEG bytes inside the dataset

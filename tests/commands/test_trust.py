@@ -68,10 +68,14 @@ def test_test_split_calibration_and_evaluate_run(tiny_vit, three_splits, tmp_pat
     assert again["num_samples"] == own["num_samples"] == 24
     assert {k: v for k, v in again.items() if k != "model"} == {k: v for k, v in own.items() if k != "model"}
 
-    # Calibration: T fitted on validation lowers ECE on test (held out); pipeline() returns the calibrated scores,
-    # and the best checkpoint (the uncalibrated weights) has the same top-1 on every test image.
+    # Calibration: T is fitted on validation, so there its NLL can only fall; the run records what it did on test
+    # (on 24 images of a barely trained model the held-out ECE moves either way: its drop on held-out data is shown on
+    # overconfident logits in tests/evaluation/test_calibration.py). pipeline() returns the calibrated scores, and the
+    # best checkpoint (the uncalibrated weights) has the same top-1 on every test image.
     calibration = own["calibration"]
-    assert results["calibration_ece_after"] < results["calibration_ece_before"]
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    assert results["calibration_temperature"] == pytest.approx(calibration["temperature"])
+    assert 0 <= results["calibration_ece_after"] <= 1 and 0 <= results["calibration_ece_before"] <= 1
     temperature = calibration["temperature"]
     best = json.loads((run / "trainer_state.json").read_text())["best_model_checkpoint"]
     images = sorted((three_splits / "test").glob("*/*.png"))

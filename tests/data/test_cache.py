@@ -63,7 +63,9 @@ def test_train_with_pixel_cache_and_reload_with_pipeline(tiny_vit, photos_parque
     inputs = processor([image for image, _ in test_rows], return_tensors="pt")
     labels = torch.tensor([model.config.label2id[name] for _, name in test_rows])
     with torch.no_grad():
-        loss = model(**inputs, labels=labels).loss.item()
+        # The saved model is calibrated (its head divided by T): eval_loss was measured before, on logits x T.
+        logits = model(**inputs).logits * model.config.calibration_temperature
+        loss = torch.nn.functional.cross_entropy(logits, labels).item()
     assert loss == pytest.approx(json.loads((out / "eval_results.json").read_text())["eval_loss"], abs=1e-5)
 
 

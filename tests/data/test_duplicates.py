@@ -49,9 +49,10 @@ def test_exclude_images_by_split_row(tmp_path):
     listed = tmp_path / "exclude.txt"
     listed.write_text("# from an audit\ntrain:3\ntrain:17\nvalidation:0\n")
     splits = load_splits(DataArguments(dataset_name=str(root), exclude_images=str(listed)), seed=0, with_source=True)
-    assert len(splits.train) == 28 and len(splits.eval) == 9
+    # 30 - 2 train rows, 3 of them then held out as the test part (test_fraction 0.1); 10 - 1 eval rows.
+    assert (len(splits.train), len(splits.test), len(splits.eval)) == (25, 3, 9)
     assert splits.excluded_images == {"train": 2, "validation": 1}
-    kept = set(splits.train["_source_row"]) | set(splits.eval["_source_row"])
+    kept = set(splits.train["_source_row"]) | set(splits.eval["_source_row"]) | set(splits.test["_source_row"])
     assert not kept & {"train:3", "train:17", "validation:0"} and len(kept) == 37
     listed.write_text("train:3\ntrain:30\n")
     with pytest.raises(PipelineError, match=r"names 1 image\(s\) that are not in the data \(first: train:30\)"):

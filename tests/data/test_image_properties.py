@@ -109,7 +109,7 @@ def test_damaged_images_are_skipped_or_named_and_valid_ones_decode(odd):
         except PipelineError as err:
             pytest.fail(f"bad_images=skip still failed: {err}")
         assert sum(splits.skipped_images.values()) == broken
-        assert len(splits.train) + len(splits.eval) == 12 + len(odd) - broken
+        assert len(splits.train) + len(splits.eval) + len(splits.test) == 12 + len(odd) - broken
         # Every image left decodes, through the fast path, to the model's input size.
         processor = _processor()
         for ds, train in ((splits.train, True), (splits.eval, False)):

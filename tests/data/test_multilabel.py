@@ -28,7 +28,8 @@ def repo(tmp_path, train, evals=None, eval_split="validation"):
 
 
 def test_sequence_of_classlabel_column_is_detected(tagged_digits_parquet):
-    splits = load(dataset_name=str(tagged_digits_parquet))
+    # No test part held out of train here: the train rows are the file's, in its order.
+    splits = load(dataset_name=str(tagged_digits_parquet), test_split="none")
     assert splits.multi_label and splits.labels == DIGIT_TAGS
     assert splits.train.features["label"] == datasets.List(datasets.Value("float32"), length=3)
     assert splits.train.column_names == ["image", "label"]
@@ -71,7 +72,7 @@ def test_zero_one_columns_with_label_columns(tmp_path):
     ds = datasets.Dataset.from_dict(table, features=features)
     splits = load(dataset_name=repo(tmp_path, ds), label_columns=DIGIT_TAGS, train_val_split=0.25)
     assert splits.multi_label and splits.labels == DIGIT_TAGS
-    both = np.concatenate([label_matrix(splits.train), label_matrix(splits.eval)])
+    both = np.concatenate([label_matrix(splits.train), label_matrix(splits.eval), label_matrix(splits.test)])
     assert both.sum(0).tolist() == expected_matrix(rows).sum(0).tolist()
     assert splits.train.column_names == ["image", "label"]
 
@@ -92,11 +93,12 @@ def test_held_out_split_keeps_every_class_in_both_parts_and_is_seeded(tmp_path):
     a = load(dataset_name=data, train_val_split=0.2)
     b = load(dataset_name=data, train_val_split=0.2)
     assert label_matrix(a.eval).tolist() == label_matrix(b.eval).tolist()
-    assert len(a.eval) + len(a.train) == 120 and abs(len(a.eval) - 24) <= 1
-    train, evals = label_matrix(a.train), label_matrix(a.eval)
-    assert (train.sum(0) > 0).all() and (evals.sum(0) > 0).all()
+    # The eval part (20%), then the test part (10% of the rest), both held out iteratively.
+    assert len(a.eval) + len(a.train) + len(a.test) == 120 and abs(len(a.eval) - 24) <= 1
+    train, evals, test = label_matrix(a.train), label_matrix(a.eval), label_matrix(a.test)
+    assert (train.sum(0) > 0).all() and (evals.sum(0) > 0).all() and abs(len(a.test) - 10) <= 1
     # Every class keeps about its 20% share in the eval part.
-    share = evals.sum(0) / (train.sum(0) + evals.sum(0))
+    share = evals.sum(0) / (train.sum(0) + evals.sum(0) + test.sum(0))
     assert np.all(np.abs(share[:3] - 0.2) < 0.05), share
     other_seed = load_splits(DataArguments(dataset_name=data, train_val_split=0.2), seed=1)
     assert label_matrix(other_seed.eval).tolist() != label_matrix(a.eval).tolist()

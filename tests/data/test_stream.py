@@ -102,7 +102,8 @@ def test_webdataset_map_style(digits_rows, tmp_path):
 
     data = write_webdataset(tmp_path / "wds", digits_rows, label="json")
     splits = load_splits(DataArguments(dataset_name=str(data), train_val_split=0.25), seed=0)
-    assert len(splits.train) + len(splits.eval) == len(digits_rows)
+    # Eval (25%), then the default test part (10% of the rest) held out of train: every row lands in one of them.
+    assert len(splits.train) + len(splits.eval) + len(splits.test) == len(digits_rows) and len(splits.test) == 9
     assert splits.labels == [str(d) for d in range(10)]
     assert splits.train.column_names == ["image", "label"]
 
@@ -114,7 +115,7 @@ def test_stream_bad_image_error_and_skip(model16, digits_rows, tmp_path):
     write_webdataset(tmp_path / "wds", digits_rows[:20], split="validation", shards=1)
     result = _train(model16, data, tmp_path / "error")
     assert result.returncode == 2
-    # The failed run stopped its stream's 2 loader workers (`CloseStreamWorkers`) instead of leaving them to the
+    # The failed run stopped its stream's 2 loader workers (`CloseLoaderWorkers`) instead of leaving them to the
     # garbage collector, whose shutdown of them waits 5 s each, later, in this process.
     assert multiprocessing.active_children() == []
     line = result.stderr.strip().splitlines()[-1]

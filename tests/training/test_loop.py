@@ -92,7 +92,11 @@ def test_accelerate_backend_writes_the_trainer_backends_output(tiny_vit, digits_
     all_results = json.loads((out / "all_results.json").read_text())
     # Beside them, the command's own figure (train's peak memory), as with the Trainer backend.
     assert all_results.pop("train_peak_memory_mib") > 0
-    assert all_results == {**train_results, **eval_results}
+    # And the test split's scores (test_results.json) and what calibration did on it.
+    test_results = json.loads((out / "test_results.json").read_text())
+    calibration = {k: all_results.pop(k) for k in list(all_results) if k.startswith("calibration_")}
+    assert calibration["calibration_measured_on"] == "test" and calibration["calibration_temperature"] > 0
+    assert all_results == {**train_results, **eval_results, **test_results}
     assert train_results["epoch"] == 2.0
     # A Trainer-like log history: a train log and an evaluation per epoch, with epoch and step; 96 rows / 16 = 6
     # steps per epoch.
@@ -121,6 +125,24 @@ def test_accelerate_backend_writes_the_trainer_backends_output(tiny_vit, digits_
     with pytest.raises(PipelineError, match="written by the accelerate backend: resume it with --backend accelerate"):
         train_main(["--model_name_or_path", str(tiny_vit), "--dataset_name", str(digits_folder), "--output_dir",
                     str(out), *FAST, "--max_train_samples", "96"])
+
+
+def test_a_run_stops_its_loader_workers_when_it_ends(tiny_vit, digits_folder, tmp_path, one_thread):
+    """Persistent workers (the default) and a training iterator cut at max_steps mid-epoch: the run stops them when
+    it ends, instead of leaving them to the garbage collector, whose shutdown of them waits 5 s each, later."""
+    import gc
+    import multiprocessing
+
+    # With the collector off, only the run itself can have stopped them.
+    gc.disable()
+    try:
+        train_main(["--model_name_or_path", str(tiny_vit), "--dataset_name", str(digits_folder), "--output_dir",
+                    str(tmp_path / "out"), *FAST, "--backend", "accelerate", "--dataloader_num_workers", "1",
+                    "--pixel_cache", "false", "--max_steps", "3", "--eval_on_start", "true", "--test_split", "none"])
+        assert multiprocessing.active_children() == []
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 def test_accelerate_backend_refuses_a_trainer_checkpoint(tmp_path):
@@ -158,8 +180,11 @@ def test_accelerate_backend_rejects_what_it_cannot_do(flags, message):
 @pytest.mark.slow
 def test_trainer_and_accelerate_backends_reach_the_same_accuracy(tmp_path, one_thread):
     """Same recipe, same seed, one process: the two loops agree (measured: identical to the last digit on CPU)."""
-    # The quickstart recipe on 800 of its digits for 8 epochs (400 steps): enough for about 0.87 accuracy.
-    overrides = ["--max_train_samples", "800", "--num_train_epochs", "8", "--per_device_train_batch_size", "16",
+    # The quickstart recipe on 800 of its digits for 8 epochs (400 steps): enough for about 0.86 accuracy with seed 42.
+    # No test part: the 800 rows are drawn from the whole training split, as when this figure was measured (from
+    # scratch on 800 rows, other draws gave 0.48 to 0.85: the test is about the two loops agreeing).
+    overrides = ["--max_train_samples", "800", "--test_split", "none", "--num_train_epochs", "8",
+                 "--per_device_train_batch_size", "16",
                  "--learning_rate", "2e-3", "--warmup_steps", "0.05", "--crop_scale_min", "1.0",
                  "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
                  "--verify_images", "false", "--dataloader_num_workers", "0", "--disable_tqdm", "true"]
