@@ -21,6 +21,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from vit_pipeline.data.decode import decode_rgb
 from vit_pipeline.data.duplicates import pixel_digest
+from vit_pipeline.data.fingerprint import pass_fingerprint
 from vit_pipeline.data.transforms import ImageSpec
 
 logger = logging.getLogger(__name__)
@@ -93,8 +94,9 @@ def cache_pixels(dataset, transform: Callable, num_proc: int | None = None, desc
     and the digest of the decoded pixels, `duplicates.pixel_digest`).
 
     `Dataset.map` writes the result to the datasets cache and finds it again on the next run with the same data and
-    transform (its fingerprint). About 3 x height x width bytes per image. An unreadable image gets no pixels and
-    its error in the `error` column (see `drop_unreadable`): the cache pass doubles as the image check.
+    transform, and the same version of this package's data code (`fingerprint.pass_fingerprint`). About 3 x height x
+    width bytes per image. An unreadable image gets no pixels and its error in the `error` column (see
+    `drop_unreadable`): the cache pass doubles as the image check.
     """
     import datasets
 
@@ -103,8 +105,10 @@ def cache_pixels(dataset, transform: Callable, num_proc: int | None = None, desc
     features = datasets.Features({"pixels": datasets.Value("binary"), "height": datasets.Value("int32"),
                                   "width": datasets.Value("int32"), "error": datasets.Value("string"),
                                   "digest": datasets.Value("string"), "label": dataset.features["label"]})
-    return dataset.map(_CacheWriter(transform), batched=True, batch_size=64, remove_columns=["image"],
-                       features=features, num_proc=num_proc, desc=desc)
+    writer = _CacheWriter(transform)
+    return dataset.map(writer, batched=True, batch_size=64, remove_columns=["image"], features=features,
+                       num_proc=num_proc, desc=desc,
+                       new_fingerprint=pass_fingerprint(dataset, writer, batch_size=64, features=features))
 
 
 def cache_size(spec: ImageSpec) -> int:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from vit_pipeline import PipelineError
 from vit_pipeline.data.duplicates import pixel_digest
+from vit_pipeline.data.fingerprint import pass_fingerprint
 from vit_pipeline.utils import cpu_count, first_line
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def find_bad_images(ds: Dataset, split: str, num_proc: int | None = None, digest
     _log_check_estimate(raw, split, num_proc)
     started = time.time()
     flags = raw.map(_check_batch, batched=True, batch_size=256, remove_columns=["image"], num_proc=num_proc,
-                    desc=f"Checking {split} images")
+                    desc=f"Checking {split} images",
+                    new_fingerprint=pass_fingerprint(raw, _check_batch, batch_size=256))
     if len(raw) >= ESTIMATE_ABOVE:
         logger.info("Checked %d %s images in %.0f s", len(raw), split, time.time() - started)
     ok = np.asarray(flags["ok"][:], dtype=bool)
@@ -193,6 +195,7 @@ def count_serve_skew(named: dict[str, Dataset], num_proc: int | None = None) -> 
         raw = ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
         kinds = raw.map(_skew_batch, batched=True, batch_size=256, remove_columns=["image"],
                         num_proc=check_workers(num_proc, len(ds)),
+                        new_fingerprint=pass_fingerprint(raw, _skew_batch, batch_size=256),
                         desc=f"Comparing {split} images with pipeline()'s decoding")["skew"][:]
         rows = [i for i, kind in enumerate(kinds) if kind]
         if not rows:
