@@ -26,6 +26,8 @@ from vit_pipeline.utils import LOCK_FILE, WEIGHT_FILES, checkpoints, lock_holder
 logger = logging.getLogger("vit_pipeline")
 
 _HELD: list[OutputDirLock] = []
+# A lock file younger than this with nothing in it yet is being written by its taker, not left by a dead run.
+HALF_WRITTEN_S = 10.0
 # Recipe keys that make a checkpoint another run's: what is trained, on what. Hyperparameters may change on resume.
 IDENTITY_KEYS = ("model_name_or_path", "from_scratch", "use_peft", "image_size", "dataset_name",
                  "dataset_config_name", "train_dir", "validation_dir", "label_column_name", "train_split")
@@ -81,7 +83,12 @@ class OutputDirLock:
     def _check_holder(self) -> None:
         holder = lock_holder(self.folder)
         if holder is None:
-            return  # unreadable or half-written: stale
+            # Created (O_EXCL) but not yet written: another worker taking it this very moment (compare's workers
+            # start together), unless it has stayed empty for a while (a run killed in between).
+            if _age_seconds(self.path) < HALF_WRITTEN_S:
+                raise PipelineError(f"output_dir {self.folder} is being taken by another run (lock {self.path}): "
+                                    "wait for it to finish, or pick another output_dir")
+            return
         host, pid = holder
         if host != socket.gethostname():
             # Another host's process cannot be checked from here.
@@ -124,6 +131,16 @@ def releases_locks(command):
                 lock.release()
 
     return run
+
+
+def _age_seconds(path: Path) -> float:
+    """Seconds since `path` was last written (infinite when it is gone)."""
+    import time
+
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
 
 
 def try_lock(folder: str | os.PathLike) -> OutputDirLock | None:

@@ -140,6 +140,25 @@ def test_a_second_run_into_a_locked_folder_stops_and_a_stale_lock_is_taken_over(
     assert not (out / LOCK_FILE).exists() and (out / "model.safetensors").is_file()
 
 
+def test_a_lock_being_written_is_held_and_an_empty_old_one_is_taken_over(tmp_path):
+    """Two workers taking one folder at the same moment (compare's workers start together): the second finds the
+    first's lock created but not yet written, and must not take it for a dead run's."""
+    import os
+    import time
+
+    from vit_pipeline.config.output_dir import HALF_WRITTEN_S, try_lock
+
+    (tmp_path / LOCK_FILE).write_text("")
+    assert try_lock(tmp_path) is None
+    # Empty for longer than a write takes: a run killed between creating and writing it.
+    old = time.time() - HALF_WRITTEN_S - 1
+    os.utime(tmp_path / LOCK_FILE, (old, old))
+    lock = try_lock(tmp_path)
+    assert lock is not None and (tmp_path / LOCK_FILE).read_text().split()[-1] == str(os.getpid())
+    lock.release()
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs (a disk that fills up), unmounted afterwards; skipped where mounting is not allowed."""
