@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -19,9 +20,8 @@ from vit_pipeline.commands.search import main as search
 from vit_pipeline.commands.search import pruning_callback, read_space
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory, photos_parquet):
-    root = tmp_path_factory.mktemp("search")
+def write_search_recipe(root: Path, photos_parquet: Path) -> tuple[Path, Path]:
+    """A recipe on a tiny 3-class ViT and the photo crops, and a two-parameter search space, in `root`."""
     model = save_tiny_model(root / "vit", "vit", num_labels=3)
     recipe = root / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"model_name_or_path": str(model), "dataset_name": str(photos_parquet),
@@ -29,6 +29,11 @@ def setup(tmp_path_factory, photos_parquet):
     space = root / "space.yaml"
     space.write_text("learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\nweight_decay: {choices: [0.0, 0.05]}\n")
     return recipe, space
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, photos_parquet):
+    return write_search_recipe(tmp_path_factory.mktemp("search"), photos_parquet)
 
 
 def rows(path):

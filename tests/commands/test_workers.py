@@ -74,14 +74,10 @@ def postgres():
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory, photos_parquet):
+    from tests.commands.test_search import write_search_recipe
+
     root = tmp_path_factory.mktemp("workers")
-    model = save_tiny_model(root / "vit", "vit", num_labels=3)
-    path = root / "recipe.yaml"
-    path.write_text(yaml.safe_dump({"model_name_or_path": str(model), "dataset_name": str(photos_parquet),
-                                    "seed": 1, "horizontal_flip": False}))
-    space = root / "space.yaml"
-    space.write_text("learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\nweight_decay: {choices: [0.0, 0.05]}\n")
-    return path, space, root
+    return (*write_search_recipe(root, photos_parquet), root)
 
 
 def start(*args: str, log: Path) -> subprocess.Popen:
