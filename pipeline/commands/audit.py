@@ -83,22 +83,16 @@ def model_logits(model, logits, labels: list[str]):
     return logits[:, [names.index(name) for name in labels]]
 
 
-def audited_splits(splits) -> dict:
-    """The splits the audit reads, in its order: train, eval, and the test split when the data has one (a copy of a
-    train image there is the leak that matters most)."""
-    named = {"train": splits.train, "eval": splits.eval}
-    return named if splits.test is None else {**named, "test": splits.test}
-
-
 def audit_data(splits, images, features, n_neighbors: int):
-    """Every image of every split in one order (train first) with its id, label, embedding and neighbours."""
+    """Every image of every split (train, eval, test: a copy of a train image in the test split is the leak that
+    matters most) in one order, with its id, label, embedding and neighbours."""
     import numpy as np
 
     from vit_pipeline.data.duplicates import confirm_in
     from vit_pipeline.evaluation.audit.checks import AuditData
     from vit_pipeline.evaluation.audit.neighbours import nearest_neighbours
 
-    named = audited_splits(splits)
+    named = splits.by_name()
     ids, id_kind = image_ids(images)
     return AuditData(splits=np.array([name for name, ds in named.items() for _ in range(len(ds))]),
                      rows=np.concatenate([np.arange(len(ds)) for ds in named.values()]),
@@ -142,7 +136,7 @@ def main(argv: list[str]) -> dict:
     timing = {"load_and_check": time.perf_counter() - started}
     import datasets
 
-    images = datasets.concatenate_datasets(list(audited_splits(splits).values()))
+    images = datasets.concatenate_datasets(list(splits.by_name().values()))
 
     # The embedding pass: every image once.
     from vit_pipeline.evaluation.audit.embed import centre_and_normalise, embed_images

@@ -145,11 +145,11 @@ def _summarize_data(splits) -> dict | None:
                                                               "eval": label_values(splits.eval)}),
                "excluded": splits.excluded_images, "duplicates": [], "leaked": 0}
     if "train" in splits.pixel_digests:
-        # Train first, whichever pass took its digests (the cache pass comes after the test split's check): the
-        # other splits are compared with the first.
-        named = {"train": splits.train, "eval": splits.eval, "test": splits.test}
-        digests = {split: splits.pixel_digests[split] for split in named if split in splits.pixel_digests}
-        found = find_exact_duplicates(digests, confirm_in({s: named[s] for s in digests}))
+        # In the splits' order, train first, whichever pass took the digests (the cache pass takes train's and eval's
+        # after the test split's check; without the image check the test split has none): the others are compared
+        # with the first.
+        named = {split: ds for split, ds in splits.by_name().items() if split in splits.pixel_digests}
+        found = find_exact_duplicates({split: splits.pixel_digests[split] for split in named}, confirm_in(named))
         summary.update(duplicates=found.sentences(), leaked=found.leaked.get("eval", 0),
                        within_train=found.within.get("train", 0))
         for sentence in found.sentences():

@@ -51,11 +51,18 @@ class Splits(DataSplits):
     # `pixel_cache` as preparing the splits should apply it: as set, or decided while loading when it was unset
     # (then the images are checked while the cache is built, in one decode pass).
     pixel_cache: bool | None = None
-    # The digest of every image's pixels, {"train": [...], "eval": [...]} (`duplicates.pixel_digest`), taken by the
-    # image check; empty until the pixel cache pass takes them when that pass is the check.
+    # The digest of every image's pixels, {"train": [...], "eval": [...], "test": [...]} (`duplicates.pixel_digest`),
+    # taken by the image check; train's and eval's are missing until the pixel cache pass takes them when that pass is
+    # the check (the test split's are taken first then).
     pixel_digests: dict[str, list[str]] = field(default_factory=dict)
     # Rows dropped per source split by `exclude_images`.
     excluded_images: dict[str, int] = field(default_factory=dict)
+
+    def by_name(self) -> dict[str, Dataset]:
+        """{"train", "eval", and "test" when there is one: the split}, train first: the order in which duplicate
+        checks compare the others with train (`duplicates.find_exact_duplicates`)."""
+        named = {"train": self.train, "eval": self.eval}
+        return named if self.test is None else {**named, "test": self.test}
 
 
 @dataclass

@@ -44,7 +44,8 @@ def close_workers(loader) -> None:
     one; a no-op without workers or without a live iterator)."""
     base = getattr(loader, "base_dataloader", loader)
     iterator = getattr(base, "_iterator", None)
-    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+    if iterator is None:
+        return
+    if hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()
-    if iterator is not None:
-        base._iterator = None
+    base._iterator = None
