@@ -142,10 +142,10 @@ def main(argv: list[str]) -> list[dict]:
     model, image_processor = load_trained(name, token=get_token(), revision=args.model_revision)
     import datasets
 
-    from vit_pipeline.evaluation.inference import loader_workers
+    from vit_pipeline.evaluation.inference import decode_threads, loader_workers
 
     dataset = datasets.Dataset.from_dict({"image": paths}, features=datasets.Features({"image": datasets.Image()}))
-    workers = loader_workers(len(paths), args.batch_size)  # decoding in workers while the model runs
+    workers = loader_workers(len(paths), args.batch_size)  # decoding in workers on a GPU host, else on threads
     start = time.perf_counter()
     logits, _ = predict_logits(model, dataset, image_processor, batch_size=args.batch_size, progress=True,
                                num_workers=workers)
@@ -165,6 +165,9 @@ def main(argv: list[str]) -> list[dict]:
     else:
         rows = prediction_table(paths, logits, model_labels(model), args.top_k, args.threshold or 0.0)
     write_table(rows, args.output)
-    print(f"{len(rows)} image(s) predicted into {args.output} ({len(rows) / seconds:,.1f} images/s, {workers} loader "
-          f"worker{'' if workers == 1 else 's'})" + (f"; {len(bad)} unreadable skipped" if bad else ""))
+    threads = decode_threads(workers)
+    decoding = (f"{workers} loader worker{'' if workers == 1 else 's'}" if workers else
+                f"decoded on {threads} thread{'' if threads == 1 else 's'}")
+    print(f"{len(rows)} image(s) predicted into {args.output} ({len(rows) / seconds:,.1f} images/s, {decoding})"
+          + (f"; {len(bad)} unreadable skipped" if bad else ""))
     return rows

@@ -4,12 +4,15 @@
 DataLoader calls with a batch of indices) returns the finished uint8 batch at once: the cached pixels are read as views
 of the memory-mapped Arrow buffer (no copy, no per-row formatting by `datasets`), the random resized crops of the
 whole batch are drawn in one vectorized pass (`crop_boxes`: torchvision's `RandomResizedCrop` rule, the same
-distribution), each crop is resized by torchvision's own uint8 kernel straight into the batch tensor, and the
-horizontal flips are applied to the batch in one indexed operation. Rescale and normalize stay where they were, on the
-model's device (`transforms.PixelNormalizer` in the backends), so a loss hook still receives the final normalized batch.
+distribution), each crop is resized by the uint8 kernel torchvision's resize calls, straight into the batch tensor, and
+flipped in place when its draw says so. In the training process the batch's crops are split over one thread per core
+(up to 4): the model waits while its batch is built, and the kernels release the GIL. Rescale and normalize stay where
+they were, on the model's device (`transforms.PixelNormalizer` in the backends), so a loss hook still receives the
+final normalized batch.
 
-Per image that leaves one resize kernel and no Python transform objects, which is what lets the training process do it
-between steps without a loader worker (on a 2-core machine a worker takes a core from the model's two torch threads).
+Per image that leaves one copy, one resize kernel and no Python transform objects, which is what lets the training
+process do it between steps without a loader worker (on a 2-core machine a worker takes a core from the model's two
+torch threads).
 Extra per-image augmentation (`auto_augment`, `random_erasing`) keeps the per-row path (`cache.CachedTransform`).
 """
 
@@ -105,7 +108,7 @@ class CachedBatches(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict:
         # Loader workers get the dataset (memory-mapped files, pickled by path) and map the buffers again.
-        return {**self.__dict__, "_columns": None}
+        return {**self.__dict__, "_columns": None, "_executor": None}
 
     def with_format(self, *args, **kwargs):
         """The cache's rows as a `datasets.Dataset` (what reads the labels, such as class-weight counts, sees)."""
@@ -161,21 +164,66 @@ class CachedBatches(torch.utils.data.Dataset):
 
     def _augment(self, images: list[torch.Tensor], heights: np.ndarray, widths: np.ndarray) -> torch.Tensor:
         crop = self.crop
-        # Channels-last like the resize kernel's output, so writing each crop into the batch is a plain copy.
-        out = torch.empty((len(images), 3, *crop.size), dtype=torch.uint8, memory_format=torch.channels_last)
-        boxes = crop_boxes(heights, widths, (crop.scale_min, 1.0))
-        size = list(crop.size)
-        for k, (image, (top, left, h, w)) in enumerate(zip(images, boxes.tolist(), strict=True)):
-            # The crop copied to a contiguous HxWx3 block first: on a strided view the resize kernel takes a slower
-            # path and returns planar pixels (measured 2x the time for the batch). Then torchvision's own kernel (its
-            # native uint8 resize on CPU), so a crop's pixels equal RandomResizedCrop's.
-            region = image[:, top:top + h, left:left + w].permute(1, 2, 0).contiguous().permute(2, 0, 1)
-            out[k] = TF.resize_image(region, size, crop.interpolation)
-        if crop.flip and len(images):
-            flipped = torch.nonzero(torch.rand(len(images)) < 0.5).flatten()
-            if len(flipped):
-                out[flipped] = out[flipped].flip(-1)
-        return out
+        # HxWx3 like the resize kernel's channels-last output, so each crop is written straight into the batch.
+        out = torch.empty((len(images), *crop.size, 3), dtype=torch.uint8)
+        boxes = crop_boxes(heights, widths, (crop.scale_min, 1.0)).tolist()
+        flips = (torch.rand(len(images)) < 0.5).tolist() if crop.flip else [False] * len(images)
+        parts = np.array_split(np.arange(len(images)), self._threads()) if len(images) else []
+        jobs = [(out, images, boxes, flips, int(p[0]), int(p[-1]) + 1) for p in parts if len(p)]
+        if len(jobs) > 1:
+            # The model waits while its batch is built: the crops are split over the cores (the kernels release
+            # the GIL), each thread on one torch thread.
+            list(self._pool().map(lambda job: _resize_crops(crop, *job), jobs))
+        elif jobs:
+            _resize_crops(crop, *jobs[0])
+        return out.permute(0, 3, 1, 2)
+
+    def _threads(self) -> int:
+        # In a loader worker (a GPU host) the other workers hold the other cores; in the training process, all of them.
+        from vit_pipeline.utils import cpu_count
+
+        return 1 if torch.utils.data.get_worker_info() is not None else min(4, cpu_count())
+
+    def _pool(self):
+        if getattr(self, "_executor", None) is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(self._threads(), initializer=torch.set_num_threads, initargs=(1,),
+                                                thread_name_prefix="crops")
+        return self._executor
+
+
+def _resize_crops(crop: BatchCrop, out: torch.Tensor, images: list[torch.Tensor], boxes: list, flips: list[bool],
+                  start: int, stop: int) -> None:
+    """Crop and resize images[start:stop] into out[start:stop] (HxWx3 uint8), each crop with torchvision's kernel,
+    and flip those whose `flips` is set (one image at a time: an indexed flip of the channels-last batch took 7x as
+    long)."""
+    size = list(crop.size)
+    kernel = _native_kernel(crop.interpolation)
+    for k in range(start, stop):
+        top, left, h, w = boxes[k]
+        # The crop copied to a contiguous HxWx3 block first: on a strided view the resize kernel takes a slower path
+        # and returns planar pixels (measured 2x the time for the batch).
+        region = images[k][:, top:top + h, left:left + w].permute(1, 2, 0).contiguous()
+        if kernel is None:
+            out[k] = TF.resize_image(region.permute(2, 0, 1), size, crop.interpolation).permute(1, 2, 0)
+        else:
+            # torch's uint8 kernel that `TF.resize_image` calls for this mode (so the same pixels as
+            # RandomResizedCrop's for the box), on 1x3xhxw channels-last views, without its Python checks and the
+            # copy into the batch.
+            kernel(region.as_strided((1, 3, h, w), (3 * h * w, 1, 3 * w, 3)), size, False,
+                   out=out[k].as_strided((1, 3, *size), (3 * size[0] * size[1], 1, 3 * size[1], 3)))
+        if flips[k]:
+            out[k] = out[k].flip(1)
+
+
+def _native_kernel(mode: InterpolationMode):
+    # The modes torchvision resizes as uint8 on this CPU (`_do_native_uint8_resize_on_cpu`), by these kernels.
+    if mode == InterpolationMode.BICUBIC:
+        return torch._C._nn._upsample_bicubic2d_aa
+    if mode == InterpolationMode.BILINEAR and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        return torch._C._nn._upsample_bilinear2d_aa
+    return None
 
 
 @contextlib.contextmanager

@@ -180,11 +180,12 @@ class Finish(torch.nn.Module):
         spec = self.spec
         device = pixels.device
         if self.fused and pixels.dtype == torch.uint8 and not spec.std_again:
-            # Two passes instead of three (convert, subtract, divide): the same float operations, so the same values.
-            # A channels-last batch (the cache's batch path) is made contiguous while it is uint8, a quarter of the
-            # bytes: measured faster than converting the layout in the subtraction.
+            # Convert, then subtract and divide in place: the same float operations as the processor, so the same
+            # values. A channels-last batch (the cache's batch path) is made contiguous while it is uint8, a quarter
+            # of the bytes. Not `torch.sub(uint8, float)`: its mixed-dtype broadcast is a slow kernel (on two CPU
+            # threads 14-18 ms against 2-5 ms for a 32x3x224x224 batch, about 0.4 ms of every image).
             mean, std = self.mean.to(device)[:, None, None], self.std.to(device)[:, None, None]
-            return torch.sub(pixels.contiguous(), mean).div_(std)
+            return pixels.contiguous().to(torch.float32).sub_(mean).div_(std)
         pixels = pixels.to(torch.float32, copy=True)
         if not self.fused:
             pixels = pixels * spec.rescale

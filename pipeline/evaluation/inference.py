@@ -91,11 +91,23 @@ def _autocast(device: torch.device):
 
 
 def loader_workers(rows: int, batch_size: int) -> int:
-    """Loader workers for inference over `rows` images: one per core (up to 16), since decoding is most of the work
-    and a forward pass a small part; none for a batch or two, where starting workers costs more than it saves."""
+    """Loader worker processes for inference over `rows` images: on a GPU host one per core (up to 16), since decoding
+    is most of the work and a forward pass a small part; none for a batch or two, where starting workers costs more
+    than it saves; none on a CPU-only machine, where the batch's images are decoded on threads of this process
+    (`decode_threads`) between forward passes that use every core anyway."""
     from vit_pipeline.utils import cpu_count
 
+    if not torch.cuda.is_available():
+        return 0
     return min(16, cpu_count()) if rows > 2 * batch_size else 0
+
+
+def decode_threads(workers: int) -> int:
+    """Threads that decode each batch's images: one per core (up to 16) in this process when no loader worker
+    does it, else one in each worker."""
+    from vit_pipeline.utils import cpu_count
+
+    return 1 if workers else min(16, cpu_count())
 
 
 def batches(dataset, image_processor, batch_size: int = 32, device=None, progress: bool = False,
@@ -103,20 +115,23 @@ def batches(dataset, image_processor, batch_size: int = 32, device=None, progres
     """The eval batches of `dataset` as the model receives them: (float pixel_values on `device`, labels).
 
     `dataset` has the canonical `image` column (and `label`, else every label is -1); it goes through the pipeline's
-    eval path (`prepare_dataset`: decode, resize and crop to uint8, then `PixelNormalizer` on the device), which
-    equals the image processor's output. `num_workers` None: `loader_workers`.
+    eval path (`fast_dataset`: decode, resize and crop to uint8, then `PixelNormalizer` on the device), which
+    equals the image processor's output. `num_workers` None: `loader_workers`; without workers the images of each
+    batch are decoded on `decode_threads` threads.
     """
     from torch.utils.data import DataLoader
 
-    from vit_pipeline.data.prepare import prepare_dataset
-    from vit_pipeline.data.transforms import PixelNormalizer, collate, image_spec
+    from vit_pipeline.config.arguments import default_data_args
+    from vit_pipeline.data.prepare import fast_dataset
+    from vit_pipeline.data.transforms import PixelNormalizer, build_fast_transforms, collate, image_spec
 
     if "label" not in dataset.column_names:
         dataset = dataset.add_column("label", [-1] * len(dataset))
     device = torch.device(device) if device is not None else default_device()
-    prepared = prepare_dataset(dataset, image_processor, None, train=False)
+    workers = loader_workers(len(dataset), batch_size) if num_workers is None else num_workers
+    transform = build_fast_transforms(image_processor, default_data_args())[1]
+    prepared = fast_dataset(dataset, transform, threads=decode_threads(workers))
     normalizer = PixelNormalizer(image_spec(image_processor)).to(device)
-    workers = loader_workers(len(prepared), batch_size) if num_workers is None else num_workers
     loader = DataLoader(prepared, batch_size=batch_size, collate_fn=collate, num_workers=workers)
     if progress:
         from tqdm.auto import tqdm

@@ -43,18 +43,20 @@ def test_crop_boxes_have_the_distribution_of_random_resized_crop(height, width, 
     assert abs(fallback(ours) - fallback(theirs)) < 0.03
 
 
-def _cached(photo_files, data_args, train=True):
+def _cached(photo_files, data_args, train=True, resample=2):
     from transformers import ViTImageProcessor
 
-    processor = ViTImageProcessor()
+    processor = ViTImageProcessor(resample=resample)
     _, ds = photo_files
     return prepare_dataset(ds, processor, data_args, train=train), processor
 
 
-def test_batches_are_torchvisions_crops_and_flips_pixel_for_pixel(photo_files):
+# Bilinear (ViT) and bicubic (DeiT, ConvNeXt...): the two modes the batch path calls torch's uint8 kernels for.
+@pytest.mark.parametrize("resample", [2, 3])
+def test_batches_are_torchvisions_crops_and_flips_pixel_for_pixel(photo_files, resample):
     from vit_pipeline.config import DataArguments
 
-    train, processor = _cached(photo_files, DataArguments(dataset_name="x", pixel_cache=True))
+    train, processor = _cached(photo_files, DataArguments(dataset_name="x", pixel_cache=True), resample=resample)
     assert isinstance(train, CachedBatches)
     indices = list(range(len(train)))[::-1]
     torch.manual_seed(3)

@@ -56,6 +56,23 @@ def test_eval_batches_equal_the_image_processor_on_real_photos(photo_files, name
     torch.testing.assert_close(slow["pixel_values"], expected, rtol=0, atol=1e-5)
 
 
+def test_decoding_on_threads_gives_the_same_batch_in_order(photo_files):
+    # Inference on a CPU-only machine decodes each batch's images on threads (`DecodeTransform(threads=...)`).
+    from transformers import ViTImageProcessor
+
+    _, ds = photo_files
+    _, eval_transform = build_fast_transforms(ViTImageProcessor())
+    indices = list(range(len(ds)))[::-1]
+    one = collate(fast_dataset(ds, eval_transform).__getitems__(indices))
+    threaded = fast_dataset(ds, eval_transform, threads=3)
+    batch = collate(threaded.__getitems__(indices))
+    assert torch.equal(batch["pixel_values"], one["pixel_values"]) and torch.equal(batch["labels"], one["labels"])
+    # Its thread pool is not pickled into loader workers (datasets fingerprints and pickles the transform).
+    import pickle
+
+    assert pickle.loads(pickle.dumps(threaded._format_kwargs["transform"]))._pool is None
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_normalizing_on_the_gpu_gives_the_processor_output(photo_files):
     from transformers.image_utils import load_image
