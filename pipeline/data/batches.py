@@ -134,15 +134,16 @@ class CachedBatches(torch.utils.data.Dataset):
                              np.concatenate(chunk_of) if chunk_of else np.zeros(0, np.int64), heights, widths, labels)
         return self._columns
 
-    def _image(self, index: int) -> torch.Tensor:
-        # A 3xHxW uint8 view (channels-last strides) of the cached HxWx3 bytes: no copy.
+    def _pixels(self, index: int) -> torch.Tensor:
+        # An HxWx3 uint8 view of the cached bytes: no copy (read-only: callers silence torch's warning about that).
         buffers, starts, chunk_of, heights, widths, _ = self._load()
         h, w, start = int(heights[index]), int(widths[index]), int(starts[index])
-        data = buffers[chunk_of[index]][start:start + 3 * h * w]
-        with warnings.catch_warnings():
-            # The memory-mapped cache is read-only, and nothing here writes to it.
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(data).view(h, w, 3).permute(2, 0, 1)
+        return torch.from_numpy(buffers[chunk_of[index]][start:start + 3 * h * w]).view(h, w, 3)
+
+    def _image(self, index: int) -> torch.Tensor:
+        """Cached image `index` as a 3xHxW uint8 view (channels-last strides) of the cached bytes: no copy."""
+        with _read_only():
+            return self._pixels(index).permute(2, 0, 1)
 
     def __getitem__(self, index: int) -> dict:
         batch = self.__getitems__([index])
@@ -151,12 +152,13 @@ class CachedBatches(torch.utils.data.Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         _, _, _, heights, widths, labels = self._load()
         index = np.asarray(indices, dtype=np.int64)
-        images = [self._image(i) for i in index]
+        with _read_only():
+            images = [self._pixels(i) for i in index]
         crop = self.crop
         if crop is None:
             with one_thread():
                 # Stacked as HxWx3 (plain copies of the cached bytes), then seen as a channels-last Bx3xHxW batch.
-                pixels = torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2) if images else (
+                pixels = torch.stack(images).permute(0, 3, 1, 2) if images else (
                     torch.zeros(0, 3, 1, 1, dtype=torch.uint8))
             return {"pixel_values": pixels, "labels": labels[index]}
         with one_thread():
@@ -195,24 +197,23 @@ class CachedBatches(torch.utils.data.Dataset):
 
 def _resize_crops(crop: BatchCrop, out: torch.Tensor, images: list[torch.Tensor], boxes: list, flips: list[bool],
                   start: int, stop: int) -> None:
-    """Crop and resize images[start:stop] into out[start:stop] (HxWx3 uint8), each crop with torchvision's kernel,
-    and flip those whose `flips` is set (one image at a time: an indexed flip of the channels-last batch took 7x as
-    long)."""
+    """Crop and resize the HxWx3 images[start:stop] into out[start:stop] (BxHxWx3 uint8), each crop with
+    torchvision's kernel, and flip those whose `flips` is set (one image at a time: an indexed flip of the
+    channels-last batch took 7x as long)."""
     size = list(crop.size)
     kernel = _native_kernel(crop.interpolation)
+    batch = out.permute(0, 3, 1, 2)  # Bx3xHxW, channels-last: each [k:k+1] is what the kernel writes
     for k in range(start, stop):
         top, left, h, w = boxes[k]
         # The crop copied to a contiguous HxWx3 block first: on a strided view the resize kernel takes a slower path
         # and returns planar pixels (measured 2x the time for the batch).
-        region = images[k][:, top:top + h, left:left + w].permute(1, 2, 0).contiguous()
+        region = images[k][top:top + h, left:left + w].contiguous().permute(2, 0, 1)
         if kernel is None:
-            out[k] = TF.resize_image(region.permute(2, 0, 1), size, crop.interpolation).permute(1, 2, 0)
+            batch[k] = TF.resize_image(region, size, crop.interpolation)
         else:
             # torch's uint8 kernel that `TF.resize_image` calls for this mode (so the same pixels as
-            # RandomResizedCrop's for the box), on 1x3xhxw channels-last views, without its Python checks and the
-            # copy into the batch.
-            kernel(region.as_strided((1, 3, h, w), (3 * h * w, 1, 3 * w, 3)), size, False,
-                   out=out[k].as_strided((1, 3, *size), (3 * size[0] * size[1], 1, 3 * size[1], 3)))
+            # RandomResizedCrop's for the box), without its Python checks and the copy into the batch.
+            kernel(region[None], size, False, out=batch[k:k + 1])
         if flips[k]:
             out[k] = out[k].flip(1)
 
@@ -224,6 +225,14 @@ def _native_kernel(mode: InterpolationMode):
     if mode == InterpolationMode.BILINEAR and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         return torch._C._nn._upsample_bilinear2d_aa
     return None
+
+
+@contextlib.contextmanager
+def _read_only():
+    # The memory-mapped cache is read-only, and nothing here writes to it: torch's warning about that is noise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 @contextlib.contextmanager
