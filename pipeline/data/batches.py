@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -108,7 +109,7 @@ class CachedBatches(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict:
         # Loader workers get the dataset (memory-mapped files, pickled by path) and map the buffers again.
-        return {**self.__dict__, "_columns": None, "_executor": None}
+        return {**self.__dict__, "_columns": None}
 
     def with_format(self, *args, **kwargs):
         """The cache's rows as a `datasets.Dataset` (what reads the labels, such as class-weight counts, sees)."""
@@ -175,7 +176,7 @@ class CachedBatches(torch.utils.data.Dataset):
         if len(jobs) > 1:
             # The model waits while its batch is built: the crops are split over the cores (the kernels release
             # the GIL), each thread on one torch thread.
-            list(self._pool().map(lambda job: _resize_crops(crop, *job), jobs))
+            list(image_threads(len(jobs)).map(lambda job: _resize_crops(crop, *job), jobs))
         elif jobs:
             _resize_crops(crop, *jobs[0])
         return out.permute(0, 3, 1, 2)
@@ -185,14 +186,6 @@ class CachedBatches(torch.utils.data.Dataset):
         from vit_pipeline.utils import cpu_count
 
         return 1 if torch.utils.data.get_worker_info() is not None else min(4, cpu_count())
-
-    def _pool(self):
-        if getattr(self, "_executor", None) is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(self._threads(), initializer=torch.set_num_threads, initargs=(1,),
-                                                thread_name_prefix="crops")
-        return self._executor
 
 
 def _resize_crops(crop: BatchCrop, out: torch.Tensor, images: list[torch.Tensor], boxes: list, flips: list[bool],
@@ -225,6 +218,22 @@ def _native_kernel(mode: InterpolationMode):
     if mode == InterpolationMode.BILINEAR and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         return torch._C._nn._upsample_bilinear2d_aa
     return None
+
+
+_POOLS: dict[tuple[int, int], object] = {}
+
+
+def image_threads(threads: int):
+    """This process's pool of `threads` threads for per-image kernels (decoding, resizing), each on one torch thread
+    (the images run side by side; a kernel split over torch's threads as well would oversubscribe the cores). Kept
+    per process: a loader worker forked from this one does not inherit live threads."""
+    key = (os.getpid(), threads)
+    if key not in _POOLS:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOLS[key] = ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,),
+                                         thread_name_prefix="images")
+    return _POOLS[key]
 
 
 @contextlib.contextmanager

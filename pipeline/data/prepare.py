@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vit_pipeline.config.arguments import DataArguments, default_data_args
-from vit_pipeline.data.batches import BatchCrop, CachedBatches
+from vit_pipeline.data.batches import BatchCrop, CachedBatches, image_threads
 from vit_pipeline.data.cache import CachedTransform, Shrink, cache_pixels, cache_size, drop_unreadable
 from vit_pipeline.data.decode import decode_rgb, to_rgb
 from vit_pipeline.data.transforms import build_fast_transforms, build_transforms, image_spec
@@ -45,10 +45,6 @@ class DecodeTransform:
     def __init__(self, transform: Callable, threads: int = 1):
         self.transform = transform
         self.threads = threads
-        self._pool = None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_pool": None}  # a thread pool does not pickle (datasets fingerprints transforms)
 
     def _one(self, item):
         return self.transform(decode_rgb(item)).contiguous()
@@ -56,11 +52,7 @@ class DecodeTransform:
     def __call__(self, batch: dict) -> dict:
         items = batch["image"]
         if self.threads > 1 and len(items) > 1:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="decode")
-            pixels = list(self._pool.map(self._one, items))
+            pixels = list(image_threads(self.threads).map(self._one, items))
         else:
             pixels = [self._one(item) for item in items]
         return {"pixel_values": pixels, "label": batch["label"]}

@@ -121,7 +121,6 @@ def batches(dataset, image_processor, batch_size: int = 32, device=None, progres
     """
     from torch.utils.data import DataLoader
 
-    from vit_pipeline.config.arguments import default_data_args
     from vit_pipeline.data.prepare import fast_dataset
     from vit_pipeline.data.transforms import PixelNormalizer, build_fast_transforms, collate, image_spec
 
@@ -129,7 +128,7 @@ def batches(dataset, image_processor, batch_size: int = 32, device=None, progres
         dataset = dataset.add_column("label", [-1] * len(dataset))
     device = torch.device(device) if device is not None else default_device()
     workers = loader_workers(len(dataset), batch_size) if num_workers is None else num_workers
-    transform = build_fast_transforms(image_processor, default_data_args())[1]
+    transform = build_fast_transforms(image_processor)[1]  # the default data arguments' eval steps
     prepared = fast_dataset(dataset, transform, threads=decode_threads(workers))
     normalizer = PixelNormalizer(image_spec(image_processor)).to(device)
     loader = DataLoader(prepared, batch_size=batch_size, collate_fn=collate, num_workers=workers)
